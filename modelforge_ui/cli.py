@@ -1,0 +1,173 @@
+"""The `modelforge` command. Imports stay light: torch loads only in worker processes.
+
+  modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
+  modelforge demo-model DIR                                      the offline demo model
+  modelforge run [--host --port --token --data-dir]              the dashboard and REST API
+  modelforge doctor                                              the environment report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from trainers.config import PRESETS, build_config, load_config_file, parse_cli_value
+from trainers.errors import ConfigError, ModelForgeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelforge", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="run one training job from a JSON or YAML config")
+    train.add_argument("config", help="config file (.json, .yaml or .yml)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field (value read as JSON when it parses), repeatable")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset")
+    train.add_argument("--data-dir", type=Path, help="where runs are stored (default: "
+                                                     "MODELFORGE_HOME or ~/.local/share/modelforge)")
+    train.set_defaults(func=cmd_train)
+
+    demo = sub.add_parser("demo-model", help="write the small random-init demo model")
+    demo.add_argument("out_dir", type=Path)
+    demo.set_defaults(func=cmd_demo_model)
+
+    return parser
+
+
+# --- train -------------------------------------------------------------------------------
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError([{"field": "--set", "message": f"'{pair}' is not KEY=VALUE, "
+                                                             "e.g. --set lora_r=32"}])
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = parse_cli_value(value)
+    return overrides
+
+
+def cmd_train(args) -> int:
+    from trainers.runs import default_data_dir
+
+    try:
+        raw = load_config_file(args.config)
+        raw.update(_parse_overrides(args.set))
+        cfg = build_config(raw, preset=args.preset)
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir()
+    from trainers.registry import RunRegistry
+
+    registry = RunRegistry(data_dir)
+    run = registry.create(cfg, source="cli")
+    print(f"run {run['id']}: {run['run_dir']}")
+    return follow_run(registry, run["id"])
+
+
+def follow_run(registry, run_id: str) -> int:
+    """Start the worker, show progress until it ends, stop it gracefully on Ctrl-C."""
+    from trainers import runs
+    from trainers.events import read_events
+
+    run_dir = Path(registry.get(run_id)["run_dir"])
+    proc = runs.launch(run_dir)
+    registry.mark_running(run_id, proc.pid)
+    seen, stop_sent = 0, False
+    while True:
+        try:
+            for event in read_events(run_dir, after=seen):
+                seen = event["seq"] + 1
+                _print_event(event)
+            if proc.poll() is not None:
+                for event in read_events(run_dir, after=seen):
+                    seen = event["seq"] + 1
+                    _print_event(event)
+                break
+            time.sleep(0.3)
+        except KeyboardInterrupt:
+            if stop_sent:
+                runs.stop(run_dir, proc, grace_s=0)
+            else:
+                print("\nstopping at the next step (Ctrl-C again to force)...", file=sys.stderr)
+                runs.request_stop(run_dir)
+                stop_sent = True
+    record = registry.finish_from_events(run_id, proc.returncode)
+    return _report(record, run_dir)
+
+
+def _report(record: dict, run_dir: Path) -> int:
+    from trainers.runs import log_tail
+
+    status = record["status"]
+    summary = record.get("summary") or {}
+    if status in ("succeeded", "stopped"):
+        print(f"\n{status}: adapter saved in {summary.get('adapter_dir')}")
+        return 0
+    print(f"\nfailed: {summary.get('message') or record.get('error')}", file=sys.stderr)
+    if summary.get("hint"):
+        print(f"fix: {summary['hint']}", file=sys.stderr)
+    for remedy in summary.get("remedies") or []:
+        print(f"  - {remedy}", file=sys.stderr)
+    if summary.get("error_type") == "internal":
+        print("\n--- end of train.log ---\n" + log_tail(run_dir, 3000), file=sys.stderr)
+    return 1
+
+
+def _print_event(event: dict) -> None:
+    kind = event["type"]
+    if kind == "started":
+        print(f"started: {event.get('provider')} on {event.get('device_name')} "
+              f"({event.get('device')}), {event.get('architecture')}, "
+              f"max_seq_length {event.get('max_seq_length')}, {event.get('num_train')} examples")
+    elif kind == "progress":
+        _progress_bar(event)
+    elif kind == "eval":
+        print(f"\neval at step {event.get('step')}: loss {event.get('eval_loss')}")
+    elif kind == "stage":
+        print(f"\nstage: {event.get('name')}")
+    elif kind == "saved" and event.get("kind") == "adapter":
+        print(f"\nsaved adapter: {event.get('path')}")
+
+
+def _progress_bar(event: dict) -> None:
+    step, total = event.get("step") or 0, event.get("total_steps") or 0
+    width = 30
+    filled = int(width * step / total) if total else 0
+    loss = event.get("loss")
+    loss_text = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
+    eta = event.get("eta_s")
+    line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total} loss {loss_text} "
+            f"{event.get('tokens_per_s') or 0:.0f} tok/s eta {eta if eta is not None else '-'}s")
+    print(line, end="", flush=True)
+
+
+# --- demo model ----------------------------------------------------------------------------
+
+def cmd_demo_model(args) -> int:
+    from trainers.demo import SAMPLE_SFT, build_demo_model
+
+    out = build_demo_model(args.out_dir)
+    example = {"provider": "huggingface", "model_name": str(out.resolve()), "max_seq_length": 512,
+               "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
+               "num_train_epochs": 1, "lora_r": 16, "lora_alpha": 32}
+    print(f"demo model written to {out}\nexample config:\n{json.dumps(example, indent=2)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

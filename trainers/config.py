@@ -1,0 +1,350 @@
+"""The one config schema for a training run.
+
+The dashboard form, the REST API body, the CLI's config files and each run's saved
+`config.json` all come from `TrainConfig`. Each field is documented where it is declared; the
+`group` in its metadata places it in the dashboard form. Importing this module is cheap
+(pydantic and the standard library only), so the server can validate without torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainers.errors import ConfigError
+
+PROVIDERS = ("huggingface", "unsloth")
+TASKS = ("text-generation", "summarization", "question-answering")
+STRATEGIES = ("sft", "qlora", "dpo", "rlhf")
+COMMON_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
+
+
+def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
+    """A config field with its documentation and its place in the dashboard form."""
+    return Field(default, description=description, json_schema_extra={"group": group}, **kwargs)
+
+
+class TrainConfig(BaseModel):
+    """A fine-tuning run. Unknown keys are rejected, never dropped."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # --- model and provider -------------------------------------------------------------
+    provider: Literal["huggingface", "unsloth"] = _field(
+        "huggingface", "model",
+        "Training back end. `huggingface`: transformers + peft + bitsandbytes + TRL. "
+        "`unsloth`: Unsloth's FastLanguageModel (needs a fixed max_seq_length).")
+    model_name: str = _field(
+        ..., "model", "Hub id (e.g. meta-llama/Llama-3.2-3B) or a local model directory.")
+    max_seq_length: int = _field(
+        2048, "model",
+        "Longest sequence in tokens; longer examples are truncated. -1 infers it from the data "
+        "set's token lengths, capped at the model's maximum (huggingface provider only).")
+    task: Literal["text-generation", "summarization", "question-answering"] = _field(
+        "text-generation", "model",
+        "What the data teaches: text-generation, summarization or question-answering.")
+    strategy: Literal["sft", "qlora", "dpo", "rlhf"] = _field(
+        "sft", "model",
+        "sft: supervised LoRA fine-tune. qlora: the same on a 4-bit quantized base model. "
+        "dpo: direct preference optimisation on chosen/rejected pairs. rlhf: a reward model, "
+        "then online RL (GRPO) of the policy against it.")
+    trust_remote_code: bool = _field(
+        False, "model",
+        "Run Python code shipped inside the model repository. Off unless you trust the model "
+        "and the server operator allows it.")
+
+    # --- data ---------------------------------------------------------------------------
+    dataset: str = _field(
+        ..., "data",
+        "A local .json, .jsonl, .csv or .parquet file, or a hub data set id (needs a network).")
+    dataset_split: str = _field("train", "data", "Split to read from a hub data set.")
+    column_mapping: dict[str, str] = _field(
+        {}, "data",
+        "Overrides format detection: maps a standard field (text, prompt, completion, "
+        "instruction, input, output, messages, document, summary, question, context, answer, "
+        "chosen, rejected) to the column that holds it, e.g. {\"prompt\": \"question_text\"}.")
+    completion_only_loss: bool = _field(
+        True, "data",
+        "For prompt/completion-style data, compute the loss on the completion tokens only.")
+    eval_split: float = _field(
+        0.0, "data", "Fraction of the data held out for evaluation, 0 <= eval_split < 1.")
+    packing: bool = _field(
+        False, "data", "Pack several short examples into each max_seq_length sequence.")
+
+    # --- LoRA ---------------------------------------------------------------------------
+    lora_r: int = _field(16, "lora", "LoRA rank (>= 1). Higher = more trainable parameters.")
+    lora_alpha: float = _field(32, "lora", "LoRA scaling numerator (> 0); scale = alpha / r.")
+    lora_dropout: float = _field(0.05, "lora", "Dropout on the LoRA input, 0 <= value < 1.")
+    target_modules: Union[Literal["auto"], list[str]] = _field(
+        "auto", "lora",
+        "Modules that get adapters: a list of names (e.g. [\"q_proj\", \"v_proj\"]), or "
+        "\"auto\" = every linear projection of the architecture except the LM head.")
+    use_4bit: bool = _field(
+        False, "lora", "Load the base model in 4-bit NF4 (bitsandbytes; needs a CUDA GPU).")
+
+    # --- optimisation -------------------------------------------------------------------
+    num_train_epochs: float = _field(1.0, "optimisation", "Passes over the data (> 0).")
+    max_steps: int = _field(
+        -1, "optimisation", "Stop after this many optimizer steps; -1 = run the epochs.")
+    per_device_train_batch_size: int = _field(4, "optimisation", "Examples per step (>= 1).")
+    gradient_accumulation_steps: int = _field(
+        1, "optimisation", "Steps whose gradients add up before one update (>= 1).")
+    learning_rate: float = _field(2e-4, "optimisation", "Peak learning rate, 0 < lr <= 1.")
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+        "constant_with_warmup", "inverse_sqrt"] = _field(
+        "linear", "optimisation", "How the learning rate changes over the run.")
+    warmup_ratio: float = _field(
+        0.0, "optimisation", "Fraction of the steps spent warming the learning rate up, 0..1.")
+    weight_decay: float = _field(0.0, "optimisation", "AdamW weight decay (>= 0).")
+    max_grad_norm: float = _field(1.0, "optimisation", "Gradient clipping norm (> 0).")
+    optim: Literal[
+        "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+        "paged_adamw_32bit", "adafactor", "sgd"] = _field(
+        "adamw_torch", "optimisation",
+        "Optimizer. The 8-bit ones (adamw_8bit, paged_adamw_8bit) need bitsandbytes and CUDA.")
+    bf16: bool = _field(False, "optimisation", "Train in bfloat16 mixed precision.")
+    fp16: bool = _field(False, "optimisation", "Train in float16 mixed precision.")
+    gradient_checkpointing: bool = _field(
+        False, "optimisation", "Recompute activations in the backward pass: less memory, ~20% slower.")
+    seed: int = _field(42, "optimisation", "Random seed for data order and adapter init.")
+
+    # --- preference training ------------------------------------------------------------
+    beta: float = _field(
+        0.1, "advanced", "dpo: strength of the pull towards the reference model (> 0); "
+        "rlhf: KL penalty coefficient of the policy stage (>= 0).")
+    dpo_loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = _field(
+        "sigmoid", "advanced", "dpo: the preference loss (sigmoid is the DPO paper's).")
+    max_prompt_length: int = _field(
+        512, "advanced", "dpo/rlhf: prompts are cut to this many tokens (from the left).")
+    reward_model_steps: int = _field(
+        -1, "advanced", "rlhf: optimizer steps of the reward-model stage; -1 = one epoch.")
+    max_new_tokens: int = _field(
+        64, "advanced", "rlhf: longest generated completion in the policy stage (tokens).")
+    num_generations: int = _field(
+        4, "advanced", "rlhf: completions sampled per prompt in the policy stage (>= 2).")
+
+    # --- output and logging -------------------------------------------------------------
+    logging_steps: int = _field(1, "advanced", "Emit a progress event every N steps (>= 1).")
+    save_steps: int = _field(
+        0, "advanced", "Save a checkpoint every N steps; 0 = only the final adapter.")
+    output_dir: str = _field(
+        "", "advanced", "Where the adapter goes; empty = the run's own directory.")
+    name: str = _field("", "advanced", "A label for the run in the history; empty = automatic.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qlora_means_4bit(cls, data: Any) -> Any:
+        """`strategy: qlora` turns 4-bit on; an explicit `use_4bit: false` beside it is an error."""
+        if isinstance(data, dict) and data.get("strategy") == "qlora" and "use_4bit" not in data:
+            data = {**data, "use_4bit": True}
+        return data
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "TrainConfig":
+        problems = config_problems(self)
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+
+def _problem(field: str, message: str) -> dict:
+    return {"field": field, "message": message}
+
+
+# Each rule: (field, check that returns True when fine, message that says the fix).
+_RANGE_RULES = [
+    ("lora_r", lambda c: c.lora_r >= 1, "must be at least 1: set lora_r to 8, 16 or 64"),
+    ("lora_alpha", lambda c: c.lora_alpha > 0, "must be greater than 0: a common choice is 2 x lora_r"),
+    ("lora_dropout", lambda c: 0 <= c.lora_dropout < 1,
+     "must be at least 0 and below 1: use 0 to 0.1"),
+    ("learning_rate", lambda c: 0 < c.learning_rate <= 1,
+     "must be greater than 0 and at most 1: LoRA usually uses 1e-4 to 3e-4"),
+    ("per_device_train_batch_size", lambda c: c.per_device_train_batch_size >= 1,
+     "must be at least 1"),
+    ("gradient_accumulation_steps", lambda c: c.gradient_accumulation_steps >= 1,
+     "must be at least 1"),
+    ("eval_split", lambda c: 0 <= c.eval_split < 1,
+     "must be at least 0 and below 1: use 0 for no evaluation or e.g. 0.1 to hold out 10%"),
+    ("max_seq_length", lambda c: c.max_seq_length == -1 or c.max_seq_length >= 16,
+     "must be -1 (infer from the data) or at least 16: common values are 512, 1024, 2048, 4096"),
+    ("num_train_epochs", lambda c: c.num_train_epochs > 0, "must be greater than 0"),
+    ("max_steps", lambda c: c.max_steps == -1 or c.max_steps >= 1,
+     "must be -1 (run the epochs) or at least 1"),
+    ("warmup_ratio", lambda c: 0 <= c.warmup_ratio <= 1, "must be between 0 and 1"),
+    ("weight_decay", lambda c: c.weight_decay >= 0, "must be at least 0"),
+    ("max_grad_norm", lambda c: c.max_grad_norm > 0, "must be greater than 0"),
+    ("logging_steps", lambda c: c.logging_steps >= 1, "must be at least 1"),
+    ("save_steps", lambda c: c.save_steps >= 0, "must be 0 (final adapter only) or a step count"),
+    ("beta", lambda c: c.beta >= 0 if c.strategy == "rlhf" else c.beta > 0,
+     "must be greater than 0 for dpo (e.g. 0.1), at least 0 for rlhf"),
+    ("max_prompt_length", lambda c: c.max_prompt_length >= 1, "must be at least 1"),
+    ("max_new_tokens", lambda c: c.max_new_tokens >= 1, "must be at least 1"),
+    ("num_generations", lambda c: c.num_generations >= 2,
+     "must be at least 2: GRPO compares completions of the same prompt"),
+    ("target_modules", lambda c: c.target_modules == "auto" or len(c.target_modules) > 0,
+     "must be \"auto\" or a non-empty list of module names such as [\"q_proj\", \"v_proj\"]"),
+]
+
+
+def config_problems(cfg: TrainConfig) -> list[dict]:
+    """Every rule the field types alone do not express, each with its fix."""
+    problems = [_problem(f, msg) for f, ok, msg in _RANGE_RULES if not ok(cfg)]
+    if cfg.bf16 and cfg.fp16:
+        problems.append(_problem(
+            "bf16", "bf16 and fp16 cannot both be on: keep bf16 (Ampere or newer GPUs) "
+                    "or fp16 (older GPUs), not both"))
+    if cfg.strategy == "qlora" and not cfg.use_4bit:
+        problems.append(_problem(
+            "use_4bit", "strategy qlora trains on a 4-bit base model: set use_4bit to true, "
+                        "or use strategy sft for a 16-bit LoRA"))
+    if cfg.provider == "unsloth" and cfg.max_seq_length == -1:
+        problems.append(_problem(
+            "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "
+                              "set a fixed value such as 2048"))
+    return problems
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "optimal": {
+        "strategy": "qlora", "use_4bit": True, "bf16": True, "gradient_checkpointing": True,
+        "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4,
+        "lora_r": 64, "lora_alpha": 16, "lora_dropout": 0.1, "max_seq_length": 2048,
+    },
+    "memory": {
+        "max_seq_length": 1024, "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "use_4bit": True,
+    },
+    "speed": {
+        "max_seq_length": 2048, "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1, "bf16": True, "optim": "adamw_8bit",
+    },
+}
+
+
+# --- building configs, with plain messages ---------------------------------------------------
+
+def field_names() -> list[str]:
+    return list(TrainConfig.model_fields)
+
+
+def _plain_message(err: dict) -> dict:
+    """Turn one pydantic error into a sentence that names the field and the fix."""
+    field = ".".join(str(p) for p in err["loc"]) or "config"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(field, field_names(), n=1)
+        guess = f" Did you mean '{close[0]}'?" if close else ""
+        msg = (f"unknown field '{field}'.{guess} Valid fields are: "
+               + ", ".join(field_names()))
+    elif kind == "missing":
+        msg = f"is required: add \"{field}\" to the config"
+    elif kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        msg = f"got {err.get('input')!r}; allowed values are {allowed}"
+    elif kind.startswith(("int_", "float_", "bool_", "string_", "dict_", "list_")):
+        msg = f"got {err.get('input')!r}, which is not valid here: {err['msg'].lower()}"
+    else:
+        msg = err["msg"]
+    return _problem(field.split(".")[0], msg)
+
+
+def _problems_from_validation_error(exc: ValidationError) -> list[dict]:
+    problems: list[dict] = []
+    for err in exc.errors():
+        inner = err.get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError):
+            problems.extend(inner.problems)
+        else:
+            problems.append(_plain_message(err))
+    return problems
+
+
+def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig:
+    """Validate a dict (preset values first, the dict's own values override them).
+
+    Raises ConfigError listing every problem; never returns a half-valid config.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError([_problem("config", "must be a JSON/YAML object of field: value pairs")])
+    merged: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError([_problem(
+                "preset", f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")])
+        merged.update(PRESETS[preset])
+    merged.update(data)
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from_validation_error(exc)) from None
+    except ConfigError:
+        raise
+
+
+def check_config(data: dict[str, Any], preset: str | None = None) -> list[dict]:
+    """All problems of a config dict, or [] when it is valid (for the config checker)."""
+    try:
+        build_config(data, preset)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def parse_cli_value(text: str) -> Any:
+    """`--set key=value`: the value is read as JSON when it parses (numbers, true, lists)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([_problem("config", f"config file {path} does not exist")])
+    text = path.read_text(encoding="utf-8")
+    return parse_config_text(text, yaml_syntax=path.suffix.lower() in (".yaml", ".yml"))
+
+
+def parse_config_text(text: str, yaml_syntax: bool | None = None) -> dict[str, Any]:
+    """Parse JSON or YAML text (auto-detected when `yaml_syntax` is None)."""
+    import yaml
+
+    stripped = text.strip()
+    if yaml_syntax is None:
+        yaml_syntax = not stripped.startswith("{")
+    try:
+        data = yaml.safe_load(stripped) if yaml_syntax else json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([_problem(
+            "config", f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")])
+    except yaml.YAMLError as exc:
+        raise ConfigError([_problem("config", f"is not valid YAML: {exc}")])
+    if not isinstance(data, dict):
+        raise ConfigError([_problem("config", "must be an object of field: value pairs")])
+    return data
+
+
+def config_to_text(cfg: TrainConfig, fmt: str = "json") -> str:
+    import yaml
+
+    data = cfg.model_dump(mode="json")
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    fmt = "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+    path.write_text(config_to_text(cfg, fmt), encoding="utf-8")

@@ -1,0 +1,450 @@
+"""Data: read a file, detect its format, turn rows into examples, tokenize, preview.
+
+Everything here fails with a `DataError` naming the file and the line before any model loads.
+Examples come in two shapes:
+  language modelling  {"prompt": str, "completion": str, "line": int}   (prompt "" for plain text)
+                      or {"messages": [...], "line": int}, rendered later with the chat template
+  preference          {"prompt": str, "chosen": str, "rejected": str, "line": int}
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from trainers.errors import DataError
+
+EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+PREFERENCE_STRATEGIES = ("dpo", "rlhf")
+
+# Format name -> the standard fields that identify it, most specific first.
+FORMATS: list[tuple[str, tuple[str, ...]]] = [
+    ("preference", ("prompt", "chosen", "rejected")),
+    ("preference_shared_prefix", ("chosen", "rejected")),
+    ("nested_instances", ("instruction", "instances")),
+    ("alpaca", ("instruction", "output")),
+    ("messages", ("messages",)),
+    ("prompt_completion", ("prompt", "completion")),
+    ("summarization", ("document", "summary")),
+    ("question_answering", ("question", "answer")),
+    ("question_answering", ("question", "answers")),
+    ("text", ("text",)),
+]
+STANDARD_FIELDS = sorted({f for _, fields in FORMATS for f in fields} | {"input", "context"})
+
+
+@dataclass
+class LoadedData:
+    source: str
+    format: str
+    examples: list[dict]
+    num_rows: int
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def is_preference(self) -> bool:
+        return self.format.startswith("preference")
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]:
+    """Rows of a local file (or hub data set) and the line each came from."""
+    path = Path(source)
+    if not path.exists():
+        if _looks_like_hub_id(source):
+            return _read_hub(source, split)
+        raise DataError(f"Data set file {source} does not exist.",
+                        "Check the path, or upload the file first.")
+    if path.is_dir():
+        raise DataError(f"Data set path {source} is a directory.",
+                        "Point `dataset` at one .json, .jsonl, .csv or .parquet file.")
+    kind = EXTENSIONS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"Data set file {source} has the unsupported extension '{path.suffix}'.",
+                        "Use .json, .jsonl, .csv or .parquet.")
+    if path.stat().st_size == 0:
+        raise DataError(f"Data set file {source} is empty.", "Add at least one example.")
+    rows, lines = {"jsonl": _read_jsonl, "json": _read_json,
+                   "csv": _read_table, "parquet": _read_table}[kind](path)
+    if not rows:
+        raise DataError(f"Data set file {source} holds no rows.", "Add at least one example.")
+    return rows, lines
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    return "/" in source and not source.startswith(("/", ".", "~")) and source.count("/") == 1 \
+        and not Path(source).suffix
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    rows, lines = [], []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: malformed JSON on line {number}: {exc.msg} "
+                                f"(column {exc.colno}).",
+                                "Each line of a .jsonl file must be one complete JSON object.")
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object.",
+                                "Each line must look like {\"prompt\": ..., \"completion\": ...}.")
+            rows.append(row)
+            lines.append(number)
+    return rows, lines
+
+
+def _read_json(path: Path) -> tuple[list[dict], list[int]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("{") and "\n{" in text:
+            return _read_jsonl(path)  # JSON Lines saved with a .json name
+        raise DataError(f"{path}: malformed JSON on line {exc.lineno}: {exc.msg}.",
+                        "Fix the file, or save it as JSON Lines (.jsonl), one object per line.")
+    if isinstance(data, dict):  # {"data": [...]} style, as datasets' json loader reads it
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else [data]
+    if not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a list of JSON objects.",
+                        "Use [{\"prompt\": ..., \"completion\": ...}, ...] or JSON Lines.")
+    return data, list(range(1, len(data) + 1))
+
+
+def _read_table(path: Path) -> tuple[list[dict], list[int]]:
+    import datasets
+
+    loader = datasets.Dataset.from_csv if path.suffix.lower() == ".csv" else \
+        datasets.Dataset.from_parquet
+    try:
+        table = loader(str(path), keep_in_memory=True)
+    except Exception as exc:  # pyarrow's parse errors name the row themselves
+        raise DataError(f"{path}: could not be read: {exc}",
+                        "Check that the file is a valid CSV (with a header row) or Parquet file.")
+    rows = table.to_list()
+    first_line = 2 if path.suffix.lower() == ".csv" else 1  # CSV line 1 is the header
+    return rows, list(range(first_line, first_line + len(rows)))
+
+
+def _read_hub(name: str, split: str) -> tuple[list[dict], list[int]]:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        raise DataError(f"Could not load the hub data set {name!r} (split {split!r}): {exc}",
+                        "Without a network, download the data set elsewhere and point `dataset` "
+                        "at a local .jsonl/.csv/.parquet file.")
+    rows = table.to_list()
+    return rows, list(range(1, len(rows) + 1))
+
+
+# --- format detection ---------------------------------------------------------------------
+
+def detect_format(columns: Iterable[str], column_mapping: dict[str, str] | None = None) -> str:
+    """The format name for these columns (after applying the mapping)."""
+    available = set(columns) | set((column_mapping or {}).keys())
+    for name, needed in FORMATS:
+        if all(f in available for f in needed):
+            return name
+    raise DataError(
+        f"Could not detect the data format from the columns {sorted(columns)}.",
+        "Use one of: text; prompt/completion; instruction/input/output; messages; "
+        "document/summary; question/context/answer; prompt/chosen/rejected; chosen/rejected. "
+        "Or map your columns with column_mapping, e.g. {\"prompt\": \"your_column\"}.")
+
+
+def _get(row: dict, name: str, mapping: dict[str, str]) -> Any:
+    return row.get(mapping.get(name, name))
+
+
+def _require_text(row: dict, name: str, mapping: dict, where: str) -> str:
+    value = _get(row, name, mapping)
+    if value is None:
+        column = mapping.get(name, name)
+        raise DataError(f"{where}: missing field '{column}'.",
+                        f"Every row needs '{column}', or change column_mapping.")
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False) if not isinstance(value, (int, float)) \
+            else str(value)
+    return value
+
+
+# --- rows -> examples ---------------------------------------------------------------------
+
+PROMPT_TEMPLATES = {
+    "alpaca": "### Instruction:\n{instruction}\n\n### Response:\n",
+    "alpaca_input": "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+    "summarization": "Summarize the following text.\n\n{document}\n\nSummary:",
+    "question_answering": "Answer the question.\n\nQuestion: {question}\n\nAnswer:",
+    "question_answering_context":
+        "Answer the question using the context.\n\nContext: {context}\n\nQuestion: {question}\n\nAnswer:",
+}
+
+
+def _alpaca(instruction: str, inp: str, output: str, line: int) -> dict:
+    template = PROMPT_TEMPLATES["alpaca_input" if inp.strip() else "alpaca"]
+    return {"prompt": template.format(instruction=instruction, input=inp),
+            "completion": output, "line": line}
+
+
+def _answer_text(value: Any) -> str:
+    """`answers` may be a list or SQuAD's {"text": [...]}: take the first answer."""
+    if isinstance(value, dict):
+        value = value.get("text", "")
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return str(value)
+
+
+def _shared_prefix_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Split two dialogues at the start of the turn where they first differ."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    marker = chosen.rfind("Assistant:", 0, n)  # keep the last speaker tag in the prompt
+    cut = marker + len("Assistant:") if marker != -1 else n
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def rows_to_examples(rows: list[dict], lines: list[int], fmt: str, source: str,
+                     mapping: dict[str, str]) -> list[dict]:
+    examples: list[dict] = []
+    for row, line in zip(rows, lines):
+        where = f"{source}: line {line}"
+        if fmt == "text":
+            examples.append({"prompt": "", "completion": _require_text(row, "text", mapping, where),
+                             "line": line})
+        elif fmt == "prompt_completion":
+            examples.append({"prompt": _require_text(row, "prompt", mapping, where),
+                             "completion": _require_text(row, "completion", mapping, where),
+                             "line": line})
+        elif fmt == "alpaca":
+            examples.append(_alpaca(_require_text(row, "instruction", mapping, where),
+                                    str(_get(row, "input", mapping) or ""),
+                                    _require_text(row, "output", mapping, where), line))
+        elif fmt == "nested_instances":
+            instruction = _require_text(row, "instruction", mapping, where)
+            instances = _get(row, "instances", mapping)
+            if not isinstance(instances, list) or not instances:
+                raise DataError(f"{where}: 'instances' must be a non-empty list.",
+                                "Each instance needs an 'output' (and optionally an 'input').")
+            for inst in instances:
+                examples.append(_alpaca(instruction, str(inst.get("input") or ""),
+                                        _require_text(inst, "output", {}, where), line))
+        elif fmt == "messages":
+            messages = _get(row, "messages", mapping)
+            if not isinstance(messages, list) or not messages or \
+                    not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+                raise DataError(f"{where}: 'messages' must be a list of {{role, content}} objects.",
+                                "Example: [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                                "{\"role\": \"assistant\", \"content\": \"Hello!\"}]")
+            if messages[-1]["role"] != "assistant":
+                raise DataError(f"{where}: the last message must be the assistant's.",
+                                "End every conversation with the reply the model should learn.")
+            examples.append({"messages": messages, "line": line})
+        elif fmt == "summarization":
+            doc = _require_text(row, "document", mapping, where)
+            examples.append({"prompt": PROMPT_TEMPLATES["summarization"].format(document=doc),
+                             "completion": " " + _require_text(row, "summary", mapping, where),
+                             "line": line})
+        elif fmt == "question_answering":
+            question = _require_text(row, "question", mapping, where)
+            context = str(_get(row, "context", mapping) or "")
+            key = "answer" if _get(row, "answer", mapping) is not None else "answers"
+            answer = _answer_text(_get(row, key, mapping))
+            if not answer:
+                raise DataError(f"{where}: missing field '{key}'.", "Every row needs an answer.")
+            template = PROMPT_TEMPLATES["question_answering_context" if context else
+                                        "question_answering"]
+            examples.append({"prompt": template.format(question=question, context=context),
+                             "completion": " " + answer, "line": line})
+        else:
+            examples.append(_preference_example(row, line, fmt, mapping, where))
+    return examples
+
+
+def _preference_example(row: dict, line: int, fmt: str, mapping: dict, where: str) -> dict:
+    chosen = _require_text(row, "chosen", mapping, where)
+    rejected = _require_text(row, "rejected", mapping, where)
+    if fmt == "preference":
+        prompt = _require_text(row, "prompt", mapping, where)
+    else:
+        prompt, chosen, rejected = _shared_prefix_prompt(chosen, rejected)
+    if not prompt.strip():
+        raise DataError(f"{where}: the prompt is empty.",
+                        "Give every pair a prompt (or chosen/rejected dialogues that share "
+                        "their opening turns).")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "line": line}
+
+
+def load_data(source: str, split: str = "train", column_mapping: dict | None = None,
+              strategy: str = "sft") -> LoadedData:
+    """Read, detect and convert; check the data fits the strategy. No model is touched."""
+    mapping = dict(column_mapping or {})
+    rows, lines = read_rows(source, split)
+    columns = sorted({k for r in rows[:100] for k in r})
+    missing = [c for c in mapping.values() if c not in columns]
+    if missing:
+        raise DataError(f"{source}: column_mapping names columns that are not in the data: "
+                        f"{missing}.", f"The data's columns are {columns}.")
+    unknown = [k for k in mapping if k not in STANDARD_FIELDS]
+    if unknown:
+        raise DataError(f"column_mapping has unknown standard fields {unknown}.",
+                        f"Map any of {STANDARD_FIELDS} to your columns.")
+    fmt = detect_format(columns, mapping)
+    wants_pairs = strategy in PREFERENCE_STRATEGIES
+    if wants_pairs != fmt.startswith("preference"):
+        need = "preference pairs (prompt/chosen/rejected or chosen/rejected)" if wants_pairs \
+            else "supervised examples (text, prompt/completion, instruction/output, messages...)"
+        raise DataError(f"{source}: strategy {strategy} needs {need}, but the data is in the "
+                        f"'{fmt}' format.",
+                        "Pick a data set in the right format, or change the strategy.")
+    examples = rows_to_examples(rows, lines, fmt, source, mapping)
+    if wants_pairs:
+        _check_pairs_differ(examples, source)
+    return LoadedData(source=source, format=fmt, examples=examples, num_rows=len(rows),
+                      columns=columns)
+
+
+def _check_pairs_differ(examples: list[dict], source: str) -> None:
+    same = [e["line"] for e in examples if e["chosen"].strip() == e["rejected"].strip()]
+    if len(same) == len(examples):
+        raise DataError(f"{source}: chosen and rejected are identical on every line "
+                        f"(first: line {same[0]}).",
+                        "Preference training needs a better and a worse answer per prompt.")
+
+
+# --- tokenization -------------------------------------------------------------------------
+
+def render_messages(example: dict, tokenizer) -> dict:
+    """Chat examples -> prompt (everything before the last assistant turn) + completion."""
+    messages = example["messages"]
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False,
+                                               add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if full.startswith(prompt):
+            return {"prompt": prompt, "completion": full[len(prompt):], "line": example["line"]}
+    prompt = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages[:-1]) + \
+        "<|assistant|>\n"
+    return {"prompt": prompt, "completion": messages[-1]["content"], "line": example["line"]}
+
+
+def as_prompt_completion(example: dict, tokenizer) -> dict:
+    return render_messages(example, tokenizer) if "messages" in example else example
+
+
+def tokenize_example(example: dict, tokenizer, completion_only_loss: bool) -> dict:
+    """input_ids and completion_mask (TRL's pre-tokenized format), before truncation."""
+    example = as_prompt_completion(example, tokenizer)
+    prompt_ids = tokenizer(example["prompt"], add_special_tokens=True)["input_ids"] \
+        if example["prompt"] else _bos(tokenizer)
+    completion_ids = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    mask_prompt = completion_only_loss and bool(example["prompt"])
+    return {"input_ids": prompt_ids + completion_ids,
+            "completion_mask": [0 if mask_prompt else 1] * len(prompt_ids) + [1] * len(completion_ids)}
+
+
+def _bos(tokenizer) -> list[int]:
+    bos = tokenizer.bos_token_id
+    return [bos] if bos is not None else []
+
+
+def tokenize_examples(examples: list[dict], tokenizer, max_seq_length: int,
+                      completion_only_loss: bool) -> tuple[list[dict], dict]:
+    """Tokenize and truncate; return the tokenized rows and their length statistics."""
+    rows = [tokenize_example(e, tokenizer, completion_only_loss) for e in examples]
+    stats = token_stats([len(r["input_ids"]) for r in rows], max_seq_length)
+    for r in rows:
+        r["input_ids"] = r["input_ids"][:max_seq_length]
+        r["completion_mask"] = r["completion_mask"][:max_seq_length]
+    return rows, stats
+
+
+def token_stats(lengths: list[int], max_seq_length: int | None) -> dict:
+    ordered = sorted(lengths)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    stats = {"count": len(ordered), "min": ordered[0], "median": statistics.median(ordered),
+             "p95": p95, "max": ordered[-1], "total_tokens": sum(ordered)}
+    if max_seq_length and max_seq_length > 0:
+        stats["max_seq_length"] = max_seq_length
+        stats["truncated"] = sum(1 for n in ordered if n > max_seq_length)
+    return stats
+
+
+def infer_max_seq_length(lengths: list[int], model_max: int | None) -> int:
+    """-1: the longest example, rounded up to a multiple of 8, capped at the model's maximum."""
+    longest = max(lengths)
+    value = max(16, -(-longest // 8) * 8)
+    if model_max and model_max > 0:
+        value = min(value, model_max)
+    return value
+
+
+def model_max_length(model_name: str, trust_remote_code: bool = False) -> int | None:
+    """The model's position limit from its config, without loading weights."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_enough_for_a_batch(n_train: int, batch_size: int, source: str) -> None:
+    if n_train < batch_size:
+        raise DataError(f"{source}: only {n_train} training examples, fewer than one batch of "
+                        f"{batch_size}.",
+                        "Add examples, or lower per_device_train_batch_size (and eval_split).")
+
+
+def split_train_eval(items: list, eval_split: float, seed: int) -> tuple[list, list]:
+    if eval_split <= 0:
+        return items, []
+    import random
+
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(round(len(items) * eval_split)))
+    eval_idx = set(order[:n_eval])
+    return ([x for i, x in enumerate(items) if i not in eval_idx],
+            [x for i, x in enumerate(items) if i in eval_idx])
+
+
+# --- preview ------------------------------------------------------------------------------
+
+def preview(source: str, tokenizer=None, n: int = 5, max_seq_length: int | None = None,
+            split: str = "train", column_mapping: dict | None = None, strategy: str = "sft",
+            completion_only_loss: bool = True) -> dict:
+    """The first n rendered examples, the detected format and token-length statistics."""
+    data = load_data(source, split, column_mapping, strategy)
+    result: dict[str, Any] = {"source": source, "format": data.format, "columns": data.columns,
+                              "num_rows": data.num_rows, "num_examples": len(data.examples)}
+    shown = []
+    for ex in data.examples[:n]:
+        ex = as_prompt_completion(ex, tokenizer) if tokenizer is not None else ex
+        shown.append({k: v for k, v in ex.items()})
+    result["examples"] = shown
+    if tokenizer is not None:
+        if data.is_preference:
+            lengths = [len(tokenizer(e["prompt"] + e["chosen"])["input_ids"]) for e in data.examples]
+        else:
+            lengths = [len(tokenize_example(e, tokenizer, completion_only_loss)["input_ids"])
+                       for e in data.examples]
+        result["token_stats"] = token_stats(lengths, max_seq_length)
+    return result
+

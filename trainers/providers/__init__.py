@@ -1,0 +1,22 @@
+"""Providers load a model and its tokenizer, attach the LoRA adapter and say what runs.
+
+A provider is small: `check(cfg)` refuses what it cannot do before anything heavy loads,
+`load_tokenizer(cfg)` and `load_model(cfg)` return the pieces, and the `info` dict it fills
+goes into the run's `started` event. Strategies (trainers/strategies) build the TRL trainers.
+"""
+
+from __future__ import annotations
+
+from trainers.providers.base import Provider
+
+
+def get_provider(name: str) -> Provider:
+    if name == "huggingface":
+        from trainers.providers.huggingface import HuggingFaceProvider
+
+        return HuggingFaceProvider()
+    if name == "unsloth":
+        from trainers.providers.unsloth import UnslothProvider
+
+        return UnslothProvider()
+    raise ValueError(f"unknown provider {name!r}")

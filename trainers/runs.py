@@ -1,0 +1,94 @@
+"""Run directories and worker processes (no torch here: the server and CLI import this).
+
+A run directory holds config.json (the resolved config), events.jsonl, train.log and the
+adapter. `launch` starts `python -m trainers.worker RUN_DIR` in a new process session, so a
+crash or an out-of-memory kill cannot take the caller down, and stopping can be forced.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trainers.config import TrainConfig, save_config
+from trainers.stop_flag import request_stop
+
+LOG_FILE = "train.log"
+
+
+def default_data_dir() -> Path:
+    """MODELFORGE_HOME, else $XDG_DATA_HOME/modelforge, else ~/.local/share/modelforge."""
+    if os.environ.get("MODELFORGE_HOME"):
+        return Path(os.environ["MODELFORGE_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "modelforge"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def create_run_dir(cfg: TrainConfig, runs_dir: Path, run_id: str | None = None) -> Path:
+    run_dir = Path(runs_dir) / (run_id or new_run_id())
+    run_dir.mkdir(parents=True, exist_ok=False)
+    save_config(cfg, run_dir / "config.json")
+    return run_dir
+
+
+def worker_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "trainers.worker", str(run_dir)]
+
+
+def launch(run_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start the worker; its stdout and stderr go to RUN_DIR/train.log."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           **(extra_env or {})}
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+    log = open(Path(run_dir) / LOG_FILE, "ab")
+    try:
+        return subprocess.Popen(worker_command(run_dir), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir),
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
+def stop(run_dir: Path, proc: subprocess.Popen | None, grace_s: float = 60.0) -> str:
+    """Graceful stop (the trainer stops at the next step and saves), forced after grace_s.
+
+    Returns "graceful" or "forced".
+    """
+    request_stop(run_dir)
+    if proc is None:
+        return "graceful"
+    try:
+        proc.wait(timeout=grace_s)
+        return "graceful"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return "forced"
+
+
+def exit_description(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"killed by signal {name} ({-returncode})"
+    return f"exited with code {returncode}"
+
+
+def log_tail(run_dir: Path, max_bytes: int = 8000) -> str:
+    path = Path(run_dir) / LOG_FILE
+    if not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - max_bytes))
+        return fh.read().decode("utf-8", errors="replace")

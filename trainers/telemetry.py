@@ -1,0 +1,109 @@
+"""A TRL/transformers callback that turns trainer state into `progress` and `eval` events,
+and stops the trainer at the next step boundary when a stop is requested.
+
+Its own cost is measured (time spent inside the callback over training time) and reported in
+the `finished` event as `telemetry_overhead_pct`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from trainers.stop_flag import stop_requested
+
+# Logged keys that are progress fields of their own, not extra metrics.
+_CORE_KEYS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen",
+              "train_tokens_per_second", "train_runtime"}
+
+
+def gpu_memory() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"gpu_mem_allocated_gib": None, "gpu_mem_reserved_gib": None}
+    return {"gpu_mem_allocated_gib": round(torch.cuda.memory_allocated() / 2**30, 3),
+            "gpu_mem_reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 3)}
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class TelemetryCallback(TrainerCallback):
+    def __init__(self, events, run_dir: str | Path, stage: str | None = None):
+        self.events = events
+        self.run_dir = Path(run_dir)
+        self.stage = stage
+        self.stopped = False
+        self.overhead_s = 0.0
+        self.train_start = self.step_start = time.perf_counter()
+        self.step_times: list[float] = []
+        self._last_log = (0.0, 0)  # (time, tokens) at the previous progress event
+
+    def _timed(fn):  # decorator: add the callback's own time to overhead_s
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                self.overhead_s += time.perf_counter() - t0
+        return wrapper
+
+    @_timed
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.train_start = time.perf_counter()
+        self._last_log = (self.train_start, state.num_input_tokens_seen or 0)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_start = time.perf_counter()
+
+    @_timed
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_times.append(time.perf_counter() - self.step_start)
+        if stop_requested(self.run_dir):
+            self.stopped = True
+            control.should_training_stop = True
+
+    @_timed
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        now = time.perf_counter()
+        if any(k.startswith("eval_") for k in logs):
+            self.events.emit("eval", stage=self.stage, step=state.global_step,
+                             **{k: _clean(v) for k, v in logs.items()})
+            return
+        if "train_loss" in logs:
+            return  # the trainer's end-of-run summary: the finished event carries it
+        tokens = state.num_input_tokens_seen or 0
+        last_time, last_tokens = self._last_log
+        elapsed = now - self.train_start
+        step = state.global_step
+        total = state.max_steps
+        self.events.emit(
+            "progress", stage=self.stage, step=step, total_steps=total,
+            epoch=_clean(round(state.epoch or 0, 4)), loss=_clean(logs.get("loss")),
+            learning_rate=_clean(logs.get("learning_rate")),
+            grad_norm=_clean(logs.get("grad_norm")), tokens_seen=tokens,
+            tokens_per_s=round((tokens - last_tokens) / max(now - last_time, 1e-9), 1),
+            step_time_s=round(self.step_times[-1], 4) if self.step_times else None,
+            elapsed_s=round(elapsed, 2),
+            eta_s=round(elapsed / step * (total - step), 1) if step and total else None,
+            metrics={k: _clean(v) for k, v in logs.items() if k not in _CORE_KEYS},
+            **gpu_memory())
+        self._last_log = (now, tokens)
+
+    @_timed
+    def on_save(self, args, state, control, **kwargs):
+        self.events.emit("saved", stage=self.stage, step=state.global_step, kind="checkpoint",
+                         path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+    def summary(self) -> dict:
+        train_time = max(time.perf_counter() - self.train_start, 1e-9)
+        return {"telemetry_overhead_s": round(self.overhead_s, 4),
+                "telemetry_overhead_pct": round(100 * self.overhead_s / train_time, 3)}

@@ -1,0 +1,181 @@
+"""One training run, in its own process:  python -m trainers.worker RUN_DIR
+
+Reads RUN_DIR/config.json, writes RUN_DIR/events.jsonl, saves the adapter to RUN_DIR/adapter
+(or output_dir). The order matters and reads top to bottom in `execute`:
+  config -> data (no model yet) -> provider check (imports unsloth first for unsloth runs)
+  -> tokenizer -> tokenize, infer max_seq_length, check one batch fits -> model -> strategy.
+Exit code 0: finished or stopped; 1: failed (the failed event says why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainers import data as data_mod
+from trainers.config import TrainConfig
+from trainers.diagnostics import diagnose_exception
+from trainers.events import EventWriter
+
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+LOG_FILE = "train.log"
+
+
+class RunContext:
+    """Everything a strategy needs; filled step by step by `execute`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, events: EventWriter):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.events = events
+        self.adapter_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / ADAPTER_DIR
+        self.checkpoint_dir = run_dir / CHECKPOINT_DIR
+        self.provider = None
+        self.tokenizer = None
+        self.model = None
+        self.data = None
+        self.train_rows: list[dict] = []
+        self.eval_rows: list[dict] = []
+        self.max_seq_length = cfg.max_seq_length
+        self.token_stats: dict = {}
+        self.telemetry = None
+        self.started_at = time.time()
+
+    # -- the run, top to bottom ------------------------------------------------------------
+    def execute(self) -> dict:
+        cfg = self.cfg
+        self.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping,
+                                       cfg.strategy)
+        from trainers.providers import get_provider
+
+        self.provider = get_provider(cfg.provider)
+        self.provider.check(cfg)
+        self.tokenizer = self.provider.load_tokenizer(cfg)
+        self._prepare_rows()
+        self.model = self.provider.load_model(cfg, self.max_seq_length, self.tokenizer)
+        from trainers.telemetry import TelemetryCallback
+        from trainers.trl_cpu import use_torch_lm_head_without_gpu
+
+        self.telemetry = TelemetryCallback(self.events, self.run_dir)
+        self._emit_started(torch_lm_head=use_torch_lm_head_without_gpu())
+        from trainers.strategies import get_strategy
+
+        return get_strategy(cfg.strategy).run(self)
+
+    def _prepare_rows(self) -> None:
+        """Tokenize once (SFT), choose max_seq_length, split, and check one batch fits."""
+        cfg = self.cfg
+        examples = self.data.examples
+        if not self.data.is_preference:
+            lengths_cap = cfg.max_seq_length if cfg.max_seq_length > 0 else 10**9
+            rows, stats = data_mod.tokenize_examples(examples, self.tokenizer, lengths_cap,
+                                                     cfg.completion_only_loss)
+            if cfg.max_seq_length == -1:
+                model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
+                self.max_seq_length = data_mod.infer_max_seq_length(
+                    [len(r["input_ids"]) for r in rows], model_max)
+                rows, stats = data_mod.tokenize_examples(examples, self.tokenizer,
+                                                         self.max_seq_length,
+                                                         cfg.completion_only_loss)
+            self.token_stats = stats
+        else:
+            rows = [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples]
+            if cfg.max_seq_length == -1:
+                lengths = [len(self.tokenizer(r["prompt"] + max(r["chosen"], r["rejected"],
+                                                                 key=len))["input_ids"])
+                           for r in rows]
+                model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
+                self.max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
+        self.train_rows, self.eval_rows = data_mod.split_train_eval(rows, cfg.eval_split, cfg.seed)
+        data_mod.check_enough_for_a_batch(len(self.train_rows), cfg.per_device_train_batch_size,
+                                          cfg.dataset)
+
+    def _emit_started(self, torch_lm_head: bool) -> None:
+        from trainers.providers.base import device_facts, library_versions
+
+        info = dict(self.provider.info)
+        if torch_lm_head:
+            info["trl_lm_head"] = "pytorch (no GPU: TRL's Triton kernel replaced, see trl_cpu.py)"
+        self.events.emit(
+            "started", pid=os.getpid(), strategy=self.cfg.strategy,
+            max_seq_length=self.max_seq_length,
+            max_seq_length_inferred=self.cfg.max_seq_length == -1,
+            data_format=self.data.format, num_examples=len(self.data.examples),
+            num_train=len(self.train_rows), num_eval=len(self.eval_rows),
+            token_stats=self.token_stats, **device_facts(), versions=library_versions(), **info)
+
+    # -- called by strategies ----------------------------------------------------------------
+    def train_and_save(self, trainer, save_to: Path | None = None, stage: str | None = None) -> dict:
+        """Train, then save the adapter and tokenizer; return the final metrics."""
+        output = trainer.train()
+        save_to = save_to or self.adapter_dir
+        trainer.model.save_pretrained(str(save_to))
+        self.tokenizer.save_pretrained(str(save_to))
+        self.events.emit("saved", stage=stage, kind="adapter", path=str(save_to),
+                         step=trainer.state.global_step)
+        return self.final_metrics(trainer, output.metrics)
+
+    def final_metrics(self, trainer, metrics: dict) -> dict:
+        import torch
+
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) \
+            if torch.cuda.is_available() else None
+        return {"steps": trainer.state.global_step, "total_steps": trainer.state.max_steps,
+                "train_loss": metrics.get("train_loss"),
+                "first_loss": losses[0] if losses else None,
+                "final_loss": losses[-1] if losses else None,
+                "train_runtime_s": metrics.get("train_runtime"),
+                "tokens_seen": trainer.state.num_input_tokens_seen,
+                "tokens_per_s": round(trainer.state.num_input_tokens_seen /
+                                      max(metrics.get("train_runtime") or 1e-9, 1e-9), 1),
+                "peak_gpu_mem_allocated_gib": peak,
+                "stopped_early": bool(self.telemetry and self.telemetry.stopped),
+                **(self.telemetry.summary() if self.telemetry else {})}
+
+
+def run(run_dir: Path) -> int:
+    events = EventWriter(run_dir)
+    cfg = None
+    try:
+        cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        ctx = RunContext(cfg, run_dir, events)
+        signal.signal(signal.SIGTERM, lambda *_: _request_stop(run_dir))
+        result = ctx.execute()
+        kind = "stopped" if result.get("stopped_early") else "finished"
+        events.emit(kind, adapter_dir=str(ctx.adapter_dir), max_seq_length=ctx.max_seq_length,
+                    wall_time_s=round(time.time() - ctx.started_at, 2), **result)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the events file
+        traceback.print_exc()
+        if isinstance(exc, KeyboardInterrupt):
+            events.emit("stopped", message="interrupted before training finished; no adapter")
+            return 1
+        events.emit("failed", **diagnose_exception(exc, cfg))
+        return 1
+    finally:
+        events.close()
+
+
+def _request_stop(run_dir: Path) -> None:
+    from trainers.stop_flag import request_stop
+
+    request_stop(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m trainers.worker RUN_DIR", file=sys.stderr)
+        return 2
+    return run(Path(argv[0]).resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
