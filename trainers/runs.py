@@ -40,11 +40,15 @@ def create_run_dir(cfg: TrainConfig, runs_dir: Path, run_id: str | None = None) 
     return run_dir
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "trainers.worker", str(run_dir)]
+# What a job of each kind runs: python -m MODULE RUN_DIR
+WORKER_MODULES = {"train": "trainers.worker", "benchmark": "trainers.benchmark.runner"}
 
 
-def launch(run_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
+def worker_command(run_dir: Path, kind: str = "train") -> list[str]:
+    return [sys.executable, "-m", WORKER_MODULES[kind], str(run_dir)]
+
+
+def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:
     """Start the worker; its stdout and stderr go to RUN_DIR/train.log."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
            **(extra_env or {})}
@@ -52,7 +56,7 @@ def launch(run_dir: Path, extra_env: dict | None = None) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
     log = open(Path(run_dir) / LOG_FILE, "ab")
     try:
-        return subprocess.Popen(worker_command(run_dir), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(worker_command(run_dir, kind), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=str(run_dir),
                                 start_new_session=True)
     finally:

@@ -1,0 +1,53 @@
+"""Shared fixtures: the tiny demo model (built once per session), data paths, a config maker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from trainers.demo import SAMPLE_PREFERENCES, SAMPLE_SFT, SAMPLE_SUMMARIES  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    """A random-init Llama with a tokenizer trained on the bundled data (about 5 s to build)."""
+    from trainers.demo import build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "modelforge-data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present on this machine")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_config(demo_model):
+    """A config dict for a short CPU run on the demo model; keyword arguments override."""
+
+    def make(**overrides) -> dict:
+        cfg = {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": 128,
+               "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
+               "max_steps": 6, "per_device_train_batch_size": 4, "learning_rate": 2e-3,
+               "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "logging_steps": 1}
+        cfg.update(overrides)
+        return cfg
+
+    return make
+
+
+__all__ = ["SAMPLE_SFT", "SAMPLE_PREFERENCES", "SAMPLE_SUMMARIES", "SHARED_DATA"]
