@@ -63,7 +63,9 @@ class RunContext:
         from trainers.trl_cpu import use_torch_lm_head_without_gpu
 
         self.telemetry = TelemetryCallback(self.events, self.run_dir)
-        self._emit_started(torch_lm_head=use_torch_lm_head_without_gpu())
+        # Unsloth installs its own CPU dispatch for TRL's LM head; only plain HF needs ours.
+        torch_lm_head = cfg.provider == "huggingface" and use_torch_lm_head_without_gpu()
+        self._emit_started(torch_lm_head=torch_lm_head)
         from trainers.strategies import get_strategy
 
         return get_strategy(cfg.strategy).run(self)
