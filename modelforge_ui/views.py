@@ -1,0 +1,119 @@
+"""What the dashboard shows, computed from run records and events (no Gradio, no torch here).
+
+Kept apart from the tabs so each view is a plain function of its data that a test can call.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+HISTORY_COLUMNS = ["id", "name", "status", "provider", "model", "strategy", "duration",
+                   "tokens/s", "peak VRAM (GiB)"]
+PLOT_COLUMNS = {"loss": "loss", "tokens_per_s": "tokens/s",
+                "gpu_mem_allocated_gib": "GPU memory (GiB)"}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _fmt_number(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def run_duration(run: dict) -> float | None:
+    if not run.get("started_at"):
+        return None
+    return (run.get("finished_at") or time.time()) - run["started_at"]
+
+
+def model_label(config: dict) -> str:
+    return str(config.get("model_name", "")).rstrip("/").rsplit("/", 1)[-1]
+
+
+def history_table(runs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        cfg, summary = run["config"], run.get("summary") or {}
+        rows.append([run["id"], run["name"], run["status"], cfg.get("provider", "-"),
+                     model_label(cfg), cfg.get("strategy", run["kind"]),
+                     fmt_duration(run_duration(run)), _fmt_number(summary.get("tokens_per_s")),
+                     _fmt_number(summary.get("peak_gpu_mem_allocated_gib"), 2)])
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def run_choices(runs: list[dict], statuses: tuple[str, ...] | None = None,
+                kind: str | None = "train") -> list[tuple[str, str]]:
+    """(label, run id) pairs for a dropdown, newest first."""
+    return [(f"{r['name']} · {r['status']} · {r['id']}", r["id"]) for r in runs
+            if (statuses is None or r["status"] in statuses) and (kind is None or r["kind"] == kind)]
+
+
+def progress_markdown(run: dict | None) -> str:
+    """Status, step of total, elapsed and ETA of a run from RunManager.get()."""
+    if run is None:
+        return "No run yet: fill the form and press **Start**."
+    head = f"**{run['name']}** (`{run['id']}`): **{run['status']}**"
+    if run["status"] == "queued":
+        return head + f" - position {run.get('queue_position') or '?'} in the queue"
+    progress = run.get("progress") or {}
+    summary = run.get("summary") or {}
+    lines = [head]
+    if progress:
+        step, total = progress.get("step") or 0, progress.get("total_steps") or 0
+        pct = f" ({100 * step / total:.0f}%)" if total else ""
+        lines.append(f"step **{step} / {total}**{pct} · elapsed {fmt_duration(progress.get('elapsed_s'))}"
+                     f" · ETA {fmt_duration(progress.get('eta_s')) if run['status'] == 'running' else '-'}"
+                     f" · loss {_fmt_number(progress.get('loss'), 4)}"
+                     f" · {_fmt_number(progress.get('tokens_per_s'))} tokens/s")
+    elif run["status"] == "running":
+        lines.append("loading the model and data...")
+    if run["status"] == "succeeded":
+        lines.append(f"train loss {_fmt_number(summary.get('train_loss'), 4)} · "
+                     f"{_fmt_number(summary.get('tokens_per_s'))} tokens/s · adapter in "
+                     f"`{summary.get('adapter_dir')}`")
+    elif run["status"] in ("failed", "stopped", "interrupted"):
+        lines.append(f"{summary.get('message', '')}")
+        if summary.get("hint"):
+            lines.append(f"Fix: {summary['hint']}")
+        for remedy in summary.get("remedies") or []:
+            lines.append(f"- {remedy}")
+    return "\n\n".join(lines)
+
+
+def metric_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
+    """One (step, value) frame per plotted metric, from the run's progress events."""
+    progress = [e for e in events if e["type"] == "progress"]
+    frames = {}
+    for key, title in PLOT_COLUMNS.items():
+        points = [(e["step"], e[key]) for e in progress if e.get(key) is not None]
+        frames[key] = pd.DataFrame(points, columns=["step", title])
+    return frames
+
+
+def events_text(events: list[dict], limit: int = 200) -> str:
+    """The last `limit` events, one JSON object a line (as in events.jsonl)."""
+    import json
+
+    shown = events[-limit:]
+    skipped = len(events) - len(shown)
+    head = f"... {skipped} earlier events not shown\n" if skipped else ""
+    return head + "\n".join(json.dumps(e, default=str) for e in shown)
+
+
+def diagnosis_markdown(diag: dict) -> str:
+    lines = [f"**{diag.get('error_type', 'unknown')}**: {diag.get('message', '')}"]
+    if diag.get("hint"):
+        lines.append(f"**Fix:** {diag['hint']}")
+    for remedy in diag.get("remedies") or []:
+        lines.append(f"- {remedy}")
+    return "\n\n".join(lines)

@@ -1,0 +1,120 @@
+"""Merge a run's LoRA adapter into its base model and save a full 16-bit model directory.
+
+    python -m trainers.export RUN_DIR [--out DIR] [--dtype float16|bfloat16] [--push-to-hub REPO]
+
+The dashboard runs this in its own process (torch never loads into the server). It prints one
+JSON object per line: {"stage": ..., "message": ...} as it goes, {"done": true, "out_dir": ...}
+at the end, or {"error_type", "message", "hint"} with exit code 1. The merge runs on the CPU so
+it never competes with a training job for GPU memory; the base model is loaded in 16 bits even
+for a QLoRA run (merging into 4-bit weights would lose precision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from trainers.errors import ModelForgeError
+from trainers.playground import adapter_dir
+
+MERGED_DIR = "merged"
+DTYPES = ("float16", "bfloat16")
+
+
+class ExportError(ModelForgeError):
+    error_type = "export"
+
+
+def _emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") -> Path:
+    """Write base + adapter, merged, to out_dir (default RUN_DIR/merged); return it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype {dtype!r} is not a 16-bit type.", f"Use one of {DTYPES}.")
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    adapter = adapter_dir(run_dir)
+    out_dir = out_dir or run_dir / MERGED_DIR
+    remote = bool(cfg.get("trust_remote_code"))
+    _emit({"stage": "load", "message": f"loading {cfg['model_name']} in {dtype} on the CPU"})
+    base = AutoModelForCausalLM.from_pretrained(cfg["model_name"], dtype=getattr(torch, dtype),
+                                                trust_remote_code=remote)
+    _emit({"stage": "merge", "message": f"merging the adapter from {adapter}"})
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    _emit({"stage": "save", "message": f"saving to {out_dir}"})
+    merged.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote).save_pretrained(str(out_dir))
+    (out_dir / "MODELFORGE_EXPORT.json").write_text(json.dumps(
+        {"run": run_dir.name, "base_model": cfg["model_name"], "adapter": str(adapter),
+         "dtype": dtype}, indent=2))
+    return out_dir
+
+
+def hub_token() -> str:
+    """The Hub token, or an error that says how to give one and that a network is needed."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ExportError("Cannot push to the Hub: HF_HUB_OFFLINE is set, so this server "
+                          "works offline.",
+                          "Copy the merged directory to a machine with a network and run "
+                          "`huggingface-cli upload REPO DIR` there, or unset HF_HUB_OFFLINE.")
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise ExportError("Cannot push to the Hub: no Hugging Face token.",
+                          "Set HF_TOKEN in the server's environment (a token with write "
+                          "access) or run `huggingface-cli login`, then export again.")
+    return token
+
+
+def push(out_dir: Path, repo_id: str, private: bool = True) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=hub_token())
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out_dir), repo_id=repo_id)
+    except Exception as exc:  # noqa: BLE001 - network and permission errors, said plainly
+        raise ExportError(f"Pushing {out_dir} to {repo_id} failed: {exc}",
+                          "Check the network, the token's write access and the repo id "
+                          "(user-or-org/name).") from exc
+    return f"https://huggingface.co/{repo_id}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.export", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--dtype", default="float16", choices=DTYPES)
+    parser.add_argument("--push-to-hub", metavar="REPO_ID")
+    parser.add_argument("--public", action="store_true", help="create a public Hub repo")
+    args = parser.parse_args(argv)
+    try:
+        if args.push_to_hub:
+            hub_token()  # fail before the slow merge, not after it
+        out_dir = merge(args.run_dir.resolve(), args.out, args.dtype)
+        result = {"done": True, "out_dir": str(out_dir)}
+        if args.push_to_hub:
+            _emit({"stage": "push", "message": f"uploading to {args.push_to_hub}"})
+            result["url"] = push(out_dir, args.push_to_hub, private=not args.public)
+        _emit(result)
+        return 0
+    except ModelForgeError as exc:
+        _emit(exc.to_dict())
+    except Exception as exc:  # noqa: BLE001 - the caller shows it; nothing is hidden
+        from trainers.diagnostics import diagnose_exception
+
+        _emit(diagnose_exception(exc))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Generate from a prompt with a run's adapter and with its base model, streamed.
+
+The dashboard runs this in its own process, so torch never loads into the server:
+
+    echo '{"prompt": "Hello", "max_new_tokens": 64}' | python -m trainers.playground RUN_DIR
+
+It prints one JSON object per line: {"model": "adapter" | "base", "text": "<new chunk>"} while
+generating, {"model": ..., "done": true, "chunks": n, "seconds": s} after each model, and
+{"error_type", "message", "hint"} (exit code 1) when something is wrong. The base model's
+answer comes from the same weights with the adapter switched off, so the two differ only by
+what the run learned.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from trainers.errors import ModelForgeError
+
+
+class PlaygroundError(ModelForgeError):
+    error_type = "playground"
+
+
+def adapter_dir(run_dir: Path) -> Path:
+    """Where the run saved its adapter (its finished event says; output_dir may move it)."""
+    from trainers.events import read_events, terminal_event
+
+    last = terminal_event(read_events(run_dir))
+    if last is None or last["type"] == "failed" or not last.get("adapter_dir"):
+        raise PlaygroundError(f"Run {run_dir.name} has no saved adapter.",
+                              "Pick a run that succeeded (or was stopped after saving).")
+    path = Path(last["adapter_dir"])
+    if not (path / "adapter_config.json").is_file():
+        raise PlaygroundError(f"The adapter directory {path} has no adapter_config.json.",
+                              "It was moved or deleted: train the run again.")
+    return path
+
+
+def load(run_dir: Path):
+    """The base model with the run's adapter attached (PEFT), and the tokenizer."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    adapter = adapter_dir(run_dir)
+    remote = bool(cfg.get("trust_remote_code"))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote)
+    cuda = torch.cuda.is_available()
+    dtype = (torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16) \
+        if cuda else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(cfg["model_name"], dtype=dtype,
+                                                trust_remote_code=remote)
+    model = PeftModel.from_pretrained(base, str(adapter))
+    model.to("cuda" if cuda else "cpu").eval()
+    return model, tokenizer
+
+
+def stream(model, tokenizer, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
+           use_adapter: bool = True, seed: int = 0) -> Iterator[str]:
+    """New text chunks as the model generates them (greedy when temperature is 0)."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else \
+        dict(do_sample=False)
+    kwargs = dict(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
+                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **sampling)
+    errors: list[BaseException] = []
+
+    def generate() -> None:
+        torch.manual_seed(seed)
+        try:
+            with torch.inference_mode():
+                if use_adapter:
+                    model.generate(**kwargs)
+                else:
+                    with model.disable_adapter():
+                        model.generate(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=generate, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m trainers.playground RUN_DIR  (JSON request on stdin)",
+              file=sys.stderr)
+        return 2
+    try:
+        request = json.loads(sys.stdin.read() or "{}")
+        prompt = str(request.get("prompt", ""))
+        if not prompt.strip():
+            raise PlaygroundError("The prompt is empty.", "Type a prompt first.")
+        model, tokenizer = load(Path(argv[0]).resolve())
+        for which in ("adapter", "base"):
+            started, n = time.perf_counter(), 0
+            for chunk in stream(model, tokenizer, prompt, int(request.get("max_new_tokens", 64)),
+                                float(request.get("temperature", 0.0)), which == "adapter"):
+                n += 1
+                _emit({"model": which, "text": chunk})
+            _emit({"model": which, "done": True, "chunks": n,
+                   "seconds": round(time.perf_counter() - started, 3)})
+        return 0
+    except ModelForgeError as exc:
+        _emit(exc.to_dict())
+    except Exception as exc:  # noqa: BLE001 - the caller shows it; nothing is hidden
+        from trainers.diagnostics import diagnose_exception
+
+        _emit(diagnose_exception(exc))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
