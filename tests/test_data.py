@@ -1,0 +1,190 @@
+"""Data formats, detection, flattening, bad data and the preview."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainers import data
+from trainers.demo import SAMPLE_PREFERENCES, SAMPLE_SFT
+from trainers.errors import DataError
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(demo_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(demo_model)
+
+
+@pytest.mark.parametrize("rows,fmt", [
+    ([{"text": "Hello world."}], "text"),
+    ([{"prompt": "2+2=", "completion": "4"}], "prompt_completion"),
+    ([{"instruction": "Add", "input": "2 and 2", "output": "4"}], "alpaca"),
+    ([{"messages": [{"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello!"}]}], "messages"),
+    ([{"document": "Long text.", "summary": "Short."}], "summarization"),
+    ([{"question": "Who?", "context": "Ann did it.", "answer": "Ann"}], "question_answering"),
+    ([{"question": "Who?", "context": "Ann did.", "answers": {"text": ["Ann"]}}],
+     "question_answering"),
+    ([{"prompt": "Q", "chosen": "good", "rejected": "bad"}], "preference"),
+])
+def test_formats_are_detected_and_named(tmp_path, rows, fmt):
+    strategy = "dpo" if fmt.startswith("preference") else "sft"
+    loaded = data.load_data(write_jsonl(tmp_path / "d.jsonl", rows), strategy=strategy)
+    assert loaded.format == fmt
+    example = loaded.examples[0]
+    assert ("completion" in example) or ("messages" in example) or ("chosen" in example)
+
+
+def test_alpaca_input_and_qa_context_reach_the_prompt(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"instruction": "Add", "input": "2 and 2", "output": "4"}])
+    ex = data.load_data(path).examples[0]
+    assert "Add" in ex["prompt"] and "2 and 2" in ex["prompt"] and ex["completion"] == "4"
+    path = write_jsonl(tmp_path / "q.jsonl", [
+        {"question": "Who?", "context": "Ann did.", "answers": {"text": ["Ann"]}}])
+    ex = data.load_data(path).examples[0]
+    assert "Ann did." in ex["prompt"] and ex["completion"] == " Ann"
+
+
+def test_nested_instances_are_flattened(shared_data):
+    loaded = data.load_data(str(shared_data / "self_instruct_seed_tasks.jsonl"))
+    assert loaded.format == "nested_instances"
+    rows = [json.loads(line) for line in
+            (shared_data / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+    assert len(loaded.examples) == sum(len(r["instances"]) for r in rows)
+
+
+def test_several_instances_become_several_examples(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "Double it", "instances": [
+        {"input": "2", "output": "4"}, {"input": "3", "output": "6"}]}])
+    loaded = data.load_data(path)
+    assert loaded.format == "nested_instances"
+    assert [e["completion"] for e in loaded.examples] == ["4", "6"]
+    assert "Double it" in loaded.examples[1]["prompt"] and "3" in loaded.examples[1]["prompt"]
+
+
+def test_shared_prompt_completion_and_summaries(shared_data):
+    assert data.load_data(str(shared_data / "t0_mix_prompt_completion.jsonl")).format == \
+        "prompt_completion"
+    loaded = data.load_data(str(shared_data / "cnn_dailymail_tldr_summarization.jsonl"))
+    assert loaded.format == "summarization" and "Summary:" in loaded.examples[0]["prompt"]
+
+
+def test_shared_prefix_preferences(shared_data):
+    loaded = data.load_data(str(shared_data / "hh_rlhf_harmless_test_preferences.jsonl"),
+                            strategy="dpo")
+    assert loaded.format == "preference_shared_prefix"
+    ex = loaded.examples[0]
+    assert ex["prompt"].rstrip().endswith("Assistant:")
+    assert ex["chosen"] != ex["rejected"]
+
+
+def test_column_mapping_overrides_detection(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"q": "2+2=", "a": "4", "text": "ignored"}])
+    assert data.load_data(path).format == "text"
+    loaded = data.load_data(path, column_mapping={"prompt": "q", "completion": "a"})
+    assert loaded.format == "prompt_completion"
+    assert loaded.examples[0]["prompt"] == "2+2=" and loaded.examples[0]["completion"] == "4"
+
+
+def test_column_mapping_to_a_missing_column(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"q": "x", "a": "y"}])
+    with pytest.raises(DataError, match="not in the data"):
+        data.load_data(path, column_mapping={"prompt": "question"})
+
+
+def test_csv_parquet_and_json_array(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"prompt": ["a", "b"], "completion": ["c", "d"]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    frame.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "d.json").write_text(frame.to_json(orient="records"))
+    for name in ("d.csv", "d.parquet", "d.json"):
+        loaded = data.load_data(str(tmp_path / name))
+        assert loaded.format == "prompt_completion" and len(loaded.examples) == 2, name
+
+
+def test_malformed_json_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": }\n')
+    with pytest.raises(DataError) as info:
+        data.load_data(str(path))
+    assert str(path) in info.value.message and "line 2" in info.value.message
+
+
+def test_missing_field_names_the_line(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"},
+                                              {"prompt": "a", "completion": "b"},
+                                              {"prompt": "only a prompt"}])
+    with pytest.raises(DataError, match="line 3: missing field 'completion'"):
+        data.load_data(path)
+
+
+def test_empty_file_and_unsupported_extension(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="is empty"):
+        data.load_data(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "d.txt").write_text("hello")
+    with pytest.raises(DataError, match="unsupported extension '.txt'") as info:
+        data.load_data(str(tmp_path / "d.txt"))
+    assert ".jsonl" in info.value.hint
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_data(str(tmp_path / "nope.jsonl"))
+
+
+def test_too_small_for_one_batch():
+    with pytest.raises(DataError, match="only 3 training examples, fewer than one batch of 4"):
+        data.check_enough_for_a_batch(3, 4, "d.jsonl")
+
+
+def test_strategy_and_format_must_agree():
+    with pytest.raises(DataError, match="strategy dpo needs preference pairs"):
+        data.load_data(str(SAMPLE_SFT), strategy="dpo")
+    with pytest.raises(DataError, match="strategy sft needs supervised examples"):
+        data.load_data(str(SAMPLE_PREFERENCES), strategy="sft")
+
+
+def test_completion_only_mask(tokenizer):
+    example = {"prompt": "Question: 2+2?", "completion": " 4", "line": 1}
+    row = data.tokenize_example(example, tokenizer, completion_only_loss=True)
+    prompt_len = len(tokenizer(example["prompt"])["input_ids"])
+    assert row["completion_mask"][:prompt_len] == [0] * prompt_len
+    assert row["completion_mask"][prompt_len:] == [1] * (len(row["input_ids"]) - prompt_len)
+    assert row["input_ids"][-1] == tokenizer.eos_token_id
+    everything = data.tokenize_example(example, tokenizer, completion_only_loss=False)
+    assert set(everything["completion_mask"]) == {1}
+
+
+def test_chat_messages_render_with_the_template(tokenizer):
+    example = {"messages": [{"role": "user", "content": "Hi"},
+                            {"role": "assistant", "content": "Hello!"}], "line": 1}
+    rendered = data.render_messages(example, tokenizer)
+    assert rendered["prompt"].endswith("<|assistant|>\n") and "Hello!" in rendered["completion"]
+
+
+def test_preview_shows_examples_and_token_stats(tokenizer):
+    result = data.preview(str(SAMPLE_SFT), tokenizer, n=3, max_seq_length=64)
+    assert result["format"] == "prompt_completion" and len(result["examples"]) == 3
+    stats = result["token_stats"]
+    assert stats["min"] <= stats["median"] <= stats["p95"] <= stats["max"]
+    assert 0 < stats["truncated"] < stats["count"] == 400
+    lengths = [len(data.tokenize_example(e, tokenizer, True)["input_ids"])
+               for e in data.load_data(str(SAMPLE_SFT)).examples]
+    assert stats["truncated"] == sum(n > 64 for n in lengths)
+
+
+def test_infer_max_seq_length_is_capped_by_the_model():
+    assert data.infer_max_seq_length([10, 300, 33], model_max=None) == 304
+    assert data.infer_max_seq_length([10, 3000], model_max=2048) == 2048
