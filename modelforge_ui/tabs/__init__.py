@@ -1,0 +1,1 @@
+"""The dashboard's tabs, one module each; `modelforge_ui.dashboard` puts them together."""

@@ -1,0 +1,92 @@
+"""What every tab shares: the run manager, the server settings, and small helpers.
+
+State lives here and in the run registry, never in the UI: each handler reads what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from modelforge_ui.form import problems_markdown
+from trainers.errors import ModelForgeError
+
+READ_ONLY_NOTE = ("This server runs in **read-only demo mode**: you can look around, validate "
+                  "configs and read past runs, but not start, stop, rename, delete or export. "
+                  "The operator enables it by setting MODELFORGE_TOKEN.")
+
+
+class Dashboard:
+    def __init__(self, manager, settings):
+        self.manager = manager
+        self.settings = settings
+
+    @property
+    def read_only(self) -> bool:
+        return bool(getattr(self.settings, "read_only", False))
+
+    def require_writable(self, action: str) -> None:
+        """Raise (shown as an error toast) when the server is read-only."""
+        if self.read_only:
+            raise gr.Error(f"Cannot {action}: this server is in read-only demo mode. "
+                           "Fix: the operator sets MODELFORGE_TOKEN and restarts it.")
+
+    # -- runs ------------------------------------------------------------------------------
+    def runs(self, kind: str | None = None) -> list[dict]:
+        return self.manager.registry.list(kind=kind)
+
+    def current_run_id(self) -> str | None:
+        """The job a freshly opened page shows: a running one, else queued, else the newest."""
+        train = self.runs(kind="train")
+        for status in ("running", "queued"):
+            found = [r["id"] for r in train if r["status"] == status]
+            if found:
+                return found[-1]  # list is newest first: the oldest active one
+        return train[0]["id"] if train else None
+
+    def get_run(self, run_id: str | None) -> dict | None:
+        if not run_id:
+            return None
+        try:
+            return self.manager.get(run_id)
+        except KeyError:
+            return None
+
+
+def error_markdown(exc: ModelForgeError) -> str:
+    """A typed error as the form shows it: each problem with its fix, or message and fix."""
+    data = exc.to_dict()
+    if data.get("problems"):
+        text = problems_markdown(data["problems"])
+        return text + (f"\n\nFix: {exc.hint}" if exc.hint else "")
+    return f"**{exc.message}**" + (f"\n\nFix: {exc.hint}" if exc.hint else "")
+
+
+def run_label(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+
+def make_zip(name: str, files: dict[str, Path | str | dict | list]) -> Path:
+    """A zip in a fresh temporary directory (Gradio serves files from there).
+
+    Each value is a file, a directory (added recursively), text, or JSON-able data.
+    """
+    out = Path(tempfile.mkdtemp(prefix="modelforge-")) / f"{name}.zip"
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for arcname, value in files.items():
+            if isinstance(value, Path):
+                if value.is_dir():
+                    for path in sorted(value.rglob("*")):
+                        if path.is_file():
+                            zf.write(path, f"{arcname}/{path.relative_to(value)}")
+                elif value.is_file():
+                    zf.write(value, arcname)
+            elif isinstance(value, str):
+                zf.writestr(arcname, value)
+            else:
+                zf.writestr(arcname, json.dumps(value, indent=2, default=str))
+    return out

@@ -1,0 +1,143 @@
+"""The Playground tab: a finished run's adapter against its base model, side by side and
+streamed; and the export of a run as a merged 16-bit model (optionally pushed to the Hub).
+
+Generation and merging import torch, so they run in their own processes
+(`python -m trainers.playground`, `python -m trainers.export`); this module reads their JSON
+lines as they come.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+
+from modelforge_ui import views
+from modelforge_ui.tabs.context import Dashboard
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+USABLE = ("succeeded", "stopped")
+
+
+def stream_module(module: str, args: list[str], stdin_text: str = "") -> Iterator[dict]:
+    """Run `python -m module args` and yield each JSON line it prints ({"log": line} for
+    others). Ends with {"exit_code": n, "stderr_tail": ...}. The process is killed when the
+    caller stops reading (the browser left)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        try:
+            proc.stdin.write(stdin_text)
+            proc.stdin.close()
+            for line in proc.stdout:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    obj = None
+                yield obj if isinstance(obj, dict) else {"log": line.rstrip("\n")}
+            proc.wait()
+            stderr.seek(0)
+            tail = stderr.read()[-4000:].decode("utf-8", errors="replace")
+            yield {"exit_code": proc.returncode, "stderr_tail": tail}
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _failure(msg: dict) -> str:
+    if msg.get("error_type"):
+        return views.diagnosis_markdown(msg)
+    return (f"**The process exited with code {msg.get('exit_code')}.**\n\n"
+            f"```\n{msg.get('stderr_tail', '')}\n```")
+
+
+def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: float,
+             temperature: float):
+    """Yield (adapter text, base text, status) as both models generate."""
+    app.require_writable("generate")  # it loads a model: not for anonymous visitors
+    run = app.get_run(run_id)
+    if run is None:
+        raise gr.Error("Pick a finished run first.")
+    request = json.dumps({"prompt": prompt, "max_new_tokens": int(max_new_tokens),
+                          "temperature": float(temperature)})
+    texts = {"adapter": "", "base": ""}
+    yield "", "", "Loading the model (its own process)..."
+    for msg in stream_module("trainers.playground", [run["run_dir"]], request):
+        if "text" in msg:
+            texts[msg["model"]] += msg["text"]
+            yield texts["adapter"], texts["base"], f"Generating with the {msg['model']} model..."
+        elif msg.get("error_type") or msg.get("exit_code"):
+            yield texts["adapter"], texts["base"], _failure(msg)
+            return
+    yield texts["adapter"], texts["base"], "Done."
+
+
+def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
+    """Yield (log, status) while merging (and pushing)."""
+    app.require_writable("export a model")
+    run = app.get_run(run_id)
+    if run is None:
+        raise gr.Error("Pick a finished run first.")
+    args = [run["run_dir"], "--dtype", dtype]
+    if repo_id.strip():
+        args += ["--push-to-hub", repo_id.strip()]
+    log: list[str] = []
+    for msg in stream_module("trainers.export", args):
+        if "stage" in msg:
+            log.append(msg["message"])
+        elif msg.get("done"):
+            where = f"`{msg['out_dir']}`" + (f", pushed to {msg['url']}" if msg.get("url") else "")
+            yield "\n".join(log), f"**Merged model saved:** {where}"
+            return
+        elif msg.get("error_type") or msg.get("exit_code"):
+            yield "\n".join(log), _failure(msg)
+            return
+        yield "\n".join(log), "Exporting..."
+
+
+def build(app: Dashboard, tab: gr.Tab) -> None:
+    picked = gr.Dropdown(label="Run (finished)", choices=[], elem_id="playground-run")
+    prompt = gr.Textbox(label="Prompt", lines=4,
+                        value="### Instruction:\nGive three tips for staying healthy.\n\n"
+                              "### Response:\n")
+    with gr.Row():
+        max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens")
+        temperature = gr.Slider(0, 2, value=0, step=0.05, label="temperature (0 = greedy)")
+    generate_button = gr.Button("Generate with both", variant="primary",
+                                interactive=not app.read_only)
+    status = gr.Markdown()
+    with gr.Row():
+        adapter_out = gr.Textbox(label="Fine-tuned (base + adapter)", lines=10)
+        base_out = gr.Textbox(label="Base model", lines=10)
+    with gr.Accordion("Export: merge the adapter into a 16-bit model", open=False):
+        dtype = gr.Radio(["float16", "bfloat16"], value="float16", label="dtype")
+        repo_id = gr.Textbox(label="Push to the Hub as (optional, user/name)",
+                             info="Needs HF_TOKEN in the server's environment and a network.")
+        export_button = gr.Button("Merge and save", interactive=not app.read_only)
+        export_status = gr.Markdown()
+        export_log = gr.Textbox(label="Export log", lines=6)
+
+    def choices():
+        return gr.update(choices=views.run_choices(app.runs(kind="train"), USABLE))
+
+    def run_generate(run_id, text, n_tokens, temp):
+        yield from generate(app, run_id, text, n_tokens, temp)
+
+    def run_export(run_id, kind, repo):
+        yield from export(app, run_id, kind, repo)
+
+    tab.select(choices, None, picked, api_name=False)
+    generate_button.click(run_generate, [picked, prompt, max_new_tokens, temperature],
+                          [adapter_out, base_out, status], api_name="generate")
+    export_button.click(run_export, [picked, dtype, repo_id], [export_log, export_status],
+                        api_name="export_model")

@@ -1,0 +1,91 @@
+"""The Runs tab: history of every job, a run's details, adapter download, rename, delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from modelforge_ui import views
+from modelforge_ui.tabs.context import Dashboard, make_zip, run_label
+from trainers.runs import log_tail
+
+
+def build(app: Dashboard, tab: gr.Tab) -> None:
+    with gr.Row():
+        refresh_button = gr.Button("Refresh", size="sm", elem_id="history-refresh")
+    table = gr.Dataframe(label="Runs (newest first; click a row to open it)", interactive=False,
+                         elem_id="history-table")
+    picked = gr.Dropdown(label="Run", choices=[], elem_id="history-run")
+    summary = gr.Markdown(elem_id="history-summary")
+    with gr.Row():
+        new_name = gr.Textbox(label="New name", scale=3)
+        rename_button = gr.Button("Rename", scale=1, interactive=not app.read_only)
+        delete_button = gr.Button("Delete run and files", variant="stop", scale=1,
+                                  interactive=not app.read_only)
+    with gr.Row():
+        download_button = gr.Button("Download adapter (zip)", elem_id="download-adapter")
+        adapter_file = gr.File(label="Adapter", interactive=False)
+    with gr.Accordion("Config", open=False):
+        config_view = gr.Code(language="json", interactive=False)
+    with gr.Accordion("Events (events.jsonl)", open=False):
+        events_view = gr.Code(language=None, interactive=False)
+    with gr.Accordion("Log (end of train.log)", open=False):
+        log_view = gr.Textbox(lines=15, max_lines=15, show_label=False)
+
+    def history(current=None):
+        runs = app.runs()
+        ids = [r["id"] for r in runs]
+        value = current if current in ids else (ids[0] if ids else None)
+        return views.history_table(runs), gr.update(choices=views.run_choices(runs, kind=None),
+                                                    value=value)
+
+    def details(run_id):
+        run = app.get_run(run_id)
+        if run is None:
+            return "Pick a run.", "", "", "", ""
+        events = app.manager.events(run_id)
+        return (views.progress_markdown(run), json.dumps(run["config"], indent=2),
+                views.events_text(events), log_tail(Path(run["run_dir"]), 20000), run["name"])
+
+    def select_row(evt: gr.SelectData):
+        return evt.row_value[0] if evt.row_value else gr.update()
+
+    def rename(run_id, name):
+        app.require_writable("rename a run")
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        app.manager.registry.rename(run_id, name)
+        return history(run_id)
+
+    def delete(run_id):
+        app.require_writable("delete a run")
+        if not run_id:
+            raise gr.Error("Pick a run first.")
+        try:
+            app.manager.delete(run_id)
+        except ValueError as exc:
+            raise gr.Error(f"{exc}.") from None
+        return history()
+
+    refresh_button.click(history, picked, [table, picked], api_name="history")
+    tab.select(history, picked, [table, picked], api_name=False)
+    table.select(select_row, None, picked, api_name=False)
+    picked.change(details, picked, [summary, config_view, events_view, log_view, new_name],
+                  api_name="run_details")
+    rename_button.click(rename, [picked, new_name], [table, picked], api_name="rename_run")
+    delete_button.click(delete, picked, [table, picked], api_name="delete_run")
+    download_button.click(lambda run_id: adapter_zip(app, run_id), picked, adapter_file,
+                          api_name="download_adapter")
+
+
+def adapter_zip(app: Dashboard, run_id: str | None) -> str:
+    run = app.get_run(run_id)
+    if run is None:
+        raise gr.Error("Pick a run first.")
+    adapter = (run.get("summary") or {}).get("adapter_dir")
+    if run["status"] not in ("succeeded", "stopped") or not adapter or \
+            not (Path(adapter) / "adapter_config.json").is_file():
+        raise gr.Error(f"Run {run_id} ({run['status']}) has no saved adapter to download.")
+    return str(make_zip(f"adapter-{run_label(run_id)}", {"adapter": Path(adapter)}))

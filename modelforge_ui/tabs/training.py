@@ -1,0 +1,303 @@
+"""The Training tab: the generated form, presets, data preview, config import/export, the
+equivalent CLI and curl commands, Start/Stop and live progress of the session's run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from modelforge_ui import views
+from modelforge_ui.form import ConfigForm, problems_markdown
+from modelforge_ui.tabs.context import Dashboard, error_markdown
+from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
+                             parse_config_text)
+from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs import log_tail
+
+DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
+PREVIEW_ROWS = 5
+
+
+def build(app: Dashboard, demo: gr.Blocks) -> None:
+    form = ConfigForm()
+    run_id = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("Presets set the LoRA, optimisation and advanced fields (and the ones "
+                        "they name); your model and data stay.")
+            with gr.Row():
+                preset_buttons = {name: gr.Button(name, size="sm", elem_id=f"preset-{name}")
+                                  for name in PRESETS}
+            inputs = form.render()
+            seq_choice = gr.Radio(
+                [str(n) for n in COMMON_SEQ_LENGTHS], label="Unsloth needs a fixed max sequence "
+                "length: pick one", visible=False, elem_id="unsloth-seq")
+            with gr.Accordion("Data: upload and preview", open=True):
+                upload = gr.File(label="Upload a data set (.json, .jsonl, .csv, .parquet)",
+                                 file_types=DATA_TYPES, type="filepath", elem_id="upload")
+                preview_button = gr.Button("Preview data", elem_id="preview-data")
+                preview_info = gr.Markdown(elem_id="preview-info")
+                preview_table = gr.Dataframe(label="Rendered examples", wrap=True,
+                                             interactive=False, visible=False)
+            with gr.Accordion("Import / export the config", open=False):
+                config_text = gr.Code(label="Config (JSON or YAML)", language="yaml",
+                                      interactive=True, elem_id="config-text")
+                with gr.Row():
+                    import_button = gr.Button("Fill the form from this text")
+                    export_json = gr.Button("Export as JSON")
+                    export_yaml = gr.Button("Export as YAML")
+                config_file = gr.File(label="Or import a config file (.json, .yaml)",
+                                      file_types=[".json", ".yaml", ".yml"], type="filepath")
+                commands = gr.Markdown(elem_id="commands")
+        with gr.Column(scale=2):
+            with gr.Row():
+                validate_button = gr.Button("Validate", elem_id="validate")
+                start_button = gr.Button("Start", variant="primary", elem_id="start",
+                                         interactive=not app.read_only)
+                stop_button = gr.Button("Stop", variant="stop", elem_id="stop",
+                                        interactive=not app.read_only)
+            problems = gr.Markdown(elem_id="problems")
+            status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
+            loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", height=220)
+            speed_plot = gr.LinePlot(x="step", y="tokens/s", title="Tokens per second", height=220)
+            memory_plot = gr.LinePlot(x="step", y="GPU memory (GiB)",
+                                      title="GPU memory allocated (GiB)", height=220)
+            log_box = gr.Textbox(label="Log tail (train.log)", lines=12, max_lines=12,
+                                 autoscroll=True, elem_id="log-tail")
+    timer = gr.Timer(1.0)
+
+    # -- the form ---------------------------------------------------------------------------
+    for name, button in preset_buttons.items():
+        button.click(_preset_handler(form, name), inputs, inputs + [problems],
+                     api_name=f"preset_{name}")
+
+    provider = form.component("provider")
+    seq_input = form.component("max_seq_length")
+    provider.change(_provider_changed, [provider, seq_input], [seq_choice, seq_input],
+                    api_name="provider_changed")
+    seq_choice.input(lambda value: int(value), seq_choice, seq_input, api_name=False)
+
+    def validate(*values):
+        try:
+            cfg = form.validate(list(values))
+        except ConfigError as exc:
+            return problems_markdown(exc.problems), gr.update(), ""
+        return ("**The config is valid.**", config_to_text(cfg, "yaml"),
+                commands_markdown(cfg, app.settings))
+
+    validate_button.click(validate, inputs, [problems, config_text, commands],
+                          api_name="validate_config")
+
+    def export(fmt):
+        def handler(*values):
+            try:
+                cfg = form.validate(list(values))
+            except ConfigError as exc:
+                return problems_markdown(exc.problems), gr.update(), ""
+            return "", config_to_text(cfg, fmt), commands_markdown(cfg, app.settings)
+        return handler
+
+    export_json.click(export("json"), inputs, [problems, config_text, commands],
+                      api_name="export_json")
+    export_yaml.click(export("yaml"), inputs, [problems, config_text, commands],
+                      api_name="export_yaml")
+
+    def import_text(text):
+        try:
+            data = parse_config_text(text or "")
+        except ConfigError as exc:
+            return [gr.update()] * len(inputs) + [problems_markdown(exc.problems)]
+        return form.from_dict(data) + [_import_note(form, data)]
+
+    import_button.click(import_text, config_text, inputs + [problems], api_name="import_config")
+    config_file.upload(lambda path: Path(path).read_text(encoding="utf-8"), config_file,
+                       config_text, api_name=False).then(
+        import_text, config_text, inputs + [problems], api_name=False)
+
+    # -- data ---------------------------------------------------------------------------------
+    dataset_input = form.component("dataset")
+    upload.upload(lambda path: _save_upload(app, path), upload, [dataset_input, problems],
+                  api_name=False)
+    preview_button.click(lambda *values: _preview(app, form, list(values)), inputs,
+                         [preview_info, preview_table], api_name="preview_data")
+
+    # -- running ------------------------------------------------------------------------------
+    def start(*values):
+        app.require_writable("start a run")
+        try:
+            cfg = form.validate(list(values))
+            cfg = _policy(app, cfg)
+        except ModelForgeError as exc:
+            return None, error_markdown(exc), views.progress_markdown(None)
+        run = app.manager.submit(cfg, source="dashboard")
+        return run["id"], f"Started run `{run['id']}`.", views.progress_markdown(
+            app.get_run(run["id"]))
+
+    start_button.click(start, inputs, [run_id, problems, status], api_name="start_run")
+
+    def stop(current):
+        app.require_writable("stop a run")
+        if not current:
+            return "No run to stop."
+        run = app.manager.stop(current)
+        return f"Stop requested for `{current}` (now {run['status']}): it stops at the next step " \
+               "and saves its adapter."
+
+    stop_button.click(stop, run_id, problems, api_name="stop_run")
+
+    # The timer's event is also the API's way to follow the session's run.
+    outputs = [status, loss_plot, speed_plot, memory_plot, log_box]
+    timer.tick(lambda current: refresh(app, current), run_id, outputs, api_name="refresh_run",
+               show_progress="hidden")
+    demo.load(app.current_run_id, None, run_id, api_name=False).then(
+        lambda current: refresh(app, current), run_id, outputs, api_name=False)
+
+
+def refresh(app: Dashboard, run_id: str | None) -> tuple:
+    """What the timer updates: status text, the three plots and the log tail."""
+    run = app.get_run(run_id)
+    if run is None:
+        empty = views.metric_frames([])
+        return (views.progress_markdown(None), empty["loss"], empty["tokens_per_s"],
+                empty["gpu_mem_allocated_gib"], "")
+    frames = views.metric_frames(app.manager.events(run_id))
+    return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
+            frames["gpu_mem_allocated_gib"], log_tail(Path(run["run_dir"]), 6000))
+
+
+# --- the form's helpers -------------------------------------------------------------------------
+
+def _preset_handler(form: ConfigForm, name: str):
+    def apply(*values):
+        return form.with_preset(name, list(values)) + [
+            f"Preset **{name}** applied: " + ", ".join(f"{k} = {v}" for k, v in PRESETS[name].items())]
+    apply.__name__ = f"preset_{name}"
+    return apply
+
+
+def _provider_changed(provider: str, seq_length):
+    """Unsloth compiles for one sequence length: ask for a fixed common value."""
+    if provider != "unsloth":
+        return gr.update(visible=False), gr.update()
+    seq = int(seq_length) if seq_length not in (None, -1) else 2048
+    nearest = min(COMMON_SEQ_LENGTHS, key=lambda n: abs(n - seq))
+    fixed = seq if seq in COMMON_SEQ_LENGTHS else nearest
+    return gr.update(visible=True, value=str(fixed)), fixed
+
+
+def _import_note(form: ConfigForm, data: dict) -> str:
+    unknown = [k for k in data if k not in {s.name for s in form.specs}]
+    if unknown:  # the form cannot hold them; say so instead of dropping them silently
+        problems = [{"field": k, "message": "is not a config field and was not imported"}
+                    for k in unknown]
+        return problems_markdown(problems)
+    return f"Imported {len(data)} fields; the rest show their defaults."
+
+
+def commands_markdown(cfg: TrainConfig, settings) -> str:
+    """The same job from the CLI and from the REST API."""
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    body = json.dumps(data, indent=2)
+    host = getattr(settings, "host", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{host}:{getattr(settings, 'port', 8000)}/api/start_training"
+    auth = ' -H "Authorization: Bearer $MODELFORGE_TOKEN"' if getattr(settings, "token", None) else ""
+    curl = f"curl -X POST {url}{auth} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(data))}"
+    return ("**Same job from the CLI** (save the fields below as `config.json`):\n\n"
+            f"```json\n{body}\n```\n\n```shell\nmodelforge train config.json\n```\n\n"
+            f"**Same job through the REST API:**\n\n```shell\n{curl}\n```")
+
+
+def _policy(app: Dashboard, cfg: TrainConfig) -> TrainConfig:
+    from modelforge_ui.security import check_config_policy
+
+    return check_config_policy(cfg, app.settings)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def _save_upload(app: Dashboard, path: str | None):
+    """Copy an upload into the uploads directory (an allowed root) and point `dataset` at it."""
+    if not path:
+        return gr.update(), ""
+    app.require_writable("upload a data set")
+    src = Path(path)
+    limit = app.settings.max_upload_bytes
+    if src.stat().st_size > limit:
+        return gr.update(), (f"**{src.name} is {src.stat().st_size / 2**20:.1f} MiB, over the "
+                             f"{limit / 2**20:.0f} MiB upload limit.**\n\nFix: put the file under "
+                             "an allowed root and type its path, or raise MODELFORGE_MAX_UPLOAD_MB.")
+    if src.suffix.lower() not in DATA_TYPES:
+        return gr.update(), f"**{src.name}**: unsupported file type. Fix: use {', '.join(DATA_TYPES)}."
+    app.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    dest = app.settings.uploads_dir / src.name
+    shutil.copyfile(src, dest)
+    return str(dest), f"Uploaded to `{dest}`. Press **Preview data** to check it."
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_name: str):
+    """Loaded only when a preview asks for token statistics (imports transformers then)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_name, trust_remote_code=False)
+
+
+def _preview(app: Dashboard, form: ConfigForm, values: list):
+    """Detected format, rendered examples and (with the model's tokenizer) token lengths."""
+    from modelforge_ui.security import looks_like_hub_dataset, resolve_allowed_path
+    from trainers import data as data_mod
+
+    raw, _ = form.to_dict(values)
+    dataset = raw.get("dataset", "")
+    if not dataset:
+        return "**dataset** is required: upload a file or type a path first.", gr.update(visible=False)
+    tokenizer, note = _preview_tokenizer(app, raw.get("model_name", ""))
+    try:
+        if not looks_like_hub_dataset(dataset):
+            dataset = str(resolve_allowed_path(dataset, app.settings.roots(),
+                                               app.settings.uploads_dir, "dataset"))
+        result = data_mod.preview(dataset, tokenizer, PREVIEW_ROWS, raw.get("max_seq_length"),
+                                  raw.get("dataset_split", "train"),
+                                  raw.get("column_mapping") or {}, raw.get("strategy", "sft"),
+                                  raw.get("completion_only_loss", True))
+    except ModelForgeError as exc:
+        return error_markdown(exc), gr.update(visible=False)
+    table = pd.DataFrame(result["examples"])
+    info = (f"**Format:** {result['format']} · **rows:** {result['num_rows']} · **examples:** "
+            f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n"
+            + (_token_stats_markdown(result["token_stats"]) if "token_stats" in result else note))
+    return info, gr.update(value=table, visible=True)
+
+
+def _preview_tokenizer(app: Dashboard, model: str):
+    """(tokenizer, None) or (None, why the token statistics are missing)."""
+    from modelforge_ui.security import is_local_model_path, resolve_allowed_path
+
+    if not model:
+        return None, "Token-length statistics need the model's tokenizer: fill in **model_name**."
+    try:
+        if is_local_model_path(model):
+            model = str(resolve_allowed_path(model, app.settings.roots(), app.settings.models_dir,
+                                             "model_name"))
+        return _tokenizer(model), None
+    except ModelForgeError as exc:
+        return None, "Token-length statistics unavailable: " + error_markdown(exc)
+    except Exception as exc:  # noqa: BLE001 - e.g. a hub tokenizer without a network
+        return None, (f"Token-length statistics unavailable: could not load the tokenizer of "
+                      f"`{model}`: {exc}. Fix: use a local model directory, or a server with a "
+                      "network.")
+
+
+def _token_stats_markdown(stats: dict) -> str:
+    cells = " | ".join(str(stats.get(k, "-")) for k in ("count", "min", "median", "p95", "max",
+                                                       "truncated"))
+    return ("**Token lengths** (tokens per example, with the model's tokenizer):\n\n"
+            "| examples | min | median | p95 | max | longer than max_seq_length |\n"
+            f"|---|---|---|---|---|---|\n| {cells} |")
