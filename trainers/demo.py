@@ -27,7 +27,9 @@ DEMO_SHAPE = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
 def _sample_texts() -> list[str]:
     texts = []
     for path in (SAMPLE_SFT, SAMPLE_PREFERENCES, SAMPLE_SUMMARIES):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
             texts.extend(str(v) for v in json.loads(line).values())
     return texts
 

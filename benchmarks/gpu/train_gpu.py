@@ -1,0 +1,161 @@
+"""GPU evidence for the providers: real `trainers.worker` runs of a synthetic-weights model.
+
+Each variant is one ordinary ModelForge training run (its own worker process, its own events),
+so what this measures is what a user's run does. For the matched, instrumented comparison see
+trainers/benchmark (modelforge bench); this script shows the product's own training path.
+
+    python benchmarks/gpu/train_gpu.py --family llama-3.2-1b --data .gpudata/long_sft.jsonl \
+        --steps 33 --out $OUT/train_1b
+    python benchmarks/gpu/train_gpu.py --tiny --out /tmp/gpu-smoke     # CPU smoke test of the script
+
+Per variant: steady-state tokens/s (median of the progress events after 3 warm-up steps;
+non-padding tokens), peak VRAM (torch max allocated, from the finished event, and max reserved
+seen in progress events), first and last loss, wall time, and the started event's record of what
+ran (Unsloth's patch evidence included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from trainers.config import build_config  # noqa: E402
+from trainers.events import read_events  # noqa: E402
+from trainers.runs import create_run_dir, launch  # noqa: E402
+
+VARIANTS = {  # name -> config fields
+    "huggingface-lora16": {"provider": "huggingface", "use_4bit": False},
+    "unsloth-lora16": {"provider": "unsloth", "use_4bit": False},
+    "huggingface-qlora4": {"provider": "huggingface", "use_4bit": True},
+    "unsloth-qlora4": {"provider": "unsloth", "use_4bit": True},
+}
+WARMUP_STEPS = 3
+
+
+def build_model(family: str, out: Path, tiny: bool) -> Path:
+    if tiny:
+        from trainers.demo import build_demo_model
+
+        return build_demo_model(out)
+    subprocess.run([sys.executable, "-m", "trainers.benchmark.synthetic", family, str(out)],
+                   check=True, cwd=ROOT)
+    return out
+
+
+def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path) -> dict:
+    config = {"model_name": str(model), "dataset": str(Path(args.data).resolve()),
+              "max_seq_length": args.seq, "per_device_train_batch_size": args.batch,
+              "max_steps": args.steps, "learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 16,
+              "lora_dropout": 0.0, "target_modules": "auto", "bf16": not args.tiny,
+              "gradient_checkpointing": True, "logging_steps": 1, "seed": 0,
+              "name": name, **fields}
+    if args.tiny:
+        config["use_4bit"] = False
+    cfg = build_config(config)
+    run_dir = create_run_dir(cfg, runs_dir, name)
+    t0 = time.time()
+    proc = launch(run_dir)
+    proc.wait()
+    wall = time.time() - t0
+    return summarize(name, run_dir, proc.returncode, wall)
+
+
+def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
+    events = read_events(run_dir)
+    started = next((e for e in events if e["type"] == "started"), {})
+    progress = [e for e in events if e["type"] == "progress"]
+    end = events[-1] if events else {}
+    steady = [e["tokens_per_s"] for e in progress if e["step"] > WARMUP_STEPS and e["tokens_per_s"]]
+    reserved = [e["gpu_mem_reserved_gib"] for e in progress if e.get("gpu_mem_reserved_gib")]
+    result = {
+        "variant": name, "status": end.get("type", "no events"), "returncode": returncode,
+        "wall_time_s": round(wall, 1), "train_runtime_s": end.get("train_runtime_s"),
+        "steps": end.get("steps"),
+        "tokens_per_s_median": round(statistics.median(steady), 1) if steady else None,
+        "tokens_per_s_min": min(steady) if steady else None,
+        "tokens_per_s_max": max(steady) if steady else None,
+        "peak_gpu_mem_allocated_gib": end.get("peak_gpu_mem_allocated_gib"),
+        "max_gpu_mem_reserved_gib": max(reserved) if reserved else None,
+        "first_loss": progress[0]["loss"] if progress else None,
+        "last_loss": progress[-1]["loss"] if progress else None,
+        "telemetry_overhead_pct": end.get("telemetry_overhead_pct"),
+        "what_ran": {k: started.get(k) for k in (
+            "provider", "architecture", "attention", "quantization", "dtype", "max_seq_length",
+            "unsloth", "warnings", "device_name", "trainable_parameters")},
+        "versions": started.get("versions"),
+    }
+    if end.get("type") == "failed":
+        result["error"] = {k: end.get(k) for k in ("error_type", "message", "hint")}
+    return result
+
+
+def environment() -> dict:
+    def run(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        except OSError:
+            return None
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "nvidia_smi": run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                               "--format=csv,noheader"]),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def markdown(results: list[dict], args) -> str:
+    lines = [f"Synthetic weights ({args.family}), seq {args.seq}, batch {args.batch}, "
+             f"{args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, gradient "
+             "checkpointing, through `python -m trainers.worker`.", "",
+             "| variant | status | tokens/s (median, min-max) | peak alloc GiB | max reserved GiB "
+             "| first loss | wall s |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        tps = (f"{r['tokens_per_s_median']} ({r['tokens_per_s_min']}-{r['tokens_per_s_max']})"
+               if r["tokens_per_s_median"] else "-")
+        lines.append(f"| {r['variant']} | {r['status']} | {tps} | "
+                     f"{r['peak_gpu_mem_allocated_gib']} | {r['max_gpu_mem_reserved_gib']} | "
+                     f"{r['first_loss']} | {r['wall_time_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--family", default="llama-3.2-1b")
+    parser.add_argument("--data", default=str(ROOT / "trainers/sample_data/instructions.jsonl"))
+    parser.add_argument("--steps", type=int, default=33)
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test on the demo model")
+    args = parser.parse_args()
+    if args.tiny:
+        args.family, args.steps, args.seq, args.batch = "demo", 5, 128, 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mf-gpu-{int(time.time())}"
+    model = build_model(args.family, work / "model", args.tiny)
+    results = []
+    for name in args.variants.split(","):
+        results.append(run_variant(name, VARIANTS[name], model, args, work / "runs"))
+        print(json.dumps(results[-1])[:600], flush=True)
+    report = {"command": " ".join([sys.executable] + sys.argv), "family": args.family,
+              "synthetic_weights": not args.tiny, "environment": environment(),
+              "settings": {"seq": args.seq, "batch": args.batch, "steps": args.steps,
+                           "warmup_steps": WARMUP_STEPS}, "results": results}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(markdown(results, args))
+    print(markdown(results, args))
+
+
+if __name__ == "__main__":
+    main()
