@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import gradio as gr
 from pydantic import BaseModel
@@ -136,8 +136,10 @@ class ConfigForm:
         self.specs = field_specs(model)
         self.components: list[gr.components.Component] = []
 
-    def render(self) -> list[gr.components.Component]:
-        """Create the inputs inside the current Blocks context, one accordion per group."""
+    def render(self, extras: dict[str, Callable[[], None]] | None = None
+               ) -> list[gr.components.Component]:
+        """Create the inputs inside the current Blocks context, one accordion per group;
+        `extras[group]()` adds more inside that group's accordion (e.g. the data upload)."""
         known = [g for g, _ in GROUPS]
         groups = GROUPS + [(g, g.title()) for g in dict.fromkeys(s.group for s in self.specs)
                            if g not in known]
@@ -149,6 +151,8 @@ class ConfigForm:
             with gr.Accordion(title, open=group in OPEN_GROUPS, elem_id=f"group-{group}"):
                 for spec in specs:
                     by_name[spec.name] = _component(spec)
+                if extras and group in extras:
+                    extras[group]()
         self.components = [by_name[s.name] for s in self.specs]
         return self.components
 

@@ -68,6 +68,11 @@ def progress_markdown(run: dict | None) -> str:
     progress = run.get("progress") or {}
     summary = run.get("summary") or {}
     lines = [head]
+    started = run.get("started_event") or {}
+    if started:
+        lines.append(f"{started.get('provider', '')} on {started.get('device_name') or '?'} "
+                     f"({started.get('device', '?')}) · max_seq_length "
+                     f"{started.get('max_seq_length')} · {started.get('num_train')} training examples")
     if progress:
         step, total = progress.get("step") or 0, progress.get("total_steps") or 0
         pct = f" ({100 * step / total:.0f}%)" if total else ""

@@ -24,6 +24,7 @@ class Dashboard:
     def __init__(self, manager, settings):
         self.manager = manager
         self.settings = settings
+        self.cache: dict = {}  # slow reports shared by every session (the doctor's)
 
     @property
     def read_only(self) -> bool:

@@ -106,7 +106,8 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
 
 
 def build(app: Dashboard, tab: gr.Tab) -> None:
-    picked = gr.Dropdown(label="Run (finished)", choices=[], elem_id="playground-run")
+    picked = gr.Dropdown(label="Run (finished)", choices=[], allow_custom_value=True,
+                         elem_id="playground-run")
     prompt = gr.Textbox(label="Prompt", lines=4,
                         value="### Instruction:\nGive three tips for staying healthy.\n\n"
                               "### Response:\n")

@@ -17,7 +17,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         refresh_button = gr.Button("Refresh", size="sm", elem_id="history-refresh")
     table = gr.Dataframe(label="Runs (newest first; click a row to open it)", interactive=False,
                          elem_id="history-table")
-    picked = gr.Dropdown(label="Run", choices=[], elem_id="history-run")
+    picked = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, elem_id="history-run")
     summary = gr.Markdown(elem_id="history-summary")
     with gr.Row():
         new_name = gr.Textbox(label="New name", scale=3)
@@ -26,7 +26,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
                                   interactive=not app.read_only)
     with gr.Row():
         download_button = gr.Button("Download adapter (zip)", elem_id="download-adapter")
-        adapter_file = gr.File(label="Adapter", interactive=False)
+        adapter_file = gr.File(label="Adapter", interactive=False, height=80)
     with gr.Accordion("Config", open=False):
         config_view = gr.Code(language="json", interactive=False)
     with gr.Accordion("Events (events.jsonl)", open=False):

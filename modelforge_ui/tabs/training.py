@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
@@ -27,6 +25,17 @@ PREVIEW_ROWS = 5
 def build(app: Dashboard, demo: gr.Blocks) -> None:
     form = ConfigForm()
     run_id = gr.State(None)
+    data_ui: dict = {}
+
+    def data_extras() -> None:  # rendered inside the form's Data group
+        data_ui["upload"] = gr.File(label="Upload a data set (.json, .jsonl, .csv, .parquet)",
+                                    file_types=DATA_TYPES, type="filepath", height=120,
+                                    elem_id="upload")
+        data_ui["preview"] = gr.Button("Preview data", elem_id="preview-data")
+        data_ui["info"] = gr.Markdown(elem_id="preview-info")
+        data_ui["table"] = gr.Dataframe(label="Rendered examples", wrap=True, interactive=False,
+                                        max_height=400, visible=False)
+
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("Presets set the LoRA, optimisation and advanced fields (and the ones "
@@ -34,17 +43,10 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             with gr.Row():
                 preset_buttons = {name: gr.Button(name, size="sm", elem_id=f"preset-{name}")
                                   for name in PRESETS}
-            inputs = form.render()
+            inputs = form.render({"data": data_extras})
             seq_choice = gr.Radio(
                 [str(n) for n in COMMON_SEQ_LENGTHS], label="Unsloth needs a fixed max sequence "
                 "length: pick one", visible=False, elem_id="unsloth-seq")
-            with gr.Accordion("Data: upload and preview", open=True):
-                upload = gr.File(label="Upload a data set (.json, .jsonl, .csv, .parquet)",
-                                 file_types=DATA_TYPES, type="filepath", elem_id="upload")
-                preview_button = gr.Button("Preview data", elem_id="preview-data")
-                preview_info = gr.Markdown(elem_id="preview-info")
-                preview_table = gr.Dataframe(label="Rendered examples", wrap=True,
-                                             interactive=False, visible=False)
             with gr.Accordion("Import / export the config", open=False):
                 config_text = gr.Code(label="Config (JSON or YAML)", language="yaml",
                                       interactive=True, elem_id="config-text")
@@ -53,7 +55,8 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                     export_json = gr.Button("Export as JSON")
                     export_yaml = gr.Button("Export as YAML")
                 config_file = gr.File(label="Or import a config file (.json, .yaml)",
-                                      file_types=[".json", ".yaml", ".yml"], type="filepath")
+                                      file_types=[".json", ".yaml", ".yml"], type="filepath",
+                                      height=120)
                 commands = gr.Markdown(elem_id="commands")
         with gr.Column(scale=2):
             with gr.Row():
@@ -67,10 +70,13 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", height=220)
             speed_plot = gr.LinePlot(x="step", y="tokens/s", title="Tokens per second", height=220)
             memory_plot = gr.LinePlot(x="step", y="GPU memory (GiB)",
-                                      title="GPU memory allocated (GiB)", height=220)
+                                      title="GPU memory allocated (GiB; empty on a CPU)",
+                                      height=220)
             log_box = gr.Textbox(label="Log tail (train.log)", lines=12, max_lines=12,
                                  autoscroll=True, elem_id="log-tail")
     timer = gr.Timer(1.0)
+    upload, preview_button = data_ui["upload"], data_ui["preview"]
+    preview_info, preview_table = data_ui["info"], data_ui["table"]
 
     # -- the form ---------------------------------------------------------------------------
     for name, button in preset_buttons.items():
@@ -85,9 +91,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
 
     def validate(*values):
         try:
-            cfg = form.validate(list(values))
-        except ConfigError as exc:
-            return problems_markdown(exc.problems), gr.update(), ""
+            cfg = _policy(app, form.validate(list(values)))
+        except ModelForgeError as exc:
+            return error_markdown(exc), gr.update(), ""
         return ("**The config is valid.**", config_to_text(cfg, "yaml"),
                 commands_markdown(cfg, app.settings))
 
@@ -131,8 +137,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
     def start(*values):
         app.require_writable("start a run")
         try:
-            cfg = form.validate(list(values))
-            cfg = _policy(app, cfg)
+            cfg = _policy(app, form.validate(list(values)))
         except ModelForgeError as exc:
             return None, error_markdown(exc), views.progress_markdown(None)
         run = app.manager.submit(cfg, source="dashboard")
@@ -168,7 +173,11 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
                 empty["gpu_mem_allocated_gib"], "")
     frames = views.metric_frames(app.manager.events(run_id))
     return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
-            frames["gpu_mem_allocated_gib"], log_tail(Path(run["run_dir"]), 6000))
+            frames["gpu_mem_allocated_gib"], _last_lines(log_tail(Path(run["run_dir"]), 8000), 40))
+
+
+def _last_lines(text: str, n: int) -> str:
+    return "\n".join(text.splitlines()[-n:])
 
 
 # --- the form's helpers -------------------------------------------------------------------------
@@ -223,76 +232,79 @@ def _policy(app: Dashboard, cfg: TrainConfig) -> TrainConfig:
 # --- data ---------------------------------------------------------------------------------------
 
 def _save_upload(app: Dashboard, path: str | None):
-    """Copy an upload into the uploads directory (an allowed root) and point `dataset` at it."""
+    """Store an upload as the API does (safe unique name, size limit) and point `dataset` at it."""
+    from modelforge_ui.api import ApiError, safe_filename, store_upload
+
     if not path:
         return gr.update(), ""
     app.require_writable("upload a data set")
-    src = Path(path)
-    limit = app.settings.max_upload_bytes
-    if src.stat().st_size > limit:
-        return gr.update(), (f"**{src.name} is {src.stat().st_size / 2**20:.1f} MiB, over the "
-                             f"{limit / 2**20:.0f} MiB upload limit.**\n\nFix: put the file under "
-                             "an allowed root and type its path, or raise MODELFORGE_MAX_UPLOAD_MB.")
-    if src.suffix.lower() not in DATA_TYPES:
-        return gr.update(), f"**{src.name}**: unsupported file type. Fix: use {', '.join(DATA_TYPES)}."
-    app.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    dest = app.settings.uploads_dir / src.name
-    shutil.copyfile(src, dest)
+    try:
+        with open(path, "rb") as source:
+            dest = store_upload(source, safe_filename(Path(path).name), app.settings)
+    except ApiError as exc:
+        return gr.update(), f"**{exc.message}**\n\nFix: {exc.hint}"
     return str(dest), f"Uploaded to `{dest}`. Press **Preview data** to check it."
 
 
-@lru_cache(maxsize=4)
-def _tokenizer(model_name: str):
-    """Loaded only when a preview asks for token statistics (imports transformers then)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_name, trust_remote_code=False)
-
-
 def _preview(app: Dashboard, form: ConfigForm, values: list):
-    """Detected format, rendered examples and (with the model's tokenizer) token lengths."""
-    from modelforge_ui.security import looks_like_hub_dataset, resolve_allowed_path
-    from trainers import data as data_mod
-
+    """Detected format, rendered examples and token lengths, computed in a subprocess (as the
+    API's preview) under the same path rules."""
     raw, _ = form.to_dict(values)
-    dataset = raw.get("dataset", "")
-    if not dataset:
+    if not raw.get("dataset"):
         return "**dataset** is required: upload a file or type a path first.", gr.update(visible=False)
-    tokenizer, note = _preview_tokenizer(app, raw.get("model_name", ""))
+    request = {"dataset": raw["dataset"], "model_name": raw.get("model_name", ""),
+               "n": PREVIEW_ROWS, "max_seq_length": raw.get("max_seq_length"),
+               "split": raw.get("dataset_split", "train"),
+               "column_mapping": raw.get("column_mapping") or {},
+               "strategy": raw.get("strategy", "sft"),
+               "completion_only_loss": raw.get("completion_only_loss", True),
+               "trust_remote_code": raw.get("trust_remote_code", False)}
+    note = ""
     try:
-        if not looks_like_hub_dataset(dataset):
-            dataset = str(resolve_allowed_path(dataset, app.settings.roots(),
-                                               app.settings.uploads_dir, "dataset"))
-        result = data_mod.preview(dataset, tokenizer, PREVIEW_ROWS, raw.get("max_seq_length"),
-                                  raw.get("dataset_split", "train"),
-                                  raw.get("column_mapping") or {}, raw.get("strategy", "sft"),
-                                  raw.get("completion_only_loss", True))
+        request = _allowed_preview_request(app, request)
+        try:
+            result = run_preview(request)
+        except ModelForgeError as exc:
+            if not request["model_name"]:
+                raise
+            note = (f"Token-length statistics unavailable: {exc.message} "
+                    f"Fix: {exc.hint or 'check model_name.'}")
+            result = run_preview({**request, "model_name": ""})
     except ModelForgeError as exc:
         return error_markdown(exc), gr.update(visible=False)
-    table = pd.DataFrame(result["examples"])
+    if "token_stats" in result:
+        note = _token_stats_markdown(result["token_stats"])
+    elif not note:
+        note = "Token-length statistics need the model's tokenizer: fill in **model_name**."
     info = (f"**Format:** {result['format']} · **rows:** {result['num_rows']} · **examples:** "
-            f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n"
-            + (_token_stats_markdown(result["token_stats"]) if "token_stats" in result else note))
-    return info, gr.update(value=table, visible=True)
+            f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n{note}")
+    return info, gr.update(value=pd.DataFrame(result["examples"]), visible=True)
 
 
-def _preview_tokenizer(app: Dashboard, model: str):
-    """(tokenizer, None) or (None, why the token statistics are missing)."""
-    from modelforge_ui.security import is_local_model_path, resolve_allowed_path
+def run_preview(request: dict) -> dict:
+    from trainers.preview_job import run_preview as run_in_subprocess
 
-    if not model:
-        return None, "Token-length statistics need the model's tokenizer: fill in **model_name**."
-    try:
-        if is_local_model_path(model):
-            model = str(resolve_allowed_path(model, app.settings.roots(), app.settings.models_dir,
-                                             "model_name"))
-        return _tokenizer(model), None
-    except ModelForgeError as exc:
-        return None, "Token-length statistics unavailable: " + error_markdown(exc)
-    except Exception as exc:  # noqa: BLE001 - e.g. a hub tokenizer without a network
-        return None, (f"Token-length statistics unavailable: could not load the tokenizer of "
-                      f"`{model}`: {exc}. Fix: use a local model directory, or a server with a "
-                      "network.")
+    return run_in_subprocess(request)
+
+
+def _allowed_preview_request(app: Dashboard, request: dict) -> dict:
+    """The request with resolved paths, or PathRefused / NotPermittedError (as the API)."""
+    from modelforge_ui.security import (NotPermittedError, is_local_model_path,
+                                        looks_like_hub_dataset, resolve_allowed_path)
+
+    settings, roots = app.settings, app.settings.roots()
+    if not looks_like_hub_dataset(request["dataset"]):
+        request["dataset"] = str(resolve_allowed_path(request["dataset"], roots,
+                                                      settings.uploads_dir, "dataset"))
+    model = request["model_name"]
+    if model and is_local_model_path(model, settings.models_dir):
+        request["model_name"] = str(resolve_allowed_path(model, roots, settings.models_dir,
+                                                         "model_name"))
+    if request["trust_remote_code"] and not settings.allow_trust_remote_code:
+        raise NotPermittedError("trust_remote_code", "trust_remote_code is disabled on this "
+                                "server.", "Set it to false, or ask the operator to start the "
+                                "server with --allow-trust-remote-code.")
+    return request
 
 
 def _token_stats_markdown(stats: dict) -> str:

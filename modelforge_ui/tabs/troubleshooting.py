@@ -3,29 +3,34 @@ diagnostic bundle for bug reports."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from modelforge_ui import views
-from modelforge_ui.form import problems_markdown
-from modelforge_ui.tabs.context import Dashboard, make_zip, run_label
-from trainers.config import check_config, parse_config_text
+from modelforge_ui.tabs.context import Dashboard, error_markdown, make_zip, run_label
+from trainers.config import build_config, parse_config_text
 from trainers.diagnostics import diagnose_run
-from trainers.errors import ConfigError
+from trainers.errors import ConfigError, ModelForgeError
 from trainers.events import last_event, read_events
 from trainers.runs import log_tail
 
 ENV_COLUMNS = ["check", "status", "value", "fix"]
 DIAGNOSABLE = ("failed", "interrupted", "stopped")
+ENV_CACHE_S = 300
 
 
-def environment_checks() -> list[dict]:
-    """The environment report of trainers.doctor: [{name, status, value, fix}, ...]."""
-    from trainers import doctor
+def environment_checks(app: Dashboard, refresh: bool = False) -> list[dict]:
+    """The environment report of trainers.doctor, [{name, status, value, fix}, ...], kept for
+    five minutes (its torch probe takes seconds) unless `refresh`."""
+    from trainers.doctor import run_checks
 
-    return doctor.run_checks()
+    cached = app.cache.get("doctor")
+    if refresh or cached is None or time.time() - cached[0] > ENV_CACHE_S:
+        app.cache["doctor"] = cached = (time.time(), run_checks(app.settings.data_dir))
+    return cached[1]
 
 
 def environment_table(checks: list[dict]) -> pd.DataFrame:
@@ -33,15 +38,18 @@ def environment_table(checks: list[dict]) -> pd.DataFrame:
                          for c in checks], columns=ENV_COLUMNS)
 
 
-def check_config_text(text: str) -> str:
-    """Every problem of a pasted JSON/YAML config, each with its fix (as the API says them)."""
+def check_config_text(app: Dashboard, text: str) -> str:
+    """Every problem of a pasted JSON/YAML config with its fix: the schema's rules, then the
+    server's path and trust_remote_code rules (as POST /api/config/check)."""
+    from modelforge_ui.security import check_config_policy
+
     if not (text or "").strip():
         return "Paste a config (JSON or YAML) first."
     try:
-        problems = check_config(parse_config_text(text))
-    except ConfigError as exc:
-        problems = exc.problems
-    return problems_markdown(problems) if problems else "**No problems: the config is valid.**"
+        check_config_policy(build_config(parse_config_text(text)), app.settings)
+    except ModelForgeError as exc:
+        return error_markdown(exc)
+    return "**No problems: the config is valid.**"
 
 
 def diagnose(app: Dashboard, run_id: str | None) -> tuple[str, str]:
@@ -58,8 +66,6 @@ def diagnose(app: Dashboard, run_id: str | None) -> tuple[str, str]:
 
 def _config_or_none(config: dict):
     """The run's TrainConfig for the OOM remedies (None for other kinds of job)."""
-    from trainers.config import build_config
-
     try:
         return build_config(config)
     except ConfigError:
@@ -68,7 +74,7 @@ def _config_or_none(config: dict):
 
 def bundle(app: Dashboard, run_id: str | None) -> str:
     """A zip with the environment report and, when a run is picked, its config, events, log."""
-    files: dict = {"environment.json": environment_checks()}
+    files: dict = {"environment.json": environment_checks(app)}
     run = app.get_run(run_id)
     name = "modelforge-diagnostics"
     if run is not None:
@@ -82,40 +88,43 @@ def bundle(app: Dashboard, run_id: str | None) -> str:
 
 
 def build(app: Dashboard, tab: gr.Tab) -> None:
-    gr.Markdown("### Environment")
-    env_refresh = gr.Button("Check the environment", size="sm", elem_id="env-refresh")
+    with gr.Row():
+        gr.Markdown("### Environment")
+        env_refresh = gr.Button("Check again", size="sm", scale=0, elem_id="env-refresh")
     env_table = gr.Dataframe(headers=ENV_COLUMNS, interactive=False, wrap=True,
                              elem_id="env-report")
-
-    gr.Markdown("### Config checker")
-    pasted = gr.Code(label="Paste a config (JSON or YAML)", language="yaml", interactive=True,
-                     elem_id="checker-text")
-    check_button = gr.Button("Check", elem_id="checker-run")
-    check_result = gr.Markdown(elem_id="checker-result")
-
-    gr.Markdown("### Failed-run diagnosis")
-    failed_pick = gr.Dropdown(label="Run that did not succeed", choices=[],
-                              elem_id="diagnose-run")
-    diagnosis = gr.Markdown(elem_id="diagnosis")
-    diag_log = gr.Textbox(label="Log tail", lines=12, max_lines=12)
-
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Config checker")
+            pasted = gr.Code(label="Paste a config (JSON or YAML)", language="yaml",
+                             interactive=True, elem_id="checker-text")
+            check_button = gr.Button("Check", elem_id="checker-run")
+            check_result = gr.Markdown(elem_id="checker-result")
+        with gr.Column():
+            gr.Markdown("### Failed-run diagnosis")
+            failed_pick = gr.Dropdown(label="Run that did not succeed", choices=[],
+                                      allow_custom_value=True, elem_id="diagnose-run")
+            diagnosis = gr.Markdown(elem_id="diagnosis")
+            diag_log = gr.Textbox(label="Log tail", lines=10, max_lines=10)
     gr.Markdown("### Diagnostic bundle (for a bug report)")
-    bundle_pick = gr.Dropdown(label="Include this run (optional)", choices=[])
-    bundle_button = gr.Button("Build the bundle (zip)")
-    bundle_file = gr.File(label="Bundle", interactive=False)
-
-    def report():
-        return environment_table(environment_checks())
+    with gr.Row():
+        bundle_pick = gr.Dropdown(label="Include this run (optional)", choices=[], scale=2,
+                                  allow_custom_value=True)
+        bundle_button = gr.Button("Build the bundle (zip)", scale=1)
+        bundle_file = gr.File(label="Bundle", interactive=False, height=80, scale=2)
 
     def choices():
         runs = app.runs()
         return (gr.update(choices=views.run_choices(runs, DIAGNOSABLE, kind=None)),
                 gr.update(choices=views.run_choices(runs, kind=None)))
 
-    env_refresh.click(report, None, env_table, api_name="environment_report")
-    tab.select(report, None, env_table, api_name=False).then(
-        choices, None, [failed_pick, bundle_pick], api_name=False)
-    check_button.click(check_config_text, pasted, check_result, api_name="check_config")
+    env_refresh.click(lambda: environment_table(environment_checks(app, refresh=True)), None,
+                      env_table, api_name="environment_report")
+    tab.select(lambda: environment_table(environment_checks(app)), None, env_table,
+               api_name=False)
+    tab.select(choices, None, [failed_pick, bundle_pick], api_name="troubleshooting_runs")
+    check_button.click(lambda text: check_config_text(app, text), pasted, check_result,
+                       api_name="check_config")
     failed_pick.change(lambda rid: diagnose(app, rid), failed_pick, [diagnosis, diag_log],
                        api_name="diagnose_run")
     bundle_button.click(lambda rid: bundle(app, rid), bundle_pick, bundle_file,
