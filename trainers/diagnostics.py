@@ -80,6 +80,11 @@ _TEXT_RULES = [
     ("killed", ("killed by signal", "sigkill"),
      "The worker was killed from outside, often by the kernel's out-of-memory killer: "
      "check `dmesg`, then reduce max_seq_length or the batch size."),
+    # libraries that wrap OS errors in their own exceptions (safetensors' SafetensorError)
+    ("disk_full", ("no space left on device", "os error 28", "disk quota exceeded"),
+     "Free space on the disk that holds the run directory (or output_dir)."),
+    ("output_not_writable", ("read-only file system", "os error 30"),
+     "Make output_dir (or the data directory) writable, or choose another."),
 ]
 
 
