@@ -206,6 +206,26 @@ def config_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "
                               "set a fixed value such as 2048"))
+    return problems + preference_problems(cfg)
+
+
+def preference_problems(cfg: TrainConfig) -> list[dict]:
+    """dpo/rlhf: the prompt must leave room for the answers; GRPO groups must fill a batch."""
+    problems = []
+    if cfg.strategy in ("dpo", "rlhf") and cfg.max_seq_length != -1 and \
+            cfg.max_prompt_length > cfg.max_seq_length - 16:
+        problems.append(_problem(
+            "max_prompt_length", f"{cfg.max_prompt_length} leaves fewer than 16 of max_seq_length "
+                                 f"({cfg.max_seq_length}) tokens for the answers: lower it (e.g. "
+                                 f"to {cfg.max_seq_length // 2}) or raise max_seq_length"))
+    completions = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    if cfg.strategy == "rlhf" and completions % cfg.num_generations:
+        problems.append(_problem(
+            "num_generations", f"per_device_train_batch_size x gradient_accumulation_steps "
+                               f"({completions}) completions per step must be a multiple of "
+                               f"num_generations ({cfg.num_generations}): each prompt's "
+                               f"{cfg.num_generations} completions are scored as one group; "
+                               f"e.g. set per_device_train_batch_size to {cfg.num_generations}"))
     return problems
 
 

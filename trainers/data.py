@@ -301,8 +301,10 @@ def load_data(source: str, split: str = "train", column_mapping: dict | None = N
     if unknown:
         raise DataError(f"column_mapping has unknown standard fields {unknown}.",
                         f"Map any of {STANDARD_FIELDS} to your columns.")
-    fmt = detect_format(columns, mapping)
     wants_pairs = strategy in PREFERENCE_STRATEGIES
+    if wants_pairs and ("chosen" in columns or "chosen" in mapping):
+        _check_pair_fields(rows, lines, source, mapping)
+    fmt = detect_format(columns, mapping)
     if wants_pairs != fmt.startswith("preference"):
         need = "preference pairs (prompt/chosen/rejected or chosen/rejected)" if wants_pairs \
             else "supervised examples (text, prompt/completion, instruction/output, messages...)"
@@ -314,6 +316,17 @@ def load_data(source: str, split: str = "train", column_mapping: dict | None = N
         _check_pairs_differ(examples, source)
     return LoadedData(source=source, format=fmt, examples=examples, num_rows=len(rows),
                       columns=columns)
+
+
+def _check_pair_fields(rows: list[dict], lines: list[int], source: str, mapping: dict) -> None:
+    """Preference data with a chosen column: name the first line that lacks chosen or rejected."""
+    for row, line in zip(rows, lines):
+        for name in ("chosen", "rejected"):
+            if _get(row, name, mapping) is None:
+                column = mapping.get(name, name)
+                raise DataError(f"{source}: line {line}: missing field '{column}'.",
+                                "Every preference pair needs 'chosen' and 'rejected' (and "
+                                "optionally 'prompt'), or map your columns with column_mapping.")
 
 
 def _check_pairs_differ(examples: list[dict], source: str) -> None:
