@@ -85,6 +85,13 @@ _TEXT_RULES = [
      "Free space on the disk that holds the run directory (or output_dir)."),
     ("output_not_writable", ("read-only file system", "os error 30"),
      "Make output_dir (or the data directory) writable, or choose another."),
+    ("model_not_available", ("couldn't connect to 'https://huggingface.co'",
+                             "outgoing traffic has been disabled",
+                             "is not a local folder and is not a valid model identifier"),
+     "The model is neither a local directory nor in the Hugging Face cache, and the hub cannot "
+     "be reached (no network, or HF_HUB_OFFLINE=1). Download it where there is a network "
+     "(`hf download <model>`; gated models such as meta-llama need HF_TOKEN), copy the folder "
+     "to the server under an allowed root and set model_name to that path; or check the id."),
 ]
 
 
