@@ -1,0 +1,329 @@
+"""Matching checks, the results table, and the JSON / Markdown / CSV export.
+
+The table has one row per provider x mode (repeats averaged, their spread shown); every run is
+also listed on its own. A variant that failed stays in both, with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec
+
+BASELINE = "huggingface"
+RESULT_FILES = ("results.json", "results.md", "results.csv")
+
+
+# --- matching --------------------------------------------------------------------------------
+
+def _same(values: list) -> bool:
+    return all(v == values[0] for v in values)
+
+
+def _check(name: str, ok: bool, detail: str, required: bool = True) -> dict:
+    return {"check": name, "ok": ok, "detail": detail, "required": required}
+
+
+def loss_check(runs: list[dict], tolerance: float) -> dict:
+    """Every first-step loss within `tolerance` (relative) of the baseline's first run."""
+    reference = next((r for r in runs if r["provider"] == BASELINE), runs[0])
+    ref = reference["loss"]["first_step"]
+    values = {r["name"]: r["loss"]["first_step"] for r in runs}
+    if ref is None or any(v is None for v in values.values()):
+        return _check("first-step loss", False, f"a first-step loss is missing: {values}")
+    worst = max(abs(v - ref) / abs(ref) for v in values.values())
+    detail = (", ".join(f"{k} {v:.4f}" for k, v in values.items())
+              + f"; largest relative difference {worst:.2e} (tolerance {tolerance:g})")
+    return _check("first-step loss", worst <= tolerance, detail)
+
+
+def token_check(runs: list[dict]) -> dict:
+    """The trainers counted the same non-padding tokens, step by step, in every run."""
+    counted = [r["tokens"]["trainer_per_step"] for r in runs]
+    same = _same(counted) and _same([r["tokens"]["per_step"] for r in runs])
+    detail = (f"{sum(counted[0])} non-padding tokens over {len(counted[0])} steps, identical "
+              "per step for every run" if same else
+              "per-step token counts differ: " + "; ".join(
+                  f"{r['name']} {r['tokens']['trainer_per_step'][:5]}..." for r in runs))
+    return _check("same token counts", same, detail)
+
+
+def rows_check(runs: list[dict], required: bool) -> dict:
+    """The trainers' counts equal the prepared rows' lengths, which tokens/s is computed from."""
+    bad = [r["name"] for r in runs
+           if r["tokens"]["trainer_per_step"] != r["tokens"]["per_step"]]
+    detail = "the trainers' own token counts equal the rows' lengths" if not bad else \
+        f"the trainers' own counts differ from the rows' lengths in {', '.join(bad)}"
+    return _check("counted tokens = rows fed", not bad, detail, required)
+
+
+def setting_check(runs: list[dict], label: str, read, required: bool = True) -> dict:
+    values = {r["name"]: read(r) for r in runs}
+    same = _same(list(values.values()))
+    detail = f"{next(iter(values.values()))}" if same else \
+        ", ".join(f"{k}: {v}" for k, v in values.items())
+    return _check(label, same, detail, required)
+
+
+def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
+    """Matched-ness of the runs of one mode: the baseline and at least one other must have run."""
+    of_mode = [r for r in runs if r["mode"] == mode]
+    ok = [r for r in of_mode if r["status"] == "ok"]
+    providers_ok = {r["provider"] for r in ok}
+    if len(spec.providers) > 1 and len(providers_ok) < 2:
+        failed = sorted({r["provider"] for r in of_mode} - providers_ok)
+        return {"matched": None, "verdict": "not checked",
+                "detail": f"fewer than two providers ran ({', '.join(failed)} failed)",
+                "checks": []}
+    as_shipped = spec.padding == "as_shipped"
+    checks = [
+        token_check(ok),
+        rows_check(ok, required=spec.padding == "padded"),
+        loss_check(ok, spec.loss_rel_tolerance),
+        setting_check(ok, "padding treatment (padding-free)",
+                      lambda r: r["effective"]["padding_free"], required=not as_shipped),
+        setting_check(ok, "optimizer", lambda r: r["effective"]["optim"]),
+        setting_check(ok, "trainable parameters",
+                      lambda r: r["provider_info"].get("trainable_parameters")),
+        setting_check(ok, "batch, learning rate, order",
+                      lambda r: (r["effective"]["per_device_train_batch_size"],
+                                 r["effective"]["learning_rate"],
+                                 r["effective"]["train_sampling_strategy"])),
+        setting_check(ok, "measured steps", lambda r: r["timing"]["measured_steps"]),
+    ]
+    matched = all(c["ok"] for c in checks if c["required"])
+    if as_shipped:
+        verdict = "as shipped (each library's defaults; not a matched comparison)"
+    else:
+        verdict = "matched" if matched else "NOT MATCHED"
+    return {"matched": matched and not as_shipped, "verdict": verdict, "checks": checks}
+
+
+# --- the table -------------------------------------------------------------------------------
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def table_row(runs: list[dict], provider: str, mode: str) -> dict:
+    ok = [r for r in runs if r["status"] == "ok"]
+    failed = [r for r in runs if r["status"] != "ok"]
+    row = {"provider": provider, "mode": mode, "runs": len(runs), "runs_ok": len(ok),
+           "status": "ok" if not failed else ("failed" if not ok else "partly failed"),
+           "reason": failed[0].get("message") if failed else None}
+    if not ok:
+        return row
+    speeds = [r["timing"]["tokens_per_s"] for r in ok]
+    row.update(
+        process_wall_s=_mean([r["process_wall_s"] for r in ok]),
+        train_wall_s=_mean([r["timing"]["train_wall_s"] for r in ok]),
+        tokens_per_s=_mean(speeds), tokens_per_s_low=min(speeds), tokens_per_s_high=max(speeds),
+        samples_per_s=_mean([r["samples_per_s"] for r in ok]),
+        median_step_s=_mean([r["timing"]["median_step_s"] for r in ok]),
+        peak_allocated_gib=_max([r["memory"]["max_allocated_gib"] for r in ok]),
+        peak_reserved_gib=_max([r["memory"]["max_reserved_gib"] for r in ok]),
+        nvml_peak_gib=_max([r["memory"]["nvml_peak_used_gib"] for r in ok]),
+        mfu=_mean([r["flops"]["mfu"] for r in ok]),
+        first_step_loss=ok[0]["loss"]["first_step"],
+        unsloth_evidence=ok[0]["provider_info"].get("unsloth"))
+    return row
+
+
+def _max(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def add_comparisons(rows: list[dict]) -> None:
+    """Speedup and memory reduction against the baseline of the same mode."""
+    base = {r["mode"]: r for r in rows if r["provider"] == BASELINE and r.get("tokens_per_s")}
+    for row in rows:
+        ref = base.get(row["mode"])
+        if ref is None or not row.get("tokens_per_s"):
+            row["speedup"] = row["vram_reduction_pct"] = None
+            continue
+        row["speedup"] = row["tokens_per_s"] / ref["tokens_per_s"]
+        a, b = row.get("peak_allocated_gib"), ref.get("peak_allocated_gib")
+        row["vram_reduction_pct"] = 100 * (1 - a / b) if a is not None and b else None
+
+
+def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dict],
+          command: str, planned: int) -> dict:
+    rows = [table_row([r for r in runs if r["provider"] == p and r["mode"] == m], p, m)
+            for m in spec.modes for p in spec.providers
+            if any(r["provider"] == p and r["mode"] == m for r in runs)]
+    add_comparisons(rows)
+    match = {m: matching(spec, runs, m) for m in spec.modes if any(r["mode"] == m for r in runs)}
+    for row in rows:
+        row["matched"] = match[row["mode"]]["verdict"]
+    first_ok = next((r for r in runs if r["status"] == "ok"), None)
+    return {
+        "generated_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "complete": len(runs) == planned, "planned_runs": planned, "runs_done": len(runs),
+        "spec": spec.model_dump(mode="json"),
+        "synthetic_weights": prepared.get("synthetic"),
+        "data": {k: prepared.get(k) for k in ("dataset", "data_format", "num_examples",
+                                               "distinct_rows", "rows_repeated", "left_out_fully_masked",
+                                               "token_stats")},
+        "model_dir": prepared.get("model_dir"),
+        "environment": {**environment,
+                        "device": first_ok["device"] if first_ok else None,
+                        "torch_cuda": first_ok["torch_cuda"] if first_ok else None},
+        "command": command, "table": rows, "matching": match, "runs": runs,
+    }
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def _f(value, fmt: str = "{:.1f}", empty: str = "-") -> str:
+    return empty if value is None else fmt.format(value)
+
+
+TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "tokens/s",
+                "speedup vs HF", "peak VRAM GiB", "VRAM reduction", "MFU", "first-step loss",
+                "matching"]
+
+
+def table_cells(row: dict) -> list[str]:
+    if row["status"] == "failed":
+        reason = (row.get("reason") or "").replace("|", "/").replace("\n", " ")[:160]
+        return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]), f"FAILED: {reason}"] + ["-"] * 8 + [row["matched"]]
+    spread = "" if row["runs_ok"] < 2 else \
+        f" ({row['tokens_per_s_low']:.0f}-{row['tokens_per_s_high']:.0f})"
+    return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
+            row["status"] + (f" {row['runs_ok']}/{row['runs']}" if row["runs"] > 1 else ""),
+            _f(row.get("process_wall_s")), _f(row.get("train_wall_s")),
+            _f(row.get("tokens_per_s"), "{:,.0f}") + spread,
+            _f(row.get("speedup"), "{:.2f}x"), _f(row.get("peak_allocated_gib"), "{:.2f}"),
+            _f(row.get("vram_reduction_pct"), "{:+.1f}%"),
+            _f(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
+            _f(row.get("first_step_loss"), "{:.4f}"), row["matched"]]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def run_cells(run: dict) -> list[str]:
+    if run["status"] != "ok":
+        return [run["name"], "failed", (run.get("message") or "")[:200].replace("|", "/"),
+                *["-"] * 6]
+    t = run["timing"]
+    return [run["name"], "ok", _f(t["tokens_per_s"], "{:,.0f}"),
+            f"{t['median_step_s']:.3f} ({t['min_step_s']:.3f}-{t['max_step_s']:.3f})",
+            f"{t['measured_steps']}", _f(run["memory"]["max_allocated_gib"], "{:.2f}"),
+            _f(run["memory"]["max_reserved_gib"], "{:.2f}"),
+            _f(run["memory"]["nvml_peak_used_gib"], "{:.2f}"),
+            _f(run["loss"]["first_step"], "{:.4f}")]
+
+
+def markdown(summary: dict) -> str:
+    spec = summary["spec"]
+    env = summary["environment"]
+    device = env.get("device") or {}
+    gpu = env["gpus"][0] if env.get("gpus") else {}
+    synthetic = summary.get("synthetic_weights")
+    title = f"# Benchmark: {spec['model']}" + (" (synthetic weights)" if synthetic else "")
+    parts = [title, "",
+             f"Generated {summary['generated_at']}; {summary['runs_done']} of "
+             f"{summary['planned_runs']} runs done.", ""]
+    if synthetic:
+        parts += [f"**Synthetic weights**: random-init {synthetic['family']} built from the "
+                  f"public config.json of {synthetic['values_from']}. Speed and memory are the "
+                  "architecture's; the loss values are not a trained model's.", ""]
+    parts += [_md_table(TABLE_HEADER, [table_cells(r) for r in summary["table"]]), "",
+              "tokens/s: non-padding tokens per second, mean tokens per step over the median "
+              "step time after the warm-up (range over repeats in brackets). Peak VRAM: "
+              "torch.cuda.max_memory_allocated. MFU: model FLOPs (formula below) over the GPU's "
+              "dense bf16 peak.", "", "## Runs", "",
+              _md_table(["run", "status", "tokens/s", "median step s (min-max)", "steps",
+                         "max allocated GiB", "max reserved GiB", "NVML used GiB",
+                         "first-step loss"], [run_cells(r) for r in summary["runs"]]), "",
+              "## Matching", ""]
+    for mode, result in summary["matching"].items():
+        parts.append(f"- **{mode}**: {result['verdict']}" +
+                     (f" ({result['detail']})" if result.get("detail") else ""))
+        for c in result["checks"]:
+            mark = "ok" if c["ok"] else ("DIFFERS" if c["required"] else "differs (allowed)")
+            parts.append(f"  - {c['check']}: {mark}: {c['detail']}")
+    parts += ["", "## Set-up", "",
+              f"- spec: `{json.dumps(spec, sort_keys=True)}`",
+              f"- data: `{json.dumps(summary['data'])}`",
+              f"- GPU: {device.get('device_name') or gpu.get('name') or 'none'}; driver "
+              f"{gpu.get('driver_version', '-')}; CUDA (torch build) {summary['environment'].get('torch_cuda')}",
+              f"- versions: `{json.dumps(env.get('versions'))}`",
+              f"- python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs",
+              f"- command: `{summary['command']}`"]
+    flops = next((r["flops"] for r in summary["runs"] if r["status"] == "ok"), None)
+    if flops:
+        parts.append(f"- MFU formula: {flops['formula']}; peak {flops['peak_tflops']} TFLOP/s "
+                     f"({flops['peak_source']})")
+    for run in summary["runs"]:
+        parts.append(f"- {run['name']}: `{run.get('command', '')}`")
+    return "\n".join(parts) + "\n"
+
+
+CSV_COLUMNS = ["name", "provider", "mode", "repeat", "status", "error", "process_wall_s",
+               "train_wall_s", "load_s", "tokens_per_s", "tokens_per_s_min", "tokens_per_s_max",
+               "tokens_per_s_total", "samples_per_s", "median_step_s", "min_step_s",
+               "max_step_s", "measured_steps", "measured_tokens", "max_allocated_gib",
+               "max_reserved_gib", "nvml_peak_used_gib", "mfu", "first_step_loss",
+               "final_loss", "padding_free", "optim", "trainable_parameters"]
+
+
+def csv_row(run: dict) -> dict:
+    row = {k: run.get(k) for k in ("name", "provider", "mode", "repeat", "status",
+                                   "process_wall_s")}
+    if run["status"] != "ok":
+        return {**row, "error": run.get("message")}
+    t, m = run["timing"], run["memory"]
+    curve = [v for v in run["loss"]["curve"] if v is not None]
+    row.update({k: t[k] for k in ("train_wall_s", "load_s", "tokens_per_s", "tokens_per_s_min",
+                                  "tokens_per_s_max", "tokens_per_s_total", "median_step_s",
+                                  "min_step_s", "max_step_s", "measured_steps",
+                                  "measured_tokens")})
+    row.update({k: m[k] for k in ("max_allocated_gib", "max_reserved_gib", "nvml_peak_used_gib")})
+    row.update(samples_per_s=run["samples_per_s"], mfu=run["flops"]["mfu"],
+               first_step_loss=run["loss"]["first_step"],
+               final_loss=curve[-1] if curve else None,
+               padding_free=run["effective"]["padding_free"], optim=run["effective"]["optim"],
+               trainable_parameters=run["provider_info"].get("trainable_parameters"))
+    return row
+
+
+def to_csv(summary: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for run in summary["runs"]:
+        writer.writerow(csv_row(run))
+    return buffer.getvalue()
+
+
+def write_all(run_dir: str | Path, summary: dict) -> list[Path]:
+    run_dir = Path(run_dir)
+    texts = {"results.json": json.dumps(summary, indent=2, default=str),
+             "results.md": markdown(summary), "results.csv": to_csv(summary)}
+    paths = []
+    for name, text in texts.items():
+        tmp = run_dir / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(run_dir / name)
+        paths.append(run_dir / name)
+    return paths
+
+
+def event_summary(summary: dict, run_dir: str | Path) -> dict:
+    """What the terminal event (and so the run record) carries: the table, not the curves."""
+    return {"table": summary["table"], "complete": summary["complete"],
+            "matching": {m: r["verdict"] for m, r in summary["matching"].items()},
+            "synthetic_weights": bool(summary.get("synthetic_weights")),
+            "results": {n: str(Path(run_dir) / n) for n in RESULT_FILES}}

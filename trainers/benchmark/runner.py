@@ -1,0 +1,282 @@
+"""The benchmark job:  python -m trainers.benchmark.runner RUN_DIR
+
+Reads RUN_DIR/config.json (a BenchmarkSpec) and, top to bottom:
+  1. records the environment (no CUDA context is created here);
+  2. prepares once what every variant shares: the model directory (synthetic weights are built
+     in a separate process) and the tokenized rows in training order -> RUN_DIR/prepared.json;
+  3. runs every repeat x mode x provider as a fresh `trainers.benchmark.variant` process, one
+     after another; a variant that fails is kept, with its reason;
+  4. checks matching and writes RUN_DIR/results.json, results.md and results.csv (rewritten
+     after every variant, so a stopped or killed benchmark keeps what it measured).
+Events (started, stage, variant_started, progress, variant_finished, variant_failed, then
+finished / stopped / failed) go to RUN_DIR/events.jsonl. Exit code 0 when the benchmark ran to
+its end (failed variants included), 1 when it could not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from trainers.benchmark import report
+from trainers.benchmark.spec import SAMPLE_DATASET, BenchmarkSpec, build_spec
+from trainers.benchmark.variant import (PREPARED_FILE, RESULT_FILE, VARIANTS_DIR,
+                                        variant_name)
+from trainers.errors import DataError
+from trainers.events import EventWriter
+from trainers.stop_flag import request_stop, stop_requested
+
+SYNTHETIC_DIR = "synthetic-model"
+VARIANT_LOG = "variant.log"
+
+
+# --- preparing what every variant shares ---------------------------------------------------
+
+def dataset_path(spec: BenchmarkSpec) -> str:
+    if spec.dataset == SAMPLE_DATASET:
+        from trainers.demo import SAMPLE_SFT
+
+        return str(SAMPLE_SFT)
+    return spec.dataset
+
+
+def prepare_model(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> tuple[str, dict | None]:
+    """(model directory or hub id, synthetic marker or None)."""
+    if not spec.synthetic_weights:
+        return spec.model, None
+    from trainers.benchmark.synthetic import resolve_family, synthetic_info
+
+    key = resolve_family(spec.model)
+    out = Path(os.environ.get("MODELFORGE_SYNTHETIC_DIR") or run_dir / SYNTHETIC_DIR) / key
+    info = synthetic_info(out)
+    if info is None or info.get("seed") != spec.seed or info.get("family") != key:
+        events.emit("stage", name="synthetic_model", message=f"building {key} with synthetic "
+                                                              f"weights in {out}")
+        cmd = [sys.executable, "-m", "trainers.benchmark.synthetic", key, str(out),
+               str(spec.seed)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(run_dir))
+        if done.returncode != 0:
+            raise RuntimeError(f"building the synthetic {key} model failed:\n"
+                               f"{done.stderr[-3000:]}")
+        info = synthetic_info(out)
+    return str(out), info
+
+
+def select_rows(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[dict], int]:
+    """Rows long enough, shuffled with the seed, repeated to fill every step exactly.
+
+    Rows whose loss mask is empty after truncation are left out here, as TRL's SFTTrainer
+    would drop them ("fully masked"), so the rows counted are the rows trained on.
+    """
+    trainable = [r for r in rows if any(r["completion_mask"])]
+    long_enough = [r for r in trainable if len(r["input_ids"]) >= spec.min_example_tokens]
+    if not long_enough:
+        longest = max(len(r["input_ids"]) for r in trainable) if trainable else 0
+        raise DataError(f"no example has at least {spec.min_example_tokens} tokens with a "
+                        f"completion left after truncation to {spec.max_seq_length} (the longest "
+                        f"has {longest}).", "Lower min_example_tokens, raise max_seq_length, or "
+                                            "use longer examples.")
+    random.Random(spec.seed).shuffle(long_enough)
+    needed = spec.total_steps * spec.batch_size
+    ordered = [long_enough[i % len(long_enough)] for i in range(needed)]
+    return ordered, len(long_enough)
+
+
+def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
+    """Model and tokenized rows, written to RUN_DIR/prepared.json for every variant to read."""
+    from trainers import data as data_mod
+    from trainers.benchmark.variant import load_tokenizer
+
+    model_dir, synthetic = prepare_model(spec, run_dir, events)
+    tokenizer_dir = spec.tokenizer or model_dir
+    events.emit("stage", name="tokenize", message="tokenizing the data once for every variant")
+    source = dataset_path(spec)
+    loaded = data_mod.load_data(source, column_mapping=spec.column_mapping, strategy="sft")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    rows, _ = data_mod.tokenize_examples(loaded.examples, tokenizer, spec.max_seq_length,
+                                         spec.completion_only_loss)
+    ordered, distinct = select_rows(rows, spec)
+    fully_masked = sum(1 for r in rows if not any(r["completion_mask"]))
+    lengths = [len(r["input_ids"]) for r in ordered]
+    prepared = {
+        "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "synthetic": synthetic,
+        "dataset": source, "data_format": loaded.format, "num_examples": len(loaded.examples),
+        "distinct_rows": distinct, "rows_repeated": distinct < len(ordered),
+        "left_out_fully_masked": fully_masked,
+        "token_stats": data_mod.token_stats(lengths, spec.max_seq_length),
+        "rows": [{"input_ids": r["input_ids"], "completion_mask": r["completion_mask"]}
+                 for r in ordered],
+    }
+    (run_dir / PREPARED_FILE).write_text(json.dumps(prepared))
+    return prepared
+
+
+# --- running one variant -------------------------------------------------------------------
+
+def variant_command(run_dir: Path, provider: str, mode: str, repeat: int) -> list[str]:
+    return [sys.executable, "-m", "trainers.benchmark.variant", str(run_dir), provider, mode,
+            str(repeat)]
+
+
+def variant_env(spec: BenchmarkSpec, provider: str) -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if provider == "unsloth" and spec.padding == "padded":
+        env["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
+    return env
+
+
+def _wait(proc: subprocess.Popen, run_dir: Path, timeout_s: float) -> str | None:
+    """Wait for the variant; stop it on timeout or a stop request. Returns why it was stopped."""
+    deadline = time.time() + timeout_s
+    while proc.poll() is None:
+        reason = None
+        if stop_requested(run_dir):
+            reason = "stopped: the benchmark was asked to stop"
+        elif time.time() > deadline:
+            reason = f"timed out after {timeout_s:.0f} s (variant_timeout_s)"
+        if reason:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return reason
+        time.sleep(0.5)
+    return None
+
+
+def run_variant(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str,
+                repeat: int) -> dict:
+    name = variant_name(provider, mode, repeat)
+    out = run_dir / VARIANTS_DIR / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).unlink(missing_ok=True)
+    cmd = variant_command(run_dir, provider, mode, repeat)
+    env = variant_env(spec, provider)
+    started = time.perf_counter()
+    with open(out / VARIANT_LOG, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, cwd=str(run_dir))
+        stopped = _wait(proc, run_dir, spec.variant_timeout_s)
+    wall = time.perf_counter() - started
+    result = _read_result(out, name, provider, mode, repeat, proc.returncode, stopped)
+    extra_env = {k: env[k] for k in env if k.startswith("UNSLOTH_") and k not in os.environ}
+    result.update(process_wall_s=wall, returncode=proc.returncode,
+                  command=" ".join([*(f"{k}={v}" for k, v in extra_env.items()),
+                                    *map(shlex.quote, cmd)]),
+                  log=str(out / VARIANT_LOG))
+    return result
+
+
+def _read_result(out: Path, name: str, provider: str, mode: str, repeat: int,
+                 returncode: int, stopped: str | None) -> dict:
+    path = out / RESULT_FILE
+    if path.is_file() and not stopped:
+        return json.loads(path.read_text())
+    base = {"name": name, "provider": provider, "mode": mode, "repeat": repeat,
+            "status": "failed"}
+    if stopped:
+        return {**base, "error_type": "stopped", "message": f"The variant was {stopped}.",
+                "hint": "Raise variant_timeout_s, or lower steps." if "timed out" in stopped
+                else ""}
+    from trainers.runs import exit_description
+
+    tail = _tail(out / VARIANT_LOG)
+    killed = returncode is not None and returncode < 0
+    return {**base, "error_type": "killed" if killed else "crashed",
+            "message": f"The variant process {exit_description(returncode)} without a result.",
+            "hint": "Killed from outside: often the out-of-memory killer (check dmesg); lower "
+                    "batch_size or max_seq_length." if killed else f"See {out / VARIANT_LOG}.",
+            "log_tail": tail}
+
+
+def _tail(path: Path, max_bytes: int = 3000) -> str:
+    if not path.exists():
+        return ""
+    data = path.read_bytes()
+    return data[-max_bytes:].decode("utf-8", errors="replace")
+
+
+def _variant_event(result: dict) -> dict:
+    """The short form of a variant's result for its event."""
+    keep = {"name": result["name"], "provider": result["provider"], "mode": result["mode"],
+            "repeat": result["repeat"], "process_wall_s": round(result["process_wall_s"], 2)}
+    if result["status"] != "ok":
+        return {**keep, "error_type": result.get("error_type"), "message": result.get("message"),
+                "hint": result.get("hint")}
+    return {**keep, "tokens_per_s": round(result["timing"]["tokens_per_s"], 1),
+            "median_step_s": round(result["timing"]["median_step_s"], 4),
+            "max_allocated_gib": result["memory"]["max_allocated_gib"],
+            "first_step_loss": result["loss"]["first_step"]}
+
+
+# --- the job -------------------------------------------------------------------------------
+
+def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) -> dict:
+    plan = spec.variants()
+    events.emit("started", kind="benchmark", pid=os.getpid(), spec=spec.model_dump(mode="json"),
+                variants=[variant_name(p, m, r) for r, m, p in plan], environment=env,
+                command=_runner_command(run_dir))
+    prepared = prepare(spec, run_dir, events)
+    meta = {k: v for k, v in prepared.items() if k != "rows"}
+    results: list[dict] = []
+    for index, (repeat, mode, provider) in enumerate(plan, start=1):
+        if stop_requested(run_dir):
+            break
+        name = variant_name(provider, mode, repeat)
+        events.emit("variant_started", variant=name, index=index, total=len(plan),
+                    provider=provider, mode=mode, repeat=repeat)
+        result = run_variant(spec, run_dir, provider, mode, repeat)
+        results.append(result)
+        kind = "variant_finished" if result["status"] == "ok" else "variant_failed"
+        events.emit(kind, index=index, total=len(plan), **_variant_event(result))
+        report.write_all(run_dir, report.build(spec, meta, env, results, _runner_command(run_dir),
+                                               planned=len(plan)))
+    return report.build(spec, meta, env, results, _runner_command(run_dir), planned=len(plan))
+
+
+def _runner_command(run_dir: Path) -> str:
+    return f"{shlex.quote(sys.executable)} -m trainers.benchmark.runner {shlex.quote(str(run_dir))}"
+
+
+def run(run_dir: Path) -> int:
+    from trainers.benchmark.environment import environment
+
+    events = EventWriter(run_dir)
+    signal.signal(signal.SIGTERM, lambda *_: request_stop(run_dir))
+    try:
+        spec = build_spec(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        summary = execute(spec, run_dir, events, environment())
+        report.write_all(run_dir, summary)
+        kind = "stopped" if stop_requested(run_dir) else "finished"
+        events.emit(kind, **report.event_summary(summary, run_dir))
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the events file
+        traceback.print_exc()
+        from trainers.diagnostics import diagnose_exception
+
+        events.emit("failed", **diagnose_exception(exc))
+        return 1
+    finally:
+        events.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m trainers.benchmark.runner RUN_DIR", file=sys.stderr)
+        return 2
+    return run(Path(argv[0]).resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""What a benchmark compares. One schema for the CLI, the API, the dashboard and RUN_DIR/config.json.
+
+Everything that makes the comparison matched is here once and given to every variant alike:
+the same tokenized examples in the same order, seed, LoRA rank/alpha/targets (dropout 0),
+optimizer, gradient checkpointing and padding treatment. Importing this is cheap (pydantic only).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainers.errors import ConfigError
+
+PROVIDERS = ("huggingface", "unsloth")
+MODES = ("lora16", "qlora4")
+MODE_LABELS = {"lora16": "16-bit LoRA", "qlora4": "QLoRA 4-bit"}
+PADDING = ("padded", "padding_free", "as_shipped")
+SAMPLE_DATASET = "sample"
+
+
+def _field(default, description: str, **kwargs):
+    return Field(default, description=description, **kwargs)
+
+
+class BenchmarkSpec(BaseModel):
+    """A matched benchmark. Unknown keys are rejected, never dropped."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    # --- model ---------------------------------------------------------------------------
+    model: str = _field(
+        ..., "A local model directory, a hub id, or (with synthetic_weights) an architecture "
+             "such as llama-3.2-1b or meta-llama/Llama-3.2-3B.")
+    synthetic_weights: bool = _field(
+        False, "Random-init weights from the architecture's public config.json values: no "
+               "download. Speed and memory are real; the loss values are not a model's.")
+    tokenizer: str = _field(
+        "", "Tokenizer directory or hub id; empty = the model's own (with synthetic weights: "
+            "the bundled demo tokenizer, ids 0-2047).")
+
+    # --- what is compared ----------------------------------------------------------------
+    providers: list[Literal["huggingface", "unsloth"]] = _field(
+        ["huggingface", "unsloth"], "Providers to compare; huggingface is the baseline.")
+    modes: list[Literal["lora16", "qlora4"]] = _field(
+        ["lora16", "qlora4"], "lora16: LoRA on a 16-bit base model. qlora4: LoRA on a 4-bit "
+                              "NF4 base model (bitsandbytes, needs a CUDA GPU).")
+    precision: Literal["bf16", "fp16"] = _field(
+        "bf16", "Compute precision (fp16 only for GPUs without bf16).")
+    padding: Literal["padded", "padding_free", "as_shipped"] = _field(
+        "padded", "padded: every batch padded to its longest row, for both providers. "
+                  "padding_free: rows concatenated without padding, for both. as_shipped: each "
+                  "library's own default (Unsloth turns padding-free on), labelled not matched.")
+
+    # --- shape and length ----------------------------------------------------------------
+    max_seq_length: int = _field(2048, "Longest row in tokens; longer rows are truncated.")
+    batch_size: int = _field(8, "Rows per optimizer step (no gradient accumulation).")
+    steps: int = _field(30, "Measured steps, after the warm-up steps.")
+    warmup_steps: int = _field(
+        3, "Steps run first and left out of the steady-state numbers (compilation, caches).")
+    repeats: int = _field(1, "How many times each provider x mode runs, to show the spread.")
+
+    # --- data ----------------------------------------------------------------------------
+    dataset: str = _field(
+        SAMPLE_DATASET, "\"sample\" (the bundled instructions) or a local .json/.jsonl/.csv/"
+                        ".parquet file of supervised examples.")
+    column_mapping: dict[str, str] = _field(
+        {}, "Maps standard fields to your columns, as in the training config.")
+    min_example_tokens: int = _field(
+        0, "Leave out examples shorter than this many tokens (to measure long sequences).")
+    completion_only_loss: bool = _field(
+        True, "Loss on the completion tokens only, for prompt/completion data.")
+
+    # --- training settings shared by every variant ---------------------------------------
+    lora_r: int = _field(16, "LoRA rank.")
+    lora_alpha: float = _field(32, "LoRA alpha (scale = alpha / r). Dropout is always 0.")
+    target_modules: Union[Literal["auto"], list[str]] = _field(
+        "auto", "Modules with adapters; auto = every linear projection except the LM head.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+                       "sgd"] = _field("adamw_torch_fused", "Optimizer, the same for every variant.")
+    learning_rate: float = _field(2e-4, "Constant learning rate.")
+    gradient_checkpointing: bool = _field(
+        True, "Recompute activations in the backward pass (each provider's own implementation).")
+    seed: int = _field(42, "Seed for the data order, adapter init and synthetic weights.")
+
+    # --- judging -------------------------------------------------------------------------
+    loss_rel_tolerance: float = _field(
+        0.01, "First-step losses (before any update) must agree within this relative "
+              "difference, else the runs are flagged not matched.")
+    peak_tflops: Optional[float] = _field(
+        None, "The GPU's dense peak for the precision, in TFLOP/s, for MFU; empty = from the "
+              "built-in table by GPU name.")
+    variant_timeout_s: int = _field(1800, "A variant running longer is stopped and failed.")
+
+    # --- labels --------------------------------------------------------------------------
+    name: str = _field("", "A label for the benchmark in the history.")
+    invocation: str = _field("", "The command that started the benchmark (filled by the CLI).")
+
+    @field_validator("providers", "modes")
+    @classmethod
+    def _unique_non_empty(cls, value: list) -> list:
+        if not value:
+            raise ValueError("must name at least one")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists {value} with a repeat: name each once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> "BenchmarkSpec":
+        problems = [{"field": f, "message": m} for f, ok, m in _RULES if not ok(self)]
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup_steps + self.steps
+
+    def variants(self) -> list[tuple[int, str, str]]:
+        """(repeat, mode, provider) in run order: providers alternate, so drift hits both."""
+        return [(r, m, p) for r in range(1, self.repeats + 1) for m in self.modes
+                for p in self.providers]
+
+
+_RULES = [
+    ("max_seq_length", lambda s: s.max_seq_length >= 16, "must be at least 16 (e.g. 2048)"),
+    ("batch_size", lambda s: s.batch_size >= 1, "must be at least 1"),
+    ("steps", lambda s: s.steps >= 1, "must be at least 1 (30 or more gives a stable median)"),
+    ("warmup_steps", lambda s: s.warmup_steps >= 0, "must be 0 or more (3 is usual)"),
+    ("repeats", lambda s: 1 <= s.repeats <= 10, "must be between 1 and 10"),
+    ("min_example_tokens", lambda s: s.min_example_tokens >= 0, "must be 0 or more"),
+    ("lora_r", lambda s: s.lora_r >= 1, "must be at least 1"),
+    ("lora_alpha", lambda s: s.lora_alpha > 0, "must be greater than 0"),
+    ("learning_rate", lambda s: 0 < s.learning_rate <= 1, "must be above 0 and at most 1"),
+    ("loss_rel_tolerance", lambda s: 0 < s.loss_rel_tolerance < 1,
+     "must be above 0 and below 1 (0.01 = 1%)"),
+    ("peak_tflops", lambda s: s.peak_tflops is None or s.peak_tflops > 0,
+     "must be empty or above 0"),
+    ("variant_timeout_s", lambda s: s.variant_timeout_s >= 10, "must be at least 10 seconds"),
+    ("target_modules", lambda s: s.target_modules == "auto" or len(s.target_modules) > 0,
+     "must be \"auto\" or a non-empty list such as [\"q_proj\", \"v_proj\"]"),
+]
+
+
+def build_spec(data: dict) -> BenchmarkSpec:
+    """Validate a dict; raise ConfigError naming every problem and its fix."""
+    if not isinstance(data, dict):
+        raise ConfigError([{"field": "spec", "message": "must be an object of field: value pairs"}])
+    try:
+        return BenchmarkSpec(**data)
+    except ValidationError as exc:
+        raise ConfigError([_problem(err) for err in exc.errors()]) from None
+
+
+def _problem(err: dict) -> dict:
+    field = str(err["loc"][0]) if err["loc"] else "spec"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(field, list(BenchmarkSpec.model_fields), n=1)
+        guess = f" Did you mean '{close[0]}'?" if close else ""
+        return {"field": field, "message": f"unknown field.{guess} Valid fields are: "
+                                           + ", ".join(BenchmarkSpec.model_fields)}
+    if err["type"] == "missing":
+        return {"field": field, "message": f"is required: add \"{field}\""}
+    if err["type"] == "literal_error":
+        return {"field": field, "message": f"got {err.get('input')!r}; allowed values are "
+                                           f"{err.get('ctx', {}).get('expected', '')}"}
+    return {"field": field, "message": err["msg"]}
