@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("out_dir", type=Path)
     demo.set_defaults(func=cmd_demo_model)
 
+    from modelforge_ui.cli_commands import add_server_commands
+
+    add_server_commands(sub)  # run, doctor
+    from modelforge_ui.cli_bench import add_bench_command
+
+    add_bench_command(sub)  # bench
     return parser
 
 

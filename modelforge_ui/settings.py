@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
@@ -46,6 +47,9 @@ class Settings:
     jobs_per_device: int = 1
     demo: bool = False
     dashboard: bool = True
+    # Look but do not touch: no token needed, nothing can be started or changed (app.py on a
+    # public Space without MODELFORGE_TOKEN); enforced by modelforge_ui/read_only.py.
+    read_only: bool = False
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -98,7 +102,7 @@ class Settings:
             raise SettingsError(
                 f"The token is {len(self.token)} characters long; at least {MIN_TOKEN_LENGTH} "
                 "are required.", TOKEN_HINT)
-        if not is_loopback(self.host) and not self.token:
+        if not is_loopback(self.host) and not self.token and not self.read_only:
             raise SettingsError(
                 f"Refusing to listen on {self.host} without a token: anyone who can reach this "
                 "machine could start jobs and read files.",
@@ -113,6 +117,9 @@ class Settings:
         if self.worker_memory_gb is not None and self.worker_memory_gb <= 0:
             raise SettingsError("worker_memory_gb must be greater than 0.",
                                 "Leave it unset for no limit, or give e.g. 16.")
+        if self.worker_memory_gb is not None and not sys.platform.startswith("linux"):
+            raise SettingsError("worker_memory_gb works on Linux only (it sets RLIMIT_DATA).",
+                                "Leave it unset on this system.")
         if self.jobs_per_device < 1:
             raise SettingsError("jobs_per_device must be at least 1.", "Use 1 (the default).")
 

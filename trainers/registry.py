@@ -49,7 +49,7 @@ class RunRegistry:
             db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30)
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)  # explicit BEGINs
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA busy_timeout=30000")
@@ -61,17 +61,34 @@ class RunRegistry:
         """Record a queued run and write its directory with config.json."""
         from trainers.runs import create_run_dir, new_run_id
 
-        run_id = new_run_id()
-        run_dir = create_run_dir(cfg, self.runs_dir, run_id) if cfg is not None else \
-            self._plain_run_dir(run_id)
+        for attempt in range(5):  # a run id repeats only if two runs share second and random part
+            run_id = new_run_id()
+            try:
+                run_dir = create_run_dir(cfg, self.runs_dir, run_id) if cfg is not None else \
+                    self._plain_run_dir(run_id)
+                break
+            except FileExistsError:
+                if attempt == 4:
+                    raise
         config = config_dict if config_dict is not None else cfg.model_dump(mode="json")
         name = (cfg.name if cfg is not None else "") or _default_name(config, kind)
-        with closing(self._connect()) as db, db:
+        db = self._connect()
+        try:
+            # IMMEDIATE takes the write lock before reading MAX(seq): concurrent submits from
+            # several threads or processes get distinct, increasing numbers.
+            db.execute("BEGIN IMMEDIATE")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
             db.execute("INSERT INTO runs (id, seq, name, kind, source, status, created_at, config,"
                        " run_dir) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                        (run_id, seq, name, kind, source, time.time(), json.dumps(config),
                         str(run_dir)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            db.close()
         return self.get(run_id)
 
     def _plain_run_dir(self, run_id: str) -> Path:
@@ -102,14 +119,24 @@ class RunRegistry:
         if last is not None:
             summary = {k: v for k, v in last.items() if k not in ("seq", "time")}
             return self.set_status(run_id, _TERMINAL_TO_STATUS[last["type"]], summary)
+        if returncode is None:  # a worker an earlier server started: its exit code is lost
+            return self.set_status(run_id, "failed", {
+                "error_type": "worker_crashed",
+                "message": "The training worker ended without recording an outcome (its exit "
+                           "status is unknown: it was started by an earlier server).",
+                "hint": "See the run's train.log for what happened."})
         how = exit_description(returncode)
-        error_type = "killed" if returncode is not None and returncode < 0 else "worker_crashed"
-        hint = ("The worker was killed from outside (often the kernel's out-of-memory killer: "
-                "check `dmesg`); reduce max_seq_length or the batch size and start again."
-                if error_type == "killed" else "See the run's train.log for the traceback.")
+        if returncode < 0:
+            return self.set_status(run_id, "failed", {
+                "error_type": "killed",
+                "message": f"The training worker was {how} before it finished.",
+                "hint": "It was killed from outside: by a person, or by the kernel's "
+                        "out-of-memory killer (check `dmesg`). If memory ran out, reduce "
+                        "max_seq_length or the batch size and start again."})
         return self.set_status(run_id, "failed", {
-            "error_type": error_type, "message": f"The training worker {how} before it finished.",
-            "hint": hint})
+            "error_type": "worker_crashed",
+            "message": f"The training worker {how} before it finished, without saying why.",
+            "hint": "See the run's train.log for the traceback."})
 
     def rename(self, run_id: str, name: str) -> dict:
         self.get(run_id)
@@ -125,20 +152,14 @@ class RunRegistry:
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
-    def mark_orphans_interrupted(self) -> list[str]:
-        """At server start: runs a previous server left queued or running did not finish here."""
-        ids = [r["id"] for r in self.list() if r["status"] in ("queued", "running")]
-        for run_id in ids:
-            run = self.get(run_id)
-            last = terminal_event(read_events(run["run_dir"]))
-            if last is not None:  # it did finish, the old server just never recorded it
-                self.finish_from_events(run_id, 0)
-                continue
-            self.set_status(run_id, "interrupted", {
-                "error_type": "interrupted",
-                "message": f"The server stopped while this run was {run['status']}.",
-                "hint": "Its files are kept; start it again from its config."})
-        return ids
+    def mark_interrupted(self, run_id: str, message: str) -> dict:
+        """A run that can no longer finish because the server that owned it went away."""
+        last = terminal_event(read_events(self.get(run_id)["run_dir"]))
+        if last is not None:  # it did finish, the old server just never recorded it
+            return self.finish_from_events(run_id, 0)
+        return self.set_status(run_id, "interrupted", {
+            "error_type": "interrupted", "message": message,
+            "hint": "Its files are kept; start it again from its config."})
 
     def _update(self, run_id: str, **fields) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -153,10 +174,19 @@ class RunRegistry:
             raise KeyError(run_id)
         return _row_to_dict(row)
 
-    def list(self, kind: str | None = None) -> list[dict]:
-        query = "SELECT * FROM runs" + (" WHERE kind = ?" if kind else "") + " ORDER BY seq DESC"
+    def list(self, kind: str | None = None, statuses: tuple[str, ...] = ()) -> list[dict]:
+        """Newest first; optionally only one kind and some statuses."""
+        where, params = [], []
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        query = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + \
+            " ORDER BY seq DESC"
         with closing(self._connect()) as db:
-            rows = db.execute(query, (kind,) if kind else ()).fetchall()
+            rows = db.execute(query, params).fetchall()
         return [_row_to_dict(r) for r in rows]
 
 

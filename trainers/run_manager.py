@@ -3,14 +3,27 @@
 Submitting returns a run id at once. A scheduler thread starts queued jobs when a device slot is
 free (one job per GPU by default, and one on the CPU when there is no GPU, so two jobs never
 fight for the same memory), reaps finished workers and records their outcome. Jobs never depend
-on a browser or an HTTP connection. No torch here: the server imports this.
+on a browser or an HTTP connection, nor on the server process: workers run in their own
+process sessions.
+
+When a server starts on a data directory an earlier server used, it recovers that server's runs:
+  - running, and its worker is still alive -> re-attached: tracked until it ends, its device
+    slot counted, so nothing else is started on top of it;
+  - running, but its worker is gone -> `interrupted` (or its real outcome, if the worker wrote
+    a final event before the old server could record it);
+  - queued -> queued again, in their original order (they never started, so nothing is lost);
+    a queued run created by `modelforge train` belongs to that command -> `interrupted`.
+No torch here: the server imports this.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -19,7 +32,7 @@ from pathlib import Path
 
 from trainers import runs
 from trainers.config import TrainConfig
-from trainers.events import last_event, read_events
+from trainers.events import EVENTS_FILE
 from trainers.registry import RunRegistry
 
 
@@ -37,43 +50,156 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def worker_alive(pid: int | None, run_dir: str) -> bool:
+    """Is `pid` still the worker of `run_dir` (and not a reused pid of another process)?"""
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and str(run_dir) in proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+class _AdoptedWorker:
+    """A worker an earlier server started: polled like a Popen, but its exit code is lost."""
+
+    def __init__(self, pid: int, run_dir: str):
+        self.pid = pid
+        self.run_dir = run_dir
+        self.returncode = None
+
+    def poll(self):
+        return None if worker_alive(self.pid, self.run_dir) else "ended"
+
+
 @dataclass
 class _Active:
-    proc: subprocess.Popen
+    proc: subprocess.Popen | _AdoptedWorker
     devices: list[str]
     stop_deadline: float | None = None
 
 
+class _EventCursor:
+    """A run's events.jsonl read incrementally: each call parses only the bytes added since.
+
+    Keeps the start offset of every complete line (so `read(after)` seeks straight there) and
+    the latest event of each type. Safe to share between threads.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.line_starts: list[int] = []
+        self.latest: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def _update(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size <= self.offset:
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        pos = 0
+        while (end := chunk.find(b"\n", pos)) != -1:  # a half-written last line waits
+            seq = len(self.line_starts)
+            self.line_starts.append(self.offset + pos)
+            event = _parse(chunk[pos:end], seq)
+            if event is not None:
+                self.latest[event["type"]] = event
+            pos = end + 1
+        self.offset += pos
+
+    def summary(self) -> tuple[dict[str, dict], int]:
+        with self._lock:
+            self._update()
+            return dict(self.latest), len(self.line_starts)
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[dict]:
+        with self._lock:
+            self._update()
+            count = len(self.line_starts)
+            after = max(0, after)
+            if after >= count:
+                return []
+            stop = count if limit is None else min(count, after + limit)
+            end = self.line_starts[stop] if stop < count else self.offset
+            with self.path.open("rb") as fh:
+                fh.seek(self.line_starts[after])
+                data = fh.read(end - self.line_starts[after])
+        lines = data.split(b"\n")[: stop - after]
+        events = (_parse(line, after + i) for i, line in enumerate(lines))
+        return [e for e in events if e is not None]
+
+
+def _parse(line: bytes, seq: int) -> dict | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return {"seq": seq, **event} if isinstance(event, dict) and "type" in event else None
+
+
 class RunManager:
     def __init__(self, data_dir: str | Path, jobs_per_device: int = 1, stop_grace_s: float = 60.0,
-                 devices: list[str] | None = None, poll_s: float = 0.2):
+                 devices: list[str] | None = None, poll_s: float = 0.2,
+                 worker_memory_bytes: int | None = None):
         self.registry = RunRegistry(data_dir)
-        self.interrupted_at_start = self.registry.mark_orphans_interrupted()
         self.devices = devices if devices is not None else (visible_gpus() or ["cpu"])
         self.jobs_per_device = jobs_per_device
         self.stop_grace_s = stop_grace_s
         self.poll_s = poll_s
+        self.worker_memory_bytes = worker_memory_bytes
         self._queue: deque[str] = deque()
         self._active: dict[str, _Active] = {}
+        self._cursors: dict[str, _EventCursor] = {}
         self._lock = threading.RLock()
         self._closed = threading.Event()
+        self.recovered = self._recover()
+        self.interrupted_at_start = self.recovered["interrupted"]
         self._thread = threading.Thread(target=self._loop, name="run-scheduler", daemon=True)
         self._thread.start()
 
+    # -- recovering an earlier server's runs ------------------------------------------------
+    def _recover(self) -> dict[str, list[str]]:
+        done: dict[str, list[str]] = {"reattached": [], "requeued": [], "interrupted": [],
+                                      "finished": []}
+        for run in reversed(self.registry.list(statuses=("queued", "running"))):  # oldest first
+            run_id = run["id"]
+            if run["status"] == "running" and worker_alive(run["pid"], run["run_dir"]):
+                self._active[run_id] = _Active(_AdoptedWorker(run["pid"], run["run_dir"]),
+                                               _worker_devices(run["pid"]))
+                done["reattached"].append(run_id)
+            elif run["status"] == "queued" and run["source"] != "cli":
+                self._queue.append(run_id)
+                done["requeued"].append(run_id)
+            else:
+                what = ("running, and its worker is gone" if run["status"] == "running" else
+                        "queued by `modelforge train`, which did not start it")
+                record = self.registry.mark_interrupted(
+                    run_id, f"The server stopped while this run was {what}.")
+                done["interrupted" if record["status"] == "interrupted" else "finished"].append(
+                    run_id)
+        return done
+
     # -- submitting and stopping ------------------------------------------------------------
     def submit(self, cfg: TrainConfig, source: str = "api") -> dict:
-        run = self.registry.create(cfg, source=source)
-        with self._lock:
+        with self._lock:  # the queue's order is the order of the records' seq numbers
+            run = self.registry.create(cfg, source=source)
             self._queue.append(run["id"])
         return run
 
     def submit_job(self, kind: str, config: dict, source: str = "api") -> dict:
         """A non-training job (a benchmark): config.json is written by the caller's schema."""
-        import json
-
-        run = self.registry.create(None, source=source, kind=kind, config_dict=config)
-        (Path(run["run_dir"]) / "config.json").write_text(json.dumps(config, indent=2))
         with self._lock:
+            run = self.registry.create(None, source=source, kind=kind, config_dict=config)
+            (Path(run["run_dir"]) / "config.json").write_text(json.dumps(config, indent=2))
             self._queue.append(run["id"])
         return run
 
@@ -92,21 +218,37 @@ class RunManager:
 
     def delete(self, run_id: str) -> None:
         self.registry.delete(run_id)  # refuses queued and running runs
+        with self._lock:
+            self._cursors.pop(run_id, None)
+
+    def rename(self, run_id: str, name: str) -> dict:
+        return self.registry.rename(run_id, name)
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, run_id: str) -> dict:
-        """The run record plus its latest progress and its place in the queue."""
-        run = self.registry.get(run_id)
-        events = read_events(run["run_dir"])
-        run["progress"] = last_event(events, "progress")
-        run["started_event"] = last_event(events, "started")
+    def _cursor(self, run: dict) -> _EventCursor:
         with self._lock:
-            run["queue_position"] = (list(self._queue).index(run_id) + 1
-                                     if run_id in self._queue else None)
+            cursor = self._cursors.get(run["id"])
+            if cursor is None:
+                cursor = self._cursors[run["id"]] = _EventCursor(Path(run["run_dir"]) / EVENTS_FILE)
+            return cursor
+
+    def get(self, run_id: str) -> dict:
+        """The run record plus its latest progress, its started event and its place in the queue."""
+        run = self.registry.get(run_id)
+        latest, count = self._cursor(run).summary()
+        run["progress"] = latest.get("progress")
+        run["started_event"] = latest.get("started")
+        run["events_count"] = count
+        run["queue_position"] = self.queue_position(run_id)
         return run
 
-    def events(self, run_id: str, after: int = 0) -> list[dict]:
-        return read_events(self.registry.get(run_id)["run_dir"], after=after)
+    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Events with seq >= after (at most `limit`), read incrementally."""
+        return self._cursor(self.registry.get(run_id)).read(after, limit)
+
+    def queue_position(self, run_id: str) -> int | None:
+        with self._lock:
+            return list(self._queue).index(run_id) + 1 if run_id in self._queue else None
 
     def queue(self) -> list[str]:
         with self._lock:
@@ -115,6 +257,10 @@ class RunManager:
     def active(self) -> list[str]:
         with self._lock:
             return list(self._active)
+
+    def counts(self) -> dict:
+        """Queued and running counts without taking the lock (for a health check)."""
+        return {"queued": len(self._queue), "running": len(self._active)}
 
     def wait_idle(self, timeout: float = 600) -> bool:
         """For tests and the CLI: block until nothing is queued or running."""
@@ -126,13 +272,19 @@ class RunManager:
             time.sleep(self.poll_s)
         return False
 
-    def shutdown(self, stop_running: bool = True) -> None:
+    def shutdown(self, stop_running: bool = True) -> list[str]:
+        """Stop scheduling. With stop_running, stop the workers too (graceful, then forced);
+        without, they keep training and the next server on this data directory re-attaches
+        them. Returns the ids of the runs still running."""
         self._closed.set()
         self._thread.join(timeout=5)
-        if stop_running:
-            with self._lock:
+        with self._lock:
+            still = list(self._active)
+            if stop_running:
                 for run_id, active in self._active.items():
-                    runs.stop(Path(self.registry.get(run_id)["run_dir"]), active.proc, grace_s=5)
+                    proc = active.proc if isinstance(active.proc, subprocess.Popen) else None
+                    runs.stop(Path(self.registry.get(run_id)["run_dir"]), proc, grace_s=5)
+        return still
 
     # -- the scheduler ----------------------------------------------------------------------
     def _loop(self) -> None:
@@ -140,7 +292,7 @@ class RunManager:
             try:
                 self._tick()
             except Exception as exc:  # noqa: BLE001 - the scheduler must keep going
-                print(f"run scheduler error: {exc!r}")
+                print(f"run scheduler error: {exc!r}", file=sys.stderr, flush=True)
             self._closed.wait(self.poll_s)
 
     def _tick(self) -> None:
@@ -172,6 +324,20 @@ class RunManager:
             return
         self._active[run_id] = _Active(proc, devices)
         self.registry.mark_running(run_id, proc.pid)
+        if self.worker_memory_bytes:
+            self._limit_memory(proc)
+
+    def _limit_memory(self, proc: subprocess.Popen) -> None:
+        """Cap the worker's data memory (RLIMIT_DATA): an allocation past it fails inside the
+        worker, which reports out-of-memory, instead of the kernel killing a process at random.
+        Set right after the start, long before the worker has imported torch."""
+        import psutil
+
+        try:
+            psutil.Process(proc.pid).rlimit(psutil.RLIMIT_DATA,
+                                            (self.worker_memory_bytes, self.worker_memory_bytes))
+        except psutil.NoSuchProcess:
+            pass  # it already ended; _reap records how
 
     def _reap(self) -> None:
         for run_id, active in list(self._active.items()):
@@ -179,15 +345,14 @@ class RunManager:
                 continue
             del self._active[run_id]
             run = self.registry.finish_from_events(run_id, active.proc.returncode)
-            if active.stop_deadline is not None and run["status"] == "failed" and \
-                    (run["summary"] or {}).get("error_type") == "killed":
+            killed = (run["summary"] or {}).get("error_type") == "killed" or \
+                isinstance(active.proc, _AdoptedWorker)  # an adopted worker's signal is unknown
+            if active.stop_deadline is not None and run["status"] == "failed" and killed:
                 self.registry.set_status(run_id, "stopped", {
                     "error_type": "stopped", "message": "Stopped by force: the worker did not "
                     f"stop within {self.stop_grace_s:.0f} s, so no final adapter was saved."})
 
     def _force_overdue_stops(self) -> None:
-        import signal
-
         for run_id, active in self._active.items():
             if active.stop_deadline is not None and time.time() > active.stop_deadline:
                 try:
@@ -195,3 +360,14 @@ class RunManager:
                 except ProcessLookupError:
                     pass
                 active.stop_deadline = float("inf")  # killed once; _reap records it
+
+
+def _worker_devices(pid: int) -> list[str]:
+    """The devices a re-attached worker holds, from its CUDA_VISIBLE_DEVICES."""
+    import psutil
+
+    try:
+        visible = psutil.Process(pid).environ().get("CUDA_VISIBLE_DEVICES")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        visible = None
+    return [d for d in visible.split(",") if d.strip()] if visible else ["cpu"]

@@ -1,0 +1,113 @@
+"""The server: the REST API under /api, OpenAPI docs at /docs, the Gradio dashboard at /.
+
+`create_app(settings)` builds the FastAPI app around one RunManager; `serve(settings)` runs it
+with uvicorn. Settings refuse a non-loopback host without a token before anything listens.
+Stopping the server does not stop training: workers run in their own processes, and the next
+server on the same data directory re-attaches them (see trainers/run_manager.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+
+from fastapi import FastAPI
+
+from modelforge_ui.api import build_router, install_error_handlers
+from modelforge_ui.security import token_matches
+from modelforge_ui.settings import Settings
+from trainers.run_manager import RunManager
+
+DASHBOARD_MODULE = "modelforge_ui.dashboard"
+
+API_DESCRIPTION = """Fine-tune LLMs with Hugging Face or Unsloth.
+
+Start a run with `POST /api/start_training` (the body is the training config), follow it with
+`GET /api/runs/{id}` and `GET /api/runs/{id}/events?after=N`, download the adapter from
+`GET /api/runs/{id}/adapter`. With a token set, send `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(settings: Settings, manager: RunManager | None = None) -> FastAPI:
+    settings.make_dirs()
+    if manager is None:
+        manager = RunManager(settings.data_dir, jobs_per_device=settings.jobs_per_device,
+                             worker_memory_bytes=settings.worker_memory_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        still = manager.shutdown(stop_running=False)
+        if still:
+            print(f"modelforge: {len(still)} run(s) keep training in their own processes "
+                  f"({', '.join(still)}); the next server on {settings.data_dir} re-attaches "
+                  "them.", file=sys.stderr, flush=True)
+
+    app = FastAPI(title="ModelForge", description=API_DESCRIPTION, version=_version(),
+                  lifespan=lifespan)
+    app.state.manager = manager
+    app.state.settings = settings
+    install_error_handlers(app)
+    if settings.read_only:
+        from modelforge_ui.read_only import install_read_only_guard
+
+        install_read_only_guard(app)
+    app.include_router(build_router(manager, settings))  # before the dashboard's catch-all "/"
+    if settings.dashboard:
+        mount_dashboard(app, manager, settings)
+    return app
+
+
+def mount_dashboard(app: FastAPI, manager: RunManager, settings: Settings) -> bool:
+    """Mount the Gradio dashboard at "/" if modelforge_ui/dashboard.py exists.
+
+    Its absence is reported, never hidden; an error inside it is raised, not swallowed.
+    """
+    if importlib.util.find_spec(DASHBOARD_MODULE) is None:
+        print(f"modelforge: {DASHBOARD_MODULE} is not installed: serving the API only.",
+              file=sys.stderr, flush=True)
+        return False
+    import gradio as gr
+
+    module = importlib.import_module(DASHBOARD_MODULE)
+    blocks = module.build_dashboard(manager, settings)
+    auth = None
+    if settings.token:
+        def auth(username: str, password: str) -> bool:  # any user name; the token is the password
+            return token_matches(password, settings.token)
+    gr.mount_gradio_app(
+        app, blocks, path="/", auth=auth, ssr_mode=False,
+        auth_message="Log in with any user name and the server's token as the password.",
+        max_file_size=settings.max_upload_bytes,
+        allowed_paths=[str(settings.data_dir / "runs"), str(settings.uploads_dir)],
+        theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None))
+    return True
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modelforge")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    app = create_app(settings)
+    recovered = app.state.manager.recovered
+    for what, ids in recovered.items():
+        if ids:
+            print(f"modelforge: {what} at start: {', '.join(ids)}", file=sys.stderr, flush=True)
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"modelforge: serving {where}  (API docs: {where}/docs; data: {settings.data_dir}; "
+          f"token {'required' if settings.token else 'off: loopback only'})", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    serve(Settings.from_env())
