@@ -116,9 +116,9 @@ def field_specs(model: type[BaseModel] = TrainConfig) -> list[FieldSpec]:
     return specs
 
 
-def _component(spec: FieldSpec) -> gr.components.Component:
+def _component(spec: FieldSpec, initial: Any = None) -> gr.components.Component:
     label = spec.name + (" (required)" if spec.required else "")
-    value = spec.to_display(spec.default)
+    value = spec.to_display(spec.default if initial is None else initial)
     common = dict(label=label, info=spec.description, elem_id=f"cfg-{spec.name}")
     if spec.kind == "choice":
         return gr.Dropdown(choices=list(spec.choices), value=value, **common)
@@ -136,10 +136,11 @@ class ConfigForm:
         self.specs = field_specs(model)
         self.components: list[gr.components.Component] = []
 
-    def render(self, extras: dict[str, Callable[[], None]] | None = None
-               ) -> list[gr.components.Component]:
+    def render(self, extras: dict[str, Callable[[], None]] | None = None,
+               initial: dict | None = None) -> list[gr.components.Component]:
         """Create the inputs inside the current Blocks context, one accordion per group;
-        `extras[group]()` adds more inside that group's accordion (e.g. the data upload)."""
+        `extras[group]()` adds more inside that group's accordion (e.g. the data upload);
+        `initial` holds starting values other than the schema's defaults."""
         known = [g for g, _ in GROUPS]
         groups = GROUPS + [(g, g.title()) for g in dict.fromkeys(s.group for s in self.specs)
                            if g not in known]
@@ -150,7 +151,7 @@ class ConfigForm:
                 continue
             with gr.Accordion(title, open=group in OPEN_GROUPS, elem_id=f"group-{group}"):
                 for spec in specs:
-                    by_name[spec.name] = _component(spec)
+                    by_name[spec.name] = _component(spec, (initial or {}).get(spec.name))
                 if extras and group in extras:
                     extras[group]()
         self.components = [by_name[s.name] for s in self.specs]

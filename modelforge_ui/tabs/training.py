@@ -43,7 +43,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             with gr.Row():
                 preset_buttons = {name: gr.Button(name, size="sm", elem_id=f"preset-{name}")
                                   for name in PRESETS}
-            inputs = form.render({"data": data_extras})
+            inputs = form.render({"data": data_extras}, demo_values(app.settings))
             seq_choice = gr.Radio(
                 [str(n) for n in COMMON_SEQ_LENGTHS], label="Unsloth needs a fixed max sequence "
                 "length: pick one", visible=False, elem_id="unsloth-seq")
@@ -174,6 +174,16 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     frames = views.metric_frames(app.manager.events(run_id))
     return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
             frames["gpu_mem_allocated_gib"], _last_lines(log_tail(Path(run["run_dir"]), 8000), 40))
+
+
+def demo_values(settings) -> dict:
+    """With --demo, the form starts on the offline demo model and the bundled sample data."""
+    if not getattr(settings, "demo", False):
+        return {}
+    from trainers.demo import SAMPLE_SFT
+
+    return {"model_name": str(settings.demo_model_dir), "dataset": str(SAMPLE_SFT),
+            "max_seq_length": 512}
 
 
 def _last_lines(text: str, n: int) -> str:
