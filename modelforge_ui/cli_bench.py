@@ -1,0 +1,154 @@
+"""`modelforge bench`: a matched Hugging Face-vs-Unsloth benchmark, from a spec file or flags.
+
+  modelforge bench spec.json
+  modelforge bench --model llama-3.2-1b --synthetic-weights true --repeats 2
+  modelforge bench spec.yaml --modes lora16 --steps 50 --out results/
+
+Every field of BenchmarkSpec is a flag (lists as a,b or JSON). The benchmark is recorded in the
+run history like a training run (kind "benchmark"); its results are RUN_DIR/results.{json,md,csv}.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from trainers.benchmark.spec import BenchmarkSpec, build_spec
+from trainers.config import load_config_file, parse_cli_value
+from trainers.errors import ModelForgeError
+
+LIST_FIELDS = ("providers", "modes", "target_modules")
+HIDDEN_FIELDS = ("invocation",)
+
+
+def add_bench_command(subparsers) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="benchmark Hugging Face against Unsloth (matched runs)",
+        description=__doc__.split("\n\n")[0])
+    bench.add_argument("spec", nargs="?", help="spec file (.json, .yaml); flags override it")
+    for name, field in BenchmarkSpec.model_fields.items():
+        if name in HIDDEN_FIELDS:
+            continue
+        default = "required" if field.is_required() else f"default {field.default!r}"
+        bench.add_argument("--" + name.replace("_", "-"), dest="field_" + name, metavar="VALUE",
+                           help=f"{field.description} ({default})")
+    bench.add_argument("--data-dir", type=Path, help="where runs are stored (default: "
+                                                     "MODELFORGE_HOME or ~/.local/share/modelforge)")
+    bench.add_argument("--out", type=Path, help="also copy results.json, .md and .csv here")
+    bench.set_defaults(func=cmd_bench)
+
+
+def parse_flag(name: str, text: str):
+    if name in LIST_FIELDS and text != "auto" and not text.startswith("["):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if name in ("model", "tokenizer", "dataset", "name"):
+        return text
+    return parse_cli_value(text)
+
+
+def spec_from_args(args) -> BenchmarkSpec:
+    raw = load_config_file(args.spec) if args.spec else {}
+    words = ["modelforge", "bench"] + ([str(args.spec)] if args.spec else [])
+    for name in BenchmarkSpec.model_fields:
+        text = getattr(args, "field_" + name, None)
+        if text is not None:
+            raw[name] = parse_flag(name, text)
+            words += ["--" + name.replace("_", "-"), text]
+    raw["invocation"] = shlex.join(words)
+    return build_spec(raw)
+
+
+def cmd_bench(args) -> int:
+    from trainers.registry import RunRegistry
+    from trainers.runs import default_data_dir
+
+    try:
+        spec = spec_from_args(args)
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    registry = RunRegistry(args.data_dir or default_data_dir())
+    config = spec.model_dump(mode="json")
+    run = registry.create(None, source="cli", kind="benchmark", config_dict=config)
+    run_dir = Path(run["run_dir"])
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    registry.rename(run["id"], spec.name or f"benchmark {spec.model}")
+    print(f"benchmark {run['id']}: {run_dir}")
+    record = follow_benchmark(registry, run["id"], run_dir)
+    return report_outcome(record, run_dir, args.out)
+
+
+def follow_benchmark(registry, run_id: str, run_dir: Path) -> dict:
+    """Start the runner, print its events until it ends; Ctrl-C stops it (twice: at once)."""
+    from trainers import runs
+    from trainers.events import read_events
+
+    proc = runs.launch(run_dir, kind="benchmark")
+    registry.mark_running(run_id, proc.pid)
+    seen, stop_sent = 0, False
+    while True:
+        try:
+            for event in read_events(run_dir, after=seen):
+                seen = event["seq"] + 1
+                print_event(event)
+            if proc.poll() is not None:
+                for event in read_events(run_dir, after=seen):
+                    print_event(event)
+                break
+            time.sleep(0.3)
+        except KeyboardInterrupt:
+            if stop_sent:
+                runs.stop(run_dir, proc, grace_s=0)
+            else:
+                print("\nstopping after the current variant (Ctrl-C again to force)...",
+                      file=sys.stderr)
+                runs.request_stop(run_dir)
+                stop_sent = True
+    return registry.finish_from_events(run_id, proc.returncode)
+
+
+def print_event(event: dict) -> None:
+    kind = event["type"]
+    if kind == "stage":
+        print(event.get("message") or event.get("name"))
+    elif kind == "variant_started":
+        print(f"[{event['index']}/{event['total']}] {event['variant']} ...")
+    elif kind == "progress" and event.get("variant"):
+        loss = event.get("loss")
+        print(f"\r  step {event['step']}/{event['total_steps']} loss "
+              f"{'-' if loss is None else f'{loss:.4f}'}   ", end="", flush=True)
+    elif kind == "variant_finished":
+        vram, loss = event.get("max_allocated_gib"), event.get("first_step_loss")
+        print(f"\r  {event['name']}: {event['tokens_per_s']:,.0f} tokens/s, median step "
+              f"{event['median_step_s']:.3f} s, peak "
+              f"{'-' if vram is None else f'{vram:.2f} GiB'}, first-step loss "
+              f"{'-' if loss is None else f'{loss:.4f}'}")
+    elif kind == "variant_failed":
+        print(f"\r  {event['name']} FAILED: {event.get('message')}")
+        if event.get("hint"):
+            print(f"    fix: {event['hint']}")
+
+
+def report_outcome(record: dict, run_dir: Path, out: Path | None) -> int:
+    summary = record.get("summary") or {}
+    if record["status"] == "failed":
+        print(f"\nbenchmark failed: {summary.get('message')}", file=sys.stderr)
+        if summary.get("hint"):
+            print(f"fix: {summary['hint']}", file=sys.stderr)
+        return 1
+    results_md = run_dir / "results.md"
+    if results_md.exists():
+        blocks = results_md.read_text().split("\n\n")
+        print("\n" + next((b for b in blocks if b.startswith("| provider")), ""))
+    print(f"\n{record['status']}: results in {run_dir}/results.json, results.md, results.csv")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "results.md", "results.csv"):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, out / name)
+        print(f"copied to {out}")
+    return 0

@@ -1,0 +1,243 @@
+"""The benchmark engine on the CPU with the tiny demo model: both providers run in their own
+processes, the table is complete, matching holds (same token counts, first-step loss agreement),
+a failing provider is shown as failed; plus the spec, synthetic families and the FLOP formula.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainers.benchmark import flops, report
+from trainers.benchmark.spec import build_spec
+from trainers.benchmark.synthetic import FAMILIES, build_synthetic, resolve_family, synthetic_info
+from trainers.errors import ConfigError
+from trainers.events import read_events
+
+needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
+                                   reason="unsloth is not installed")
+
+# A few cheap steps: 1 warm-up + 2 measured, short rows, small batches.
+TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "lora_r": 4,
+        "lora_alpha": 8, "modes": ["lora16"]}
+
+
+def run_benchmark(run_dir: Path, spec: dict, env: dict | None = None) -> int:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+    (run_dir / "runner.log").write_text(done.stdout + done.stderr)
+    return done.returncode
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+def test_spec_defaults_and_run_order():
+    spec = build_spec({"model": "m", "repeats": 2})
+    assert spec.providers == ["huggingface", "unsloth"] and spec.modes == ["lora16", "qlora4"]
+    assert spec.total_steps == 33
+    assert spec.variants()[:3] == [(1, "lora16", "huggingface"), (1, "lora16", "unsloth"),
+                                   (1, "qlora4", "huggingface")]
+    assert len(spec.variants()) == 8
+
+
+def test_spec_errors_name_the_field_and_the_fix():
+    with pytest.raises(ConfigError) as err:
+        build_spec({"model": "m", "stepz": 5})
+    assert err.value.problems[0]["field"] == "stepz"
+    assert "Did you mean 'steps'" in err.value.problems[0]["message"]
+    with pytest.raises(ConfigError) as err:
+        build_spec({"model": "m", "steps": 0, "providers": ["huggingface", "huggingface"]})
+    fields = {p["field"] for p in err.value.problems}
+    assert "providers" in fields
+    with pytest.raises(ConfigError) as err:
+        build_spec({"model": "m", "steps": 0})
+    assert err.value.problems == [{"field": "steps", "message": err.value.problems[0]["message"]}]
+    assert "at least 1" in err.value.problems[0]["message"]
+
+
+# --- synthetic weights ----------------------------------------------------------------------
+
+# Parameter counts of the published checkpoints (their safetensors metadata).
+PUBLIC_PARAMETERS = {
+    "llama-3.2-1b": 1_235_814_400, "llama-3.2-3b": 3_212_749_824,
+    "llama-3.1-8b": 8_030_261_248, "qwen2.5-1.5b": 1_543_714_304,
+    "qwen2.5-7b": 7_615_616_512, "mistral-7b": 7_248_023_552,
+    "gemma-2-2b": 2_614_341_888, "phi-3-mini": 3_821_079_552,
+}
+
+
+def test_synthetic_families_have_the_published_shapes():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainers.benchmark.synthetic import family_config
+
+    assert set(FAMILIES) == set(PUBLIC_PARAMETERS)
+    for key, expected in PUBLIC_PARAMETERS.items():
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(family_config(key))
+        assert sum(p.numel() for p in model.parameters()) == expected, key
+
+
+def test_family_names_resolve_and_unknown_ones_list_the_choices():
+    assert resolve_family("meta-llama/Llama-3.2-3B") == "llama-3.2-3b"
+    assert resolve_family("Llama-3.2-1B") == "llama-3.2-1b"
+    with pytest.raises(ConfigError) as err:
+        resolve_family("llama-9")
+    assert "qwen2.5-7b" in err.value.problems[0]["message"]
+
+
+def test_build_synthetic_writes_a_loadable_labelled_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = build_synthetic("qwen2.5-1.5b", tmp_path / "m", num_hidden_layers=1, hidden_size=64,
+                          intermediate_size=96, num_attention_heads=4, num_key_value_heads=2)
+    info = synthetic_info(out)
+    assert info["synthetic_weights"] is True and info["values_from"] == "Qwen/Qwen2.5-1.5B"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size == 151936 and str(model.dtype) == "torch.bfloat16"
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+
+def test_lora_flop_formula_matches_torch_flop_counter():
+    """4 x frozen + 6 x adapter MACs + attention, against PyTorch's own count of a real step."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         attn_implementation="eager")  # eager: the full L x L scores, counted
+    model = LlamaForCausalLM(config)
+    model.enable_input_require_grads()  # as with gradient checkpointing: every input gradient
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                                             target_modules=["q_proj", "v_proj", "down_proj"]))
+    ids = torch.randint(0, 512, (3, 40))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+    layers, width = flops.attention_width(model.config)
+    expected = flops.step_flops([40, 40, 40], flops.linear_macs(model), layers, width,
+                                causal=False)
+    assert expected == pytest.approx(counter.get_total_flops(), rel=1e-3)
+
+
+def test_peak_table_by_gpu_name():
+    assert flops.peak_tflops("NVIDIA H200") == 989.0
+    assert flops.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert flops.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert flops.peak_tflops("NVIDIA L4") == 121.0
+    assert flops.peak_tflops("NVIDIA L40S") == 362.0
+    assert flops.peak_tflops("x86_64") is None
+    assert flops.mfu(494.5e12, 989.0) == pytest.approx(0.5)
+
+
+# --- both providers, end to end ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def matched_run(tmp_path_factory, demo_model):
+    run_dir = tmp_path_factory.mktemp("bench") / "run"
+    code = run_benchmark(run_dir, {"model": str(demo_model), **TINY})
+    return run_dir, code
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+def test_both_providers_run_and_the_table_is_complete(matched_run):
+    run_dir, code = matched_run
+    assert code == 0, (run_dir / "runner.log").read_text()[-3000:]
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["complete"] and [r["status"] for r in summary["runs"]] == ["ok", "ok"]
+    rows = {r["provider"]: r for r in summary["table"]}
+    for row in rows.values():
+        for key in ("process_wall_s", "train_wall_s", "tokens_per_s", "speedup",
+                    "first_step_loss", "samples_per_s"):
+            assert row[key] is not None and row[key] > 0, (row["provider"], key)
+    assert rows["huggingface"]["speedup"] == 1.0
+    hf, us = summary["runs"]
+    assert hf["unsloth_in_process"] is False and us["unsloth_in_process"] is True
+    evidence = us["provider_info"]["unsloth"]
+    assert evidence["active"] and evidence["unsloth_version"]
+    assert len(hf["timing"]["step_times_s"]) == 3 and hf["timing"]["measured_steps"] == 2
+    assert len(hf["loss"]["curve"]) == 3
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+def test_matching_holds_same_tokens_and_first_step_loss(matched_run):
+    run_dir, _ = matched_run
+    summary = json.loads((run_dir / "results.json").read_text())
+    result = summary["matching"]["lora16"]
+    assert result["verdict"] == "matched", result
+    hf, us = summary["runs"]
+    assert hf["tokens"]["trainer_per_step"] == us["tokens"]["trainer_per_step"] == \
+        hf["tokens"]["per_step"]
+    assert hf["loss"]["first_step"] == pytest.approx(us["loss"]["first_step"], rel=1e-3)
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+def test_a_disagreeing_first_step_loss_is_flagged_not_matched(matched_run):
+    run_dir, _ = matched_run
+    summary = json.loads((run_dir / "results.json").read_text())
+    runs = copy.deepcopy(summary["runs"])
+    runs[1]["loss"]["first_step"] *= 1.05  # 5% off, beyond the 1% tolerance
+    spec = build_spec(summary["spec"])
+    result = report.matching(spec, runs, "lora16")
+    assert result["verdict"] == "NOT MATCHED"
+    assert [c["check"] for c in result["checks"] if not c["ok"]] == ["first-step loss"]
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+def test_exports_and_events(matched_run):
+    run_dir, _ = matched_run
+    md = (run_dir / "results.md").read_text()
+    assert "| huggingface | 16-bit LoRA | ok |" in md and "| unsloth | 16-bit LoRA | ok |" in md
+    assert "first-step loss: ok" in md and "MFU formula" in md
+    with open(run_dir / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in rows] == ["huggingface-lora16-r1", "unsloth-lora16-r1"]
+    assert all(float(r["tokens_per_s"]) > 0 for r in rows)
+    types = [e["type"] for e in read_events(run_dir)]
+    assert types[0] == "started" and types[-1] == "finished"
+    assert types.count("variant_finished") == 2 and "progress" in types
+
+
+# --- a failing provider, through the CLI ------------------------------------------------------
+
+def test_a_failing_provider_is_reported_not_dropped(tmp_path, demo_model, monkeypatch, capsys):
+    """Unsloth refuses the CPU when asked to (or is missing): its row says failed, and why."""
+    from modelforge_ui.cli import main
+    from trainers.registry import RunRegistry
+
+    monkeypatch.setenv("UNSLOTH_DISABLE_CPU_FALLBACK", "1")
+    args = ["bench", "--model", str(demo_model), "--modes", "lora16",
+            "--providers", "huggingface,unsloth", "--data-dir", str(tmp_path)]
+    for key, value in TINY.items():
+        if key != "modes":
+            args += ["--" + key.replace("_", "-"), str(value)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "unsloth-lora16-r1 FAILED" in out
+    record = RunRegistry(tmp_path).list(kind="benchmark")[0]
+    assert record["status"] == "succeeded"
+    summary = json.loads((Path(record["run_dir"]) / "results.json").read_text())
+    rows = {r["provider"]: r for r in summary["table"]}
+    assert rows["huggingface"]["status"] == "ok" and rows["huggingface"]["tokens_per_s"] > 0
+    assert rows["unsloth"]["status"] == "failed" and rows["unsloth"]["reason"]
+    assert summary["matching"]["lora16"]["verdict"] == "not checked"
+    assert summary["spec"]["invocation"].startswith("modelforge bench --model")
