@@ -22,14 +22,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> float:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90,
+                 headers: dict | None = None) -> float:
     """Seconds until GET /api/health answers 200; fails with the server's log otherwise."""
     start = time.time()
     while time.time() - start < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/api/health", headers=headers, timeout=2).status_code == 200:
                 return time.time() - start
         except httpx.HTTPError:
             pass
@@ -46,8 +47,9 @@ def running_server(args: list[str], log: Path, env: dict | None = None, port: in
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=full_env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    token = full_env.get("MODELFORGE_TOKEN")
     try:
-        wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log, headers={"Authorization": f"Bearer {token}"} if token else None)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
