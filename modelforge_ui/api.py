@@ -173,13 +173,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 413:
-            limit = request.scope.get("starlette.max_body_size")
-            size = f" of {limit} bytes" if limit is not None else ""
-            body = {"error_type": "too_large",
-                    "message": f"The request body is larger than this endpoint's limit{size}.",
-                    "hint": "Upload big data sets with POST /api/datasets (the operator sets its "
-                            "limit with --max-upload-mb); configs are a few KiB."}
+        if isinstance(exc, BodyTooLarge):
+            body = exc.body()
         elif exc.status_code == 404:
             body = {"error_type": "not_found",
                     "message": f"No such endpoint: {request.method} {request.url.path}.",
@@ -199,6 +194,53 @@ def install_error_handlers(app: FastAPI) -> None:
             "hint": "This is a bug in ModelForge: please report it with the server log."})
 
 
+# --- request size ------------------------------------------------------------------------------
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, "Content Too Large")
+        self.limit = limit
+
+    def body(self) -> dict:
+        return {"error_type": "too_large",
+                "message": f"The request body is larger than this endpoint's limit of "
+                           f"{self.limit} bytes.",
+                "hint": "Upload big data sets with POST /api/datasets (the operator sets its "
+                        "limit with --max-upload-mb); a config is a few KiB."}
+
+
+class BodyLimitMiddleware:
+    """413 (as JSON) for an /api request whose body is over its endpoint's limit: at once when
+    Content-Length says so, else as soon as the streamed bytes pass it. Nothing is buffered
+    beyond the limit. (FastAPI's own max_body_size answers in plain text.)"""
+
+    def __init__(self, app, upload_limit: int):
+        self.app = app
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            return await self.app(scope, receive, send)
+        limit = self.upload_limit if scope["path"].rstrip("/") == "/api/datasets" \
+            else MAX_JSON_BYTES
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode() or None
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            error = BodyTooLarge(limit)
+            return await JSONResponse(error.body(), 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)  # handled by the HTTPException handler
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 # --- the router --------------------------------------------------------------------------------
 
 def build_router(manager: RunManager, settings: Settings) -> APIRouter:
@@ -215,8 +257,7 @@ def build_router(manager: RunManager, settings: Settings) -> APIRouter:
                            "server was started with (MODELFORGE_TOKEN).",
                            headers={"WWW-Authenticate": "Bearer"})
 
-    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)],
-                       max_body_size=MAX_JSON_BYTES)
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
     _add_system_routes(router, manager, settings)
     _add_run_routes(router, manager, settings)
     _add_dataset_routes(router, settings)
@@ -443,8 +484,7 @@ def store_upload(source, name: str, settings: Settings) -> Path:
 
 
 def _add_dataset_routes(router: APIRouter, settings: Settings) -> None:
-    @router.post("/datasets", status_code=201, tags=["datasets"],
-                 max_body_size=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    @router.post("/datasets", status_code=201, tags=["datasets"])
     def upload_dataset(file: UploadFile = File(
             description="A .json, .jsonl, .csv or .parquet data set.")) -> dict:
         """Upload a data set (multipart field `file`); returns the path to use as `dataset`."""

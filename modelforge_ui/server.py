@@ -15,7 +15,8 @@ import sys
 
 from fastapi import FastAPI
 
-from modelforge_ui.api import build_router, install_error_handlers
+from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_router,
+                               install_error_handlers)
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
 from trainers.run_manager import RunManager
@@ -50,6 +51,8 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> FastAPI
     app.state.manager = manager
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware,
+                       upload_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     if settings.read_only:
         from modelforge_ui.read_only import install_read_only_guard
 
