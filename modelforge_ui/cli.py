@@ -152,6 +152,8 @@ def _print_event(event: dict) -> None:
 
 def _progress_bar(event: dict) -> None:
     step, total = event.get("step") or 0, event.get("total_steps") or 0
+    if not sys.stdout.isatty() and step not in (1, total) and step % max(1, total // 10):
+        return  # a log file gets ~10 lines, a terminal a live bar
     width = 30
     filled = int(width * step / total) if total else 0
     loss = event.get("loss")
@@ -159,7 +161,7 @@ def _progress_bar(event: dict) -> None:
     eta = event.get("eta_s")
     line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total} loss {loss_text} "
             f"{event.get('tokens_per_s') or 0:.0f} tok/s eta {eta if eta is not None else '-'}s")
-    print(line, end="", flush=True)
+    print(line, end="" if sys.stdout.isatty() else "\n", flush=True)
 
 
 # --- demo model ----------------------------------------------------------------------------

@@ -128,6 +128,16 @@ class TrainConfig(BaseModel):
     num_generations: int = _field(
         4, "advanced", "rlhf: completions sampled per prompt in the policy stage (>= 2).")
 
+    # --- several GPUs -------------------------------------------------------------------
+    num_processes: int = _field(
+        1, "advanced",
+        "Processes (one GPU each) that train together. Above 1 the worker is launched with "
+        "torchrun; each process sees a share of every batch (data parallel).")
+    distributed_strategy: Literal["ddp", "fsdp"] = _field(
+        "ddp", "advanced",
+        "With num_processes > 1: ddp keeps a full model copy per GPU; fsdp shards the model "
+        "across the GPUs, for models that do not fit on one (huggingface provider, 16-bit).")
+
     # --- output and logging -------------------------------------------------------------
     logging_steps: int = _field(1, "advanced", "Emit a progress event every N steps (>= 1).")
     save_steps: int = _field(
@@ -186,6 +196,8 @@ _RANGE_RULES = [
     ("max_new_tokens", lambda c: c.max_new_tokens >= 1, "must be at least 1"),
     ("num_generations", lambda c: c.num_generations >= 2,
      "must be at least 2: GRPO compares completions of the same prompt"),
+    ("num_processes", lambda c: c.num_processes >= 1,
+     "must be at least 1 (the number of GPUs the run trains on)"),
     ("target_modules", lambda c: c.target_modules == "auto" or len(c.target_modules) > 0,
      "must be \"auto\" or a non-empty list of module names such as [\"q_proj\", \"v_proj\"]"),
 ]
@@ -226,6 +238,19 @@ def preference_problems(cfg: TrainConfig) -> list[dict]:
                                f"num_generations ({cfg.num_generations}): each prompt's "
                                f"{cfg.num_generations} completions are scored as one group; "
                                f"e.g. set per_device_train_batch_size to {cfg.num_generations}"))
+    if cfg.num_processes > 1 and cfg.distributed_strategy == "fsdp":
+        if cfg.use_4bit:
+            problems.append(_problem(
+                "distributed_strategy", "fsdp cannot shard a 4-bit (bitsandbytes) model here: "
+                                        "use ddp, or set use_4bit false"))
+        if cfg.provider == "unsloth":
+            problems.append(_problem(
+                "distributed_strategy", "fsdp is not available with the unsloth provider in "
+                                        "ModelForge: use ddp (Unsloth supports it under torchrun) "
+                                        "or provider huggingface"))
+    if cfg.num_processes > 1 and cfg.strategy == "rlhf":
+        problems.append(_problem(
+            "num_processes", "rlhf runs on one GPU: set num_processes to 1"))
     return problems
 
 

@@ -116,6 +116,14 @@ class RunRegistry:
         run = self.get(run_id)
         events = read_events(run["run_dir"])
         last = terminal_event(events)
+        if last is None or last["type"] == "failed":
+            # In a multi-process run, rank 0's own error is often only the echo of another
+            # rank's death ("connection closed by peer"): report the rank that failed first.
+            rank_failure = _rank_failure_summary(run["run_dir"])
+            if rank_failure is not None:
+                if last is not None:
+                    rank_failure["rank0_error"] = last.get("message")
+                return self.set_status(run_id, "failed", rank_failure)
         if last is not None:
             summary = {k: v for k, v in last.items() if k not in ("seq", "time")}
             return self.set_status(run_id, _TERMINAL_TO_STATUS[last["type"]], summary)
@@ -188,6 +196,27 @@ class RunRegistry:
         with closing(self._connect()) as db:
             rows = db.execute(query, params).fetchall()
         return [_row_to_dict(r) for r in rows]
+
+
+def _rank_failure_summary(run_dir: str) -> dict | None:
+    """Why a multi-process run failed when a rank other than 0 failed first: that rank's own
+    diagnosis (it writes rankN.failed.json), or torchrun's root-cause report of how it died."""
+    from trainers.runs import exit_description, rank_failures, torchrun_root_cause
+
+    root = torchrun_root_cause(Path(run_dir))
+    failures = {f["rank"]: f for f in rank_failures(Path(run_dir))}
+    if root is None or root[0] == 0:
+        return None
+    rank, code = root
+    if rank in failures:
+        own = failures[rank]
+        return {**{k: v for k, v in own.items() if k != "rank"}, "failed_rank": rank,
+                "message": f"rank {rank} failed: {own.get('message', '')}"}
+    return {"error_type": "killed" if code < 0 else "rank_failed", "failed_rank": rank,
+            "message": f"rank {rank} {exit_description(code)}; torchrun then stopped the "
+                       "other ranks.",
+            "hint": "A rank killed by SIGKILL was most likely out of memory (check `dmesg`); "
+                    "train.log holds every rank's output."}
 
 
 def _row_to_dict(row: sqlite3.Row) -> dict:

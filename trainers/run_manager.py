@@ -300,10 +300,28 @@ class RunManager:
             self._reap()
             self._force_overdue_stops()
             while self._queue:
+                run_id = self._queue[0]
+                needed = self._gpus_needed(run_id)
+                if self.devices != ["cpu"] and needed > len(self.devices):
+                    self._queue.popleft()
+                    self.registry.set_status(run_id, "failed", {
+                        "error_type": "not_enough_gpus",
+                        "message": f"The run needs {needed} GPUs (num_processes) and this "
+                                   f"server has {len(self.devices)}.",
+                        "hint": f"Set num_processes to {len(self.devices)} or less."})
+                    continue
                 devices = self._free_devices()
+                if self.devices != ["cpu"] and len(devices) < needed:
+                    break  # FIFO: the head of the queue waits until enough GPUs are free
                 if not devices:
                     break
-                self._start(self._queue.popleft(), devices[:1])
+                self._start(self._queue.popleft(),
+                            devices[:needed] if self.devices != ["cpu"] else devices[:1])
+
+    def _gpus_needed(self, run_id: str) -> int:
+        """A training run takes num_processes GPUs (on a CPU-only host, the one CPU slot)."""
+        run = self.registry.get(run_id)
+        return runs.num_processes(Path(run["run_dir"])) if run["kind"] == "train" else 1
 
     def _free_devices(self) -> list[str]:
         used: dict[str, int] = {}

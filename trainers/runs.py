@@ -45,7 +45,49 @@ WORKER_MODULES = {"train": "trainers.worker", "benchmark": "trainers.benchmark.r
 
 
 def worker_command(run_dir: Path, kind: str = "train") -> list[str]:
-    return [sys.executable, "-m", WORKER_MODULES[kind], str(run_dir)]
+    """One process, or torchrun with one process per GPU when the config asks for several."""
+    module = WORKER_MODULES[kind]
+    processes = num_processes(run_dir) if kind == "train" else 1
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={processes}", "-m", module, str(run_dir)]
+    return [sys.executable, "-m", module, str(run_dir)]
+
+
+def num_processes(run_dir: Path) -> int:
+    """The run's num_processes (1 when the config is unreadable: the worker will say why)."""
+    import json
+
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+        return max(1, int(config.get("num_processes", 1)))
+    except (OSError, ValueError, TypeError):
+        return 1
+
+
+def rank_failures(run_dir: Path) -> list[dict]:
+    """What each failed rank of a multi-process run wrote before it died (rank0 writes events)."""
+    import json
+
+    failures = []
+    for path in sorted(Path(run_dir).glob("rank*.failed.json")):
+        try:
+            failures.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return failures
+
+
+def torchrun_root_cause(run_dir: Path) -> tuple[int, int] | None:
+    """(rank, exit code) of the first rank to fail, from torchrun's "Root Cause" report."""
+    import re
+
+    text = log_tail(run_dir, 40000)
+    block = text.rsplit("Root Cause (first observed failure):", 1)
+    if len(block) < 2:
+        return None
+    found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", block[1], re.S)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:

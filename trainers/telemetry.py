@@ -8,12 +8,15 @@ the `finished` event as `telemetry_overhead_pct`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from trainers.stop_flag import stop_requested
+
+STOP_AT_FILE = "STOP_AT_STEP"
 
 # Logged keys that are progress fields of their own, not extra metrics.
 _CORE_KEYS = {"loss", "learning_rate", "grad_norm", "epoch", "num_input_tokens_seen",
@@ -66,9 +69,25 @@ class TelemetryCallback(TrainerCallback):
     @_timed
     def on_step_end(self, args, state, control, **kwargs):
         self.step_times.append(time.perf_counter() - self.step_start)
-        if stop_requested(self.run_dir):
+        if self._should_stop(state.global_step):
             self.stopped = True
             control.should_training_stop = True
+
+    def _should_stop(self, step: int) -> bool:
+        """Every rank of a multi-process run must stop at the same step, or the others would
+        wait for it forever. Rank 0 turns a stop request into a stop step two steps ahead; the
+        ranks move in lockstep (each step all-reduces gradients), so every rank reads that file
+        before it reaches the step, and no collective call is added to any step."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return stop_requested(self.run_dir)
+        stop_at = self.run_dir / STOP_AT_FILE
+        if int(os.environ.get("RANK", "0")) == 0 and stop_requested(self.run_dir) \
+                and not stop_at.exists():
+            tmp = stop_at.with_suffix(".tmp")
+            tmp.write_text(str(step + 2))
+            tmp.replace(stop_at)  # atomic: another rank never reads half a number
+        return stop_at.exists() and step >= int(stop_at.read_text() or step)
 
     @_timed
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -106,6 +106,9 @@ class RunContext:
             info["trl_lm_head"] = "pytorch (no GPU: TRL's Triton kernel replaced, see trl_cpu.py)"
         self.events.emit(
             "started", pid=os.getpid(), strategy=self.cfg.strategy,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            distributed_strategy=self.cfg.distributed_strategy
+            if self.cfg.num_processes > 1 else None,
             max_seq_length=self.max_seq_length,
             max_seq_length_inferred=self.cfg.max_seq_length == -1,
             data_format=self.data.format, num_examples=len(self.data.examples),
@@ -117,8 +120,10 @@ class RunContext:
         """Train, then save the adapter and tokenizer; return the final metrics."""
         output = trainer.train()
         save_to = save_to or self.adapter_dir
-        trainer.model.save_pretrained(str(save_to))
-        self.tokenizer.save_pretrained(str(save_to))
+        # save_model writes on the main process only (and gathers FSDP shards first)
+        trainer.save_model(str(save_to))
+        if trainer.is_world_process_zero():
+            self.tokenizer.save_pretrained(str(save_to))
         self.events.emit("saved", stage=stage, kind="adapter", path=str(save_to),
                          step=trainer.state.global_step)
         return self.final_metrics(trainer, output.metrics)
@@ -129,6 +134,7 @@ class RunContext:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) \
             if torch.cuda.is_available() else None
+        peaks = _gather_from_ranks(peak)
         return {"steps": trainer.state.global_step, "total_steps": trainer.state.max_steps,
                 "train_loss": metrics.get("train_loss"),
                 "first_loss": losses[0] if losses else None,
@@ -138,12 +144,35 @@ class RunContext:
                 "tokens_per_s": round(trainer.state.num_input_tokens_seen /
                                       max(metrics.get("train_runtime") or 1e-9, 1e-9), 1),
                 "peak_gpu_mem_allocated_gib": peak,
+                "peak_gpu_mem_allocated_gib_per_rank": peaks,
+                "world_size": len(peaks),
                 "stopped_early": bool(self.telemetry and self.telemetry.stopped),
                 **(self.telemetry.summary() if self.telemetry else {})}
 
 
+class _SilentEvents:
+    """Ranks other than 0 of a multi-process run write no events (rank 0 speaks for the job)."""
+
+    def emit(self, type_: str, **fields) -> dict:
+        return {"type": type_, **fields}
+
+    def close(self) -> None:
+        pass
+
+
+def process_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _record_rank_failure(run_dir: Path, rank: int, diagnosis: dict) -> None:
+    """A failing rank other than 0 leaves its reason where the run manager looks for it."""
+    (run_dir / f"rank{rank}.failed.json").write_text(
+        json.dumps({"rank": rank, **diagnosis}, default=str), encoding="utf-8")
+
+
 def run(run_dir: Path) -> int:
-    events = EventWriter(run_dir)
+    rank = process_rank()
+    events = EventWriter(run_dir) if rank == 0 else _SilentEvents()
     cfg = None
     try:
         cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
@@ -159,10 +188,24 @@ def run(run_dir: Path) -> int:
         if isinstance(exc, KeyboardInterrupt):
             events.emit("stopped", message="interrupted before training finished; no adapter")
             return 1
-        events.emit("failed", **diagnose_exception(exc, cfg))
+        diagnosis = diagnose_exception(exc, cfg)
+        if rank != 0:
+            _record_rank_failure(run_dir, rank, diagnosis)
+        events.emit("failed", **diagnosis)
         return 1
     finally:
         events.close()
+
+
+def _gather_from_ranks(value) -> list:
+    """[value of rank 0, value of rank 1, ...]; [value] in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def _request_stop(run_dir: Path) -> None:

@@ -37,4 +37,16 @@ def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> d
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
+        **distributed_args(cfg),
     )
+
+
+def distributed_args(cfg: TrainConfig) -> dict:
+    """DDP or FSDP settings when the run has several processes (torchrun sets the ranks)."""
+    if cfg.num_processes <= 1:
+        return {}
+    if cfg.distributed_strategy == "ddp":
+        # LoRA leaves most parameters frozen; all trainable ones get gradients every step.
+        return {"ddp_find_unused_parameters": False}
+    return {"fsdp": "full_shard auto_wrap",
+            "fsdp_config": {"use_orig_params": True, "activation_checkpointing": False}}
