@@ -85,13 +85,15 @@ def load_reward_model(cfg):
 def build_reward_trainer(ctx):
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
     from trainers.providers.base import resolve_target_modules
 
     cfg = ctx.cfg
+    set_seed(cfg.seed)  # the new score head is random: same seed, same reward model
     model = load_reward_model(cfg)
-    model.config.pad_token_id = ctx.tokenizer.pad_token_id  # the score is read at the last non-pad token
+    model.config.pad_token_id = ctx.tokenizer.pad_token_id  # the score is read before padding
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=resolve_target_modules(cfg, model), bias="none",
                       task_type="SEQ_CLS")  # SEQ_CLS: peft also trains the new `score` head
