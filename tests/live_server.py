@@ -139,5 +139,5 @@ def start_run(client: httpx.Client, config: dict) -> str:
 
 def slow_config(tiny_config, **overrides) -> dict:
     """A real run whose steps take ~1 s each on a CPU, so a test can act in the middle of it."""
-    return tiny_config(max_steps=8, per_device_train_batch_size=16,
-                       gradient_accumulation_steps=32, **overrides)
+    return tiny_config(**{"max_steps": 8, "per_device_train_batch_size": 16,
+                          "gradient_accumulation_steps": 32, **overrides})

@@ -1,0 +1,238 @@
+"""The run manager and registry: FIFO order, device slots, stop (queued, graceful, forced),
+recovery of an earlier server's runs, concurrent records, incremental event reading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from live_server import LiveServer, slow_config, start_run, wait_event, wait_status
+from trainers.config import build_config
+from trainers.demo import SAMPLE_DIR
+from trainers.registry import RunRegistry
+from trainers.run_manager import RunManager
+
+
+def broken_config(folder: Path, **overrides):
+    """A valid config whose data fails in the worker at once (cheap, but really executed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "broken.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
+    return build_config({"model_name": "some/model", "dataset": str(data), **overrides})
+
+
+def wait_until(predicate, timeout=120, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- the registry --------------------------------------------------------------------------------
+
+def test_concurrent_creates_get_distinct_ordered_numbers(tmp_path):
+    cfg = broken_config(tmp_path)
+    barrier = threading.Barrier(50)
+    registries = [RunRegistry(tmp_path / "data") for _ in range(50)]  # separate connections
+    created = []
+
+    def create(registry):
+        barrier.wait()
+        created.append(registry.create(cfg, source="api"))
+
+    threads = [threading.Thread(target=create, args=(r,)) for r in registries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = RunRegistry(tmp_path / "data").list()
+    assert len(runs) == 50 and len({r["id"] for r in runs}) == 50
+    assert sorted(r["seq"] for r in runs) == list(range(1, 51))
+    assert all(Path(r["run_dir"], "config.json").is_file() for r in runs)
+
+
+def test_rename_and_delete(tmp_path):
+    registry = RunRegistry(tmp_path)
+    run = registry.create(broken_config(tmp_path), source="api")
+    assert registry.rename(run["id"], "  nice name ")["name"] == "nice name"
+    with pytest.raises(ValueError, match="stop it before deleting"):
+        registry.delete(run["id"])  # queued
+    registry.set_status(run["id"], "failed", {"message": "x"})
+    registry.delete(run["id"])
+    assert not Path(run["run_dir"]).exists()
+    with pytest.raises(KeyError):
+        registry.get(run["id"])
+
+
+# --- scheduling ------------------------------------------------------------------------------------
+
+def test_fifo_and_one_job_per_device(tmp_path):
+    manager = RunManager(tmp_path / "data", devices=["0", "1"], poll_s=0.1)
+    try:
+        ids = [manager.submit(broken_config(tmp_path, name=f"job-{i}"))["id"] for i in range(5)]
+        assert manager.wait_idle(300)
+        runs = [manager.get(i) for i in ids]
+    finally:
+        manager.shutdown()
+    assert all(r["status"] == "failed" and r["summary"]["error_type"] == "data" for r in runs)
+    starts = [r["started_at"] for r in runs]
+    assert starts == sorted(starts)  # FIFO
+    # two devices: the first two start together, and never more than two run at once
+    assert runs[1]["started_at"] < runs[0]["finished_at"]
+    for r in runs:
+        overlapping = [o for o in runs if o["started_at"] < r["finished_at"] and
+                       o["finished_at"] > r["started_at"]]
+        assert len(overlapping) <= 2
+
+
+def test_forced_stop_after_the_grace_time(tmp_path, tiny_config):
+    manager = RunManager(tmp_path / "data", stop_grace_s=0.2, poll_s=0.05)
+    try:
+        # steps of several seconds; the stop comes just after a step ended, so the worker
+        # cannot reach the next step end (where it would stop gracefully) within the grace time
+        cfg = build_config(slow_config(tiny_config, gradient_accumulation_steps=48))
+        run_id = manager.submit(cfg)["id"]
+        wait_until(lambda: (manager.get(run_id)["progress"] or {}).get("step"), 300,
+                   "the first step")
+        manager.stop(run_id)
+        wait_until(lambda: manager.get(run_id)["status"] != "running", 60, "the stop")
+        run = manager.get(run_id)
+    finally:
+        manager.shutdown()
+    assert run["status"] == "stopped"
+    assert "Stopped by force" in run["summary"]["message"]
+
+
+def test_events_are_read_incrementally_and_half_lines_wait(tmp_path):
+    manager = RunManager(tmp_path / "data", devices=[], poll_s=0.1)  # no slots: nothing starts
+    try:
+        run = manager.submit(broken_config(tmp_path))
+        path = Path(run["run_dir"]) / "events.jsonl"
+        with path.open("w") as fh:
+            fh.write(json.dumps({"type": "started", "time": 1}) + "\n")
+            fh.write(json.dumps({"type": "progress", "time": 2, "step": 1}) + "\n")
+            fh.write('{"type": "progress", "ti')  # the worker is mid-write
+            fh.flush()
+            got = manager.get(run["id"])
+            assert got["events_count"] == 2 and got["progress"]["step"] == 1
+            assert [e["seq"] for e in manager.events(run["id"])] == [0, 1]
+            fh.write('me": 3, "step": 2}\n')
+            fh.write("not json\n")
+            fh.write(json.dumps({"type": "progress", "time": 4, "step": 3}) + "\n")
+        got = manager.get(run["id"])
+        assert got["progress"]["step"] == 3 and got["events_count"] == 5
+        assert [e.get("step") for e in manager.events(run["id"], after=1)] == [1, 2, 3]
+        assert [e["seq"] for e in manager.events(run["id"], after=1, limit=2)] == [1, 2]
+        assert manager.events(run["id"], after=99) == []
+    finally:
+        manager.shutdown()
+
+
+# --- recovery of an earlier server's runs -----------------------------------------------------------
+
+def stand_in_worker(run_dir: str, seconds: float, final_event: dict | None = None):
+    """A real process whose command line names the run directory, as a worker's does."""
+    code = ("import json, sys, time; time.sleep(float(sys.argv[1]))\n"
+            "if sys.argv[3]: open(sys.argv[2] + '/events.jsonl', 'a').write(sys.argv[3] + '\\n')")
+    return subprocess.Popen([sys.executable, "-c", code, str(seconds), run_dir,
+                             json.dumps(final_event) if final_event else ""],
+                            start_new_session=True)
+
+
+def test_recovery_at_start(tmp_path):
+    data = tmp_path / "data"
+    registry = RunRegistry(data)
+    cfg = broken_config(tmp_path)
+    make = lambda source="api": registry.create(cfg, source=source)  # noqa: E731
+    alive, dead, done, queued, cli = make(), make(), make(), make(), make("cli")
+    # an earlier server left these: one worker still training, one gone, one that finished
+    # unrecorded, a queued run, and a run `modelforge train` created but never started
+    worker = stand_in_worker(alive["run_dir"], 3, {"type": "finished", "time": 1, "steps": 2})
+    registry.mark_running(alive["id"], worker.pid)
+    registry.mark_running(dead["id"], 999_999)
+    registry.mark_running(done["id"], 999_998)
+    Path(done["run_dir"], "events.jsonl").write_text(
+        json.dumps({"type": "finished", "time": 1, "steps": 5}) + "\n")
+
+    manager = RunManager(data, poll_s=0.1)
+    try:
+        assert manager.recovered == {"reattached": [alive["id"]], "requeued": [queued["id"]],
+                                     "interrupted": [dead["id"], cli["id"]],
+                                     "finished": [done["id"]]}
+        assert manager.get(dead["id"])["status"] == "interrupted"
+        assert "worker is gone" in manager.get(dead["id"])["summary"]["message"]
+        assert manager.get(cli["id"])["status"] == "interrupted"
+        assert manager.get(done["id"])["status"] == "succeeded"
+        assert manager.get(alive["id"])["status"] == "running"
+        # the re-attached worker holds the CPU slot: the re-queued run waits for it
+        assert manager.get(queued["id"])["queue_position"] == 1
+        assert manager.wait_idle(300)
+        worker.wait()
+        alive_run, queued_run = manager.get(alive["id"]), manager.get(queued["id"])
+    finally:
+        manager.shutdown()
+    assert alive_run["status"] == "succeeded" and alive_run["summary"]["steps"] == 2
+    assert queued_run["status"] == "failed" and queued_run["summary"]["error_type"] == "data"
+    assert queued_run["started_at"] >= alive_run["finished_at"]
+
+
+def test_a_reattached_worker_that_dies_silently_is_failed_not_left_running(tmp_path):
+    registry = RunRegistry(tmp_path / "data")
+    run = registry.create(broken_config(tmp_path), source="api")
+    worker = stand_in_worker(run["run_dir"], 1)
+    registry.mark_running(run["id"], worker.pid)
+    manager = RunManager(tmp_path / "data", poll_s=0.1)
+    try:
+        assert manager.wait_idle(60)
+        record = manager.get(run["id"])
+    finally:
+        manager.shutdown()
+        worker.wait()
+    assert record["status"] == "failed" and record["summary"]["error_type"] == "worker_crashed"
+    assert "exit status is unknown" in record["summary"]["message"]
+
+
+# --- over HTTP: the queue and stopping -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_queue_positions_and_stopping_over_http(demo_model, tmp_path, tiny_config):
+    srv = LiveServer(tmp_path / "data", "--allowed-root", str(demo_model),
+                     "--allowed-root", str(SAMPLE_DIR)).start()
+    try:
+        broken = srv.data_dir / "datasets" / "broken.jsonl"
+        broken.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n')
+        with srv.client() as client:
+            run_a = start_run(client, slow_config(tiny_config))
+            wait_status(client, run_a, ("running",))
+            run_b = start_run(client, tiny_config(dataset=str(broken)))
+            run_c = start_run(client, tiny_config(dataset=str(broken)))
+            positions = [client.get(f"/api/runs/{r}").json()["queue_position"]
+                         for r in (run_a, run_b, run_c)]
+            assert positions == [None, 1, 2]
+
+            stopped_b = client.post(f"/api/runs/{run_b}/stop")
+            assert stopped_b.status_code == 202 and stopped_b.json()["status"] == "stopped"
+            assert stopped_b.json()["summary"]["message"] == "Stopped before it started."
+            assert client.get(f"/api/runs/{run_c}").json()["queue_position"] == 1
+
+            busy = client.delete(f"/api/runs/{run_a}")
+            assert busy.status_code == 409 and "stop it before deleting" in busy.json()["message"]
+            wait_event(client, run_a, "progress")
+            assert client.post(f"/api/runs/{run_a}/stop").status_code == 202
+            a = wait_status(client, run_a)
+            assert a["status"] == "stopped" and a["summary"]["stopped_early"] is True
+            assert a["summary"]["steps"] < 8
+            assert client.get(f"/api/runs/{run_a}/adapter").status_code == 200  # saved on stop
+            c = wait_status(client, run_c)
+            assert c["started_at"] >= a["finished_at"]
+            assert client.get(f"/api/runs/{run_b}").json()["started_at"] is None  # never ran
+    finally:
+        srv.close()
