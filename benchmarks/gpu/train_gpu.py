@@ -84,7 +84,9 @@ def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
         "tokens_per_s_median": round(statistics.median(steady), 1) if steady else None,
         "tokens_per_s_min": min(steady) if steady else None,
         "tokens_per_s_max": max(steady) if steady else None,
+        "world_size": end.get("world_size", 1),
         "peak_gpu_mem_allocated_gib": end.get("peak_gpu_mem_allocated_gib"),
+        "peak_gpu_mem_allocated_gib_per_rank": end.get("peak_gpu_mem_allocated_gib_per_rank"),
         "max_gpu_mem_reserved_gib": max(reserved) if reserved else None,
         "first_loss": progress[0]["loss"] if progress else None,
         "last_loss": progress[-1]["loss"] if progress else None,
@@ -113,16 +115,17 @@ def environment() -> dict:
 
 
 def markdown(results: list[dict], args) -> str:
-    lines = [f"Synthetic weights ({args.family}), seq {args.seq}, batch {args.batch}, "
+    lines = [f"Synthetic weights ({args.family}), seq {args.seq}, batch {args.batch} per GPU, "
              f"{args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, gradient "
              "checkpointing, through `python -m trainers.worker`.", "",
-             "| variant | status | tokens/s (median, min-max) | peak alloc GiB | max reserved GiB "
-             "| first loss | wall s |", "|---|---|---|---|---|---|---|"]
+             "| variant | status | tokens/s (median, min-max) | peak alloc GiB per GPU "
+             "| max reserved GiB | first loss | wall s |", "|---|---|---|---|---|---|---|"]
     for r in results:
         tps = (f"{r['tokens_per_s_median']} ({r['tokens_per_s_min']}-{r['tokens_per_s_max']})"
                if r["tokens_per_s_median"] else "-")
         lines.append(f"| {r['variant']} | {r['status']} | {tps} | "
-                     f"{r['peak_gpu_mem_allocated_gib']} | {r['max_gpu_mem_reserved_gib']} | "
+                     f"{r['peak_gpu_mem_allocated_gib_per_rank'] or r['peak_gpu_mem_allocated_gib']}"
+                     f" | {r['max_gpu_mem_reserved_gib']} | "
                      f"{r['first_loss']} | {r['wall_time_s']} |")
     return "\n".join(lines) + "\n"
 
@@ -135,6 +138,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--processes", default="1",
+                        help="comma-separated process (GPU) counts to run each variant with")
     parser.add_argument("--out", required=True)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test on the demo model")
     args = parser.parse_args()
@@ -146,8 +151,11 @@ def main() -> None:
     model = build_model(args.family, work / "model", args.tiny)
     results = []
     for name in args.variants.split(","):
-        results.append(run_variant(name, VARIANTS[name], model, args, work / "runs"))
-        print(json.dumps(results[-1])[:600], flush=True)
+        for processes in [int(p) for p in args.processes.split(",")]:
+            label = name if processes == 1 else f"{name}-x{processes}"
+            fields = {**VARIANTS[name], "num_processes": processes}
+            results.append(run_variant(label, fields, model, args, work / "runs"))
+            print(json.dumps(results[-1])[:600], flush=True)
     report = {"command": " ".join([sys.executable] + sys.argv), "family": args.family,
               "synthetic_weights": not args.tiny, "environment": environment(),
               "settings": {"seq": args.seq, "batch": args.batch, "steps": args.steps,
