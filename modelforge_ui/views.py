@@ -101,7 +101,9 @@ def metric_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
     frames = {}
     for key, title in PLOT_COLUMNS.items():
         points = [(e["step"], e[key]) for e in progress if e.get(key) is not None]
-        frames[key] = pd.DataFrame(points, columns=["step", title])
+        # Typed columns even when empty: the browser keeps the axis type it first sees.
+        frames[key] = pd.DataFrame({"step": pd.Series([p[0] for p in points], dtype="int64"),
+                                    title: pd.Series([p[1] for p in points], dtype="float64")})
     return frames
 
 

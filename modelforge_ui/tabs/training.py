@@ -57,7 +57,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                 config_file = gr.File(label="Or import a config file (.json, .yaml)",
                                       file_types=[".json", ".yaml", ".yml"], type="filepath",
                                       height=120)
-                commands = gr.Markdown(elem_id="commands")
+            commands = gr.Markdown(elem_id="commands")  # filled by Validate and Export
         with gr.Column(scale=2):
             with gr.Row():
                 validate_button = gr.Button("Validate", elem_id="validate")
@@ -67,9 +67,12 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                                         interactive=not app.read_only)
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
-            loss_plot = gr.LinePlot(x="step", y="loss", title="Loss", height=220)
-            speed_plot = gr.LinePlot(x="step", y="tokens/s", title="Tokens per second", height=220)
-            memory_plot = gr.LinePlot(x="step", y="GPU memory (GiB)",
+            empty = views.metric_frames([])
+            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss", height=220)
+            speed_plot = gr.LinePlot(empty["tokens_per_s"], x="step", y="tokens/s",
+                                     title="Tokens per second", height=220)
+            memory_plot = gr.LinePlot(empty["gpu_mem_allocated_gib"], x="step",
+                                      y="GPU memory (GiB)",
                                       title="GPU memory allocated (GiB; empty on a CPU)",
                                       height=220)
             log_box = gr.Textbox(label="Log tail (train.log)", lines=12, max_lines=12,
