@@ -188,17 +188,38 @@ def test_matching_holds_same_tokens_and_first_step_loss(matched_run):
     assert hf["loss"]["first_step"] == pytest.approx(us["loss"]["first_step"], rel=1e-3)
 
 
+def _loss_off(run):
+    run["loss"]["first_step"] *= 1.05  # 5% off, beyond the 1% tolerance
+
+
+def _tokens_off(run):
+    run["tokens"]["trainer_per_step"][0] -= 1
+
+
+def _padding_off(run):
+    run["effective"]["padding_free"] = not run["effective"]["padding_free"]
+
+
+def _optimizer_off(run):
+    run["effective"]["optim"] = "sgd"
+
+
 @pytest.mark.unsloth
 @needs_unsloth
-def test_a_disagreeing_first_step_loss_is_flagged_not_matched(matched_run):
+@pytest.mark.parametrize("change, failing", [
+    (_loss_off, ["first-step loss"]),
+    (_tokens_off, ["same token counts", "counted tokens = rows fed"]),
+    (_padding_off, ["padding treatment (padding-free)"]),
+    (_optimizer_off, ["optimizer"]),
+])
+def test_a_difference_between_the_runs_is_flagged_not_matched(matched_run, change, failing):
     run_dir, _ = matched_run
     summary = json.loads((run_dir / "results.json").read_text())
     runs = copy.deepcopy(summary["runs"])
-    runs[1]["loss"]["first_step"] *= 1.05  # 5% off, beyond the 1% tolerance
-    spec = build_spec(summary["spec"])
-    result = report.matching(spec, runs, "lora16")
+    change(runs[1])
+    result = report.matching(build_spec(summary["spec"]), runs, "lora16")
     assert result["verdict"] == "NOT MATCHED"
-    assert [c["check"] for c in result["checks"] if not c["ok"]] == ["first-step loss"]
+    assert [c["check"] for c in result["checks"] if not c["ok"]] == failing
 
 
 @pytest.mark.unsloth

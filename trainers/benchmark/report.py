@@ -95,6 +95,8 @@ def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
                                  r["effective"]["learning_rate"],
                                  r["effective"]["train_sampling_strategy"])),
         setting_check(ok, "measured steps", lambda r: r["timing"]["measured_steps"]),
+        setting_check(ok, "loss tokens in the first batch (informational)",
+                      lambda r: r.get("first_batch", {}).get("loss_tokens"), required=False),
     ]
     matched = all(c["ok"] for c in checks if c["required"])
     if as_shipped:

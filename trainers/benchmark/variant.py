@@ -169,6 +169,15 @@ def effective_settings(trainer) -> dict:
     }
 
 
+def first_batch_facts(trainer, rows: list[dict], batch_size: int) -> dict:
+    """The first batch as the trainer's own dataloader builds it: its shape and loss tokens."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch.get("labels")
+    return {"keys": sorted(batch.keys()), "input_ids_shape": list(batch["input_ids"].shape),
+            "loss_tokens": int((labels != -100).sum()) if labels is not None else None,
+            "expected_loss_tokens": sum(sum(r["completion_mask"]) for r in rows[:batch_size])}
+
+
 def steady_state(marks: list[float], lengths: list[list[int]], warmup: int) -> dict:
     """Median step time after the warm-up; tokens/s = mean tokens per step / median step time."""
     times = [b - a for a, b in zip(marks, marks[1:])]
@@ -256,6 +265,7 @@ def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig
                          processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
                          callbacks=[timer])
     effective = effective_settings(trainer)
+    first_batch = first_batch_facts(trainer, rows, spec.batch_size)
     t_train = time.perf_counter()
     trainer.train()
     train_wall_s = time.perf_counter() - t_train
@@ -285,7 +295,7 @@ def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig
         "provider_info": provider.info,
         "unsloth_in_process": "unsloth" in sys.modules,
         "trl_lm_head_replaced": lm_head_replaced,
-        "effective": effective,
+        "effective": effective, "first_batch": first_batch,
         "device": device, "versions": library_versions(),
         "torch_cuda": torch.version.cuda,
         "env": {k: v for k, v in os.environ.items() if k.startswith("UNSLOTH_")},
