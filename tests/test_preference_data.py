@@ -152,8 +152,11 @@ def test_a_prompt_with_no_room_left_is_a_config_error(tokenizer):
     from trainers.strategies.preference import cut_prompts
 
     rows = [{"prompt": "word " * 200, "chosen": "a", "rejected": "b"}]
-    with pytest.raises(ConfigError, match="max_prompt_length: prompts of up to 120 tokens"):
-        cut_prompts(rows, tokenizer, 120, 128)  # e.g. an inferred max_seq_length of 128
+    with pytest.raises(ConfigError, match="max_prompt_length: prompts of up to 126 tokens leave "
+                                          "no room for the answers"):
+        cut_prompts(rows, tokenizer, 126, 128)  # e.g. an inferred max_seq_length of 128
+    out, _ = cut_prompts(rows, tokenizer, 120, 128)  # short answers still fit
+    assert n_tokens(tokenizer, out[0]["prompt"]) == 120
 
 
 def test_answers_are_cut_so_the_reward_trainer_keeps_every_pair(tokenizer):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from trainers.errors import ConfigError
 
-ANSWER_ROOM = 16  # tokens of max_seq_length that must stay free for the answers
+# Tokens a prompt must leave free: BOS, one answer token, EOS, one of slack for a merge across
+# the prompt/answer boundary. (The config asks for 16 up front when max_seq_length is fixed;
+# an inferred length already covers the data's answers.)
+MIN_ANSWER_ROOM = 4
 
 
 def _token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
@@ -40,17 +43,17 @@ def cut_prompts(rows: list[dict], tokenizer, max_prompt_length: int,
                 max_seq_length: int) -> tuple[list[dict], int]:
     """Rows with each prompt cut to its last max_prompt_length tokens; and how many were cut.
 
-    Raises ConfigError when a prompt still leaves too little of max_seq_length for its answers
-    (the config check catches this up front unless max_seq_length is inferred, -1).
+    Raises ConfigError when a prompt leaves no room for its answers in max_seq_length (the
+    config check catches this up front unless max_seq_length is inferred, -1).
     """
     out, cut = [], 0
     for row in rows:
         prompt, was_cut = keep_last_tokens(tokenizer, row["prompt"], max_prompt_length)
-        if len(_token_spans(tokenizer, prompt)) > max_seq_length - ANSWER_ROOM:
+        if len(_token_spans(tokenizer, prompt)) > max_seq_length - MIN_ANSWER_ROOM:
             raise ConfigError([{"field": "max_prompt_length", "message": (
-                f"prompts of up to {max_prompt_length} tokens leave fewer than {ANSWER_ROOM} of "
-                f"max_seq_length ({max_seq_length}) tokens for the answers: lower "
-                f"max_prompt_length (e.g. to {max_seq_length // 2}) or raise max_seq_length")}])
+                f"prompts of up to {max_prompt_length} tokens leave no room for the answers in "
+                f"max_seq_length ({max_seq_length}) tokens: lower max_prompt_length (e.g. to "
+                f"{max_seq_length // 2}) or raise max_seq_length")}])
         out.append({**row, "prompt": prompt})
         cut += was_cut
     return out, cut
