@@ -102,7 +102,8 @@ def test_prompt_must_leave_room_for_the_answers():
         "(e.g. to 256) or raise max_seq_length")}]
     assert check_config(base(max_prompt_length=496)) == []
     assert check_config(base(max_prompt_length=500, strategy="sft")) == []
-    assert check_config(base(max_prompt_length=4096, max_seq_length=-1)) == []  # checked on the data
+    # An inferred length (-1) is checked on the data instead.
+    assert check_config(base(max_prompt_length=4096, max_seq_length=-1)) == []
 
 
 def test_grpo_groups_must_fill_the_batch():

@@ -45,7 +45,7 @@ def build_model(out: Path, tiny: bool) -> Path:
     """The demo model (--tiny) or the synthetic Llama-3.2-1B shape, each in its own process so
     this driver never imports torch (or unsloth) itself."""
     if tiny:
-        code = "import sys; from trainers.demo import build_demo_model; build_demo_model(sys.argv[1])"
+        code = "import sys; from trainers.demo import build_demo_model as b; b(sys.argv[1])"
         cmd = [sys.executable, "-c", code, str(out)]
     else:
         cmd = [sys.executable, "-m", "trainers.benchmark.synthetic", "llama-3.2-1b", str(out)]
