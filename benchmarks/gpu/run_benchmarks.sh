@@ -6,7 +6,8 @@
 #     SHAPE  llama-3.2-1b | llama-3.2-3b | any family of trainers/benchmark/synthetic.py
 #            (synthetic weights), or a local model directory (real weights)
 #     MODES  lora16 | qlora4 | lora16,qlora4
-#     plain  also run benchmarks/gpu/plain_reference.py for huggingface and unsloth (lora16)
+#     plain  also run benchmarks/gpu/plain_reference.py (lora16) for each provider in
+#            PLAIN_PROVIDERS (default huggingface; "huggingface unsloth" for both)
 #
 # Defaults are the evidence set-up: seq 2048, batch 8, 3 warm-up + 30 measured steps, each
 # configuration twice, padded batches for both providers, rows of at least 680 tokens from the
@@ -61,7 +62,7 @@ timeout -k 60 "${RUNNER_LIMIT_S:-480}" python3 -m trainers.benchmark.runner "$ru
 echo "runner exit code $? after $(( $(date +%s) - start )) s"
 
 if [ "$plain" = "plain" ] && [ -f "$run_dir/results.json" ]; then
-  for provider in huggingface unsloth; do
+  for provider in ${PLAIN_PROVIDERS:-huggingface}; do
     echo "== plain script: $provider lora16 =="
     timeout -k 20 "${PLAIN_LIMIT_S:-100}" python3 benchmarks/gpu/plain_reference.py \
       "$run_dir" "$provider" lora16 "$work/plain-$provider.json" > "$work/plain-$provider.log" 2>&1

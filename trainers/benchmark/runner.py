@@ -180,10 +180,12 @@ def run_variant(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str,
 def _read_result(out: Path, name: str, provider: str, mode: str, repeat: int,
                  returncode: int, stopped: str | None) -> dict:
     path = out / RESULT_FILE
-    if path.is_file() and not stopped:
+    if path.is_file():
         return json.loads(path.read_text())
     base = {"name": name, "provider": provider, "mode": mode, "repeat": repeat,
             "status": "failed"}
+    if stopped is None and stop_requested(out.parent.parent):  # the signal reached it first
+        stopped = "stopped: the benchmark was asked to stop"
     if stopped:
         return {**base, "error_type": "stopped", "message": f"The variant was {stopped}.",
                 "hint": "Raise variant_timeout_s, or lower steps." if "timed out" in stopped

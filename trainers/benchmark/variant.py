@@ -133,6 +133,13 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int):
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append(self.clock.now())
             self.tokens_seen.append(int(state.num_input_tokens_seen or 0))
+            if state.global_step % 10 == 0:  # NVML is slow-ish: every 10th step, and at the end
+                self.sample_nvml()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.sample_nvml()
+
+        def sample_nvml(self):
             used, self.nvml_reason = device_memory_used()
             if used is not None:
                 self.nvml_peak = max(self.nvml_peak or 0, used)
@@ -211,8 +218,9 @@ def memory_peaks(timer) -> dict:
         "max_allocated_gib": torch.cuda.max_memory_allocated() / gib,
         "max_reserved_gib": torch.cuda.max_memory_reserved() / gib,
         "nvml_peak_used_gib": timer.nvml_peak / gib if timer.nvml_peak is not None else None,
-        "nvml_note": timer.nvml_reason or "device-wide used memory, sampled at every step end "
-                                          "(includes the CUDA context and other processes)",
+        "nvml_note": timer.nvml_reason or "device-wide used memory, sampled every 10th step and "
+                                          "at the end (PyTorch keeps its reserved peak cached; "
+                                          "includes the CUDA context and other processes)",
     }
 
 
