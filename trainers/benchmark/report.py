@@ -183,8 +183,8 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
 
 # --- export ----------------------------------------------------------------------------------
 
-def _f(value, fmt: str = "{:.1f}", empty: str = "-") -> str:
-    return empty if value is None else fmt.format(value)
+def fmt(value, pattern: str = "{:.1f}", empty: str = "-") -> str:
+    return empty if value is None else pattern.format(value)
 
 
 TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "tokens/s",
@@ -200,12 +200,12 @@ def table_cells(row: dict) -> list[str]:
         f" ({row['tokens_per_s_low']:.0f}-{row['tokens_per_s_high']:.0f})"
     return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
             row["status"] + (f" {row['runs_ok']}/{row['runs']}" if row["runs"] > 1 else ""),
-            _f(row.get("process_wall_s")), _f(row.get("train_wall_s")),
-            _f(row.get("tokens_per_s"), "{:,.0f}") + spread,
-            _f(row.get("speedup"), "{:.2f}x"), _f(row.get("peak_allocated_gib"), "{:.2f}"),
-            _f(row.get("vram_reduction_pct"), "{:+.1f}%"),
-            _f(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
-            _f(row.get("first_step_loss"), "{:.4f}"), row["matched"]]
+            fmt(row.get("process_wall_s")), fmt(row.get("train_wall_s")),
+            fmt(row.get("tokens_per_s"), "{:,.0f}") + spread,
+            fmt(row.get("speedup"), "{:.2f}x"), fmt(row.get("peak_allocated_gib"), "{:.2f}"),
+            fmt(row.get("vram_reduction_pct"), "{:+.1f}%"),
+            fmt(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
+            fmt(row.get("first_step_loss"), "{:.4f}"), row["matched"]]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -219,12 +219,12 @@ def run_cells(run: dict) -> list[str]:
         return [run["name"], "failed", (run.get("message") or "")[:200].replace("|", "/"),
                 *["-"] * 6]
     t = run["timing"]
-    return [run["name"], "ok", _f(t["tokens_per_s"], "{:,.0f}"),
+    return [run["name"], "ok", fmt(t["tokens_per_s"], "{:,.0f}"),
             f"{t['median_step_s']:.3f} ({t['min_step_s']:.3f}-{t['max_step_s']:.3f})",
-            f"{t['measured_steps']}", _f(run["memory"]["max_allocated_gib"], "{:.2f}"),
-            _f(run["memory"]["max_reserved_gib"], "{:.2f}"),
-            _f(run["memory"]["nvml_peak_used_gib"], "{:.2f}"),
-            _f(run["loss"]["first_step"], "{:.4f}")]
+            f"{t['measured_steps']}", fmt(run["memory"]["max_allocated_gib"], "{:.2f}"),
+            fmt(run["memory"]["max_reserved_gib"], "{:.2f}"),
+            fmt(run["memory"]["nvml_peak_used_gib"], "{:.2f}"),
+            fmt(run["loss"]["first_step"], "{:.4f}")]
 
 
 def markdown(summary: dict) -> str:
