@@ -35,7 +35,7 @@ class FieldSpec:
 
     name: str
     group: str
-    kind: str  # choice | bool | int | float | list | text | json
+    kind: str  # choice | multichoice | bool | int | float | optional_number | list | text | json
     description: str
     default: Any  # PydanticUndefined when required
     choices: tuple = ()
@@ -47,11 +47,13 @@ class FieldSpec:
     def to_display(self, value: Any) -> Any:
         """A config value as the input shows it."""
         if value is PydanticUndefined or value is None:
-            return None if self.kind in ("int", "float", "choice") else ""
+            return None if self.kind in ("int", "float", "choice", "multichoice") else ""
         if self.kind == "list":
             return value if isinstance(value, str) else ", ".join(value)
         if self.kind == "json":
             return json.dumps(value) if value not in ({}, []) else ""
+        if self.kind == "optional_number":
+            return str(value)
         return value
 
     def to_value(self, shown: Any) -> Any:
@@ -60,6 +62,8 @@ class FieldSpec:
             return _parse_list(self.name, shown or "", self.choices)
         if self.kind == "json":
             return _parse_json(self.name, shown or "", self.default)
+        if self.kind == "optional_number":
+            return _parse_optional_number(self.name, shown)
         if self.kind == "int" and isinstance(shown, float) and shown.is_integer():
             return int(shown)
         return shown
@@ -75,6 +79,17 @@ def _parse_list(name: str, text: str, words: tuple) -> Any:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _parse_optional_number(name: str, text: Any) -> float | None:
+    text = str(text if text is not None else "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError([{"field": name, "message": f"got {text!r}: give a number, or leave "
+                                                      "it empty"}]) from None
+
+
 def _parse_json(name: str, text: str, default: Any) -> Any:
     text = text.strip()
     if not text:
@@ -88,29 +103,34 @@ def _parse_json(name: str, text: str, default: Any) -> Any:
 
 
 def _kind(annotation: Any) -> tuple[str, tuple]:
-    if typing.get_origin(annotation) is Literal:
-        return "choice", typing.get_args(annotation)
-    if annotation is bool:
-        return "bool", ()
-    if annotation is int:
-        return "int", ()
-    if annotation is float:
-        return "float", ()
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "choice", args
+    if origin is typing.Union and type(None) in args:  # Optional[X]: X, empty allowed
+        rest = [a for a in args if a is not type(None)]
+        if rest in ([int], [float]):
+            return "optional_number", ()  # a text box: a number box cannot be left empty
+        if len(rest) == 1:
+            return _kind(rest[0])
+    if origin is list and args and typing.get_origin(args[0]) is Literal:
+        return "multichoice", typing.get_args(args[0])
+    if annotation in (bool, int, float):
+        return annotation.__name__, ()
     if annotation is str:
         return "text", ()
-    args = typing.get_args(annotation)
-    if any(typing.get_origin(a) is list for a in args) or typing.get_origin(annotation) is list:
+    if any(typing.get_origin(a) is list for a in args) or origin is list:
         words = tuple(w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a))
         return "list", words  # e.g. "auto" or a list of names
     return "json", ()
 
 
-def field_specs(model: type[BaseModel] = TrainConfig) -> list[FieldSpec]:
+def field_specs(model: type[BaseModel] = TrainConfig, default_group: str = "advanced"
+                ) -> list[FieldSpec]:
     specs = []
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         kind, choices = _kind(info.annotation)
-        specs.append(FieldSpec(name=name, group=str(extra.get("group", "advanced")), kind=kind,
+        specs.append(FieldSpec(name=name, group=str(extra.get("group", default_group)), kind=kind,
                                description=info.description or "", default=info.default,
                                choices=choices))
     return specs
@@ -122,6 +142,8 @@ def _component(spec: FieldSpec, initial: Any = None) -> gr.components.Component:
     common = dict(label=label, info=spec.description, elem_id=f"cfg-{spec.name}")
     if spec.kind == "choice":
         return gr.Dropdown(choices=list(spec.choices), value=value, **common)
+    if spec.kind == "multichoice":
+        return gr.CheckboxGroup(choices=list(spec.choices), value=value, **common)
     if spec.kind == "bool":
         return gr.Checkbox(value=value, **common)
     if spec.kind in ("int", "float"):
@@ -130,10 +152,17 @@ def _component(spec: FieldSpec, initial: Any = None) -> gr.components.Component:
 
 
 class ConfigForm:
-    """The generated inputs, and the conversions between them and a config dict."""
+    """The generated inputs, and the conversions between them and a config dict.
 
-    def __init__(self, model: type[BaseModel] = TrainConfig):
-        self.specs = field_specs(model)
+    `build` validates a dict into the model (raising ConfigError); fields without a group in
+    their metadata go to `default_group`."""
+
+    def __init__(self, model: type[BaseModel] = TrainConfig,
+                 build: Callable[[dict], BaseModel] = build_config,
+                 default_group: str = "advanced", open_groups: tuple = OPEN_GROUPS):
+        self.specs = field_specs(model, default_group)
+        self.build = build
+        self.open_groups = open_groups
         self.components: list[gr.components.Component] = []
 
     def render(self, extras: dict[str, Callable[[], None]] | None = None,
@@ -149,7 +178,7 @@ class ConfigForm:
             specs = [s for s in self.specs if s.group == group]
             if not specs:
                 continue
-            with gr.Accordion(title, open=group in OPEN_GROUPS, elem_id=f"group-{group}"):
+            with gr.Accordion(title, open=group in self.open_groups, elem_id=f"group-{group}"):
                 for spec in specs:
                     by_name[spec.name] = _component(spec, (initial or {}).get(spec.name))
                 if extras and group in extras:
@@ -179,11 +208,11 @@ class ConfigForm:
                 problems.extend(exc.problems)
         return data, problems
 
-    def validate(self, values: list) -> TrainConfig:
+    def validate(self, values: list) -> BaseModel:
         """The config, or ConfigError with every problem (parsing and schema rules together)."""
         data, problems = self.to_dict(values)
         try:
-            cfg = build_config(data)
+            cfg = self.build(data)
         except ConfigError as exc:
             problems = problems + exc.problems
         if problems:
