@@ -1,9 +1,9 @@
 """Direct preference optimisation: TRL's DPOTrainer on the provider's LoRA model.
 
 The reference model is the same network with the adapter disabled (`ref_model=None` with a PEFT
-model; see preference.reference_is_disabled_adapter), so there is no second copy of the weights. Prompts are cut to
-max_prompt_length tokens here (TRL 1.15 has no such setting); TRL's collator cuts prompt + answer
-to max_seq_length, keeping the start.
+model; see preference.reference_is_disabled_adapter), so there is no second copy of the weights.
+Prompts are cut to max_prompt_length tokens here (TRL 1.15 has no such setting); TRL's collator
+cuts prompt + answer to max_seq_length, keeping the start.
 
 Unsloth: `unsloth.PatchDPOTrainer()` is a no-op in 2026.10.9 (its body is `return`) and the CPU
 backend does not export it. Importing unsloth first (the worker does) is what patches TRL's
@@ -39,8 +39,9 @@ def build_trainer(ctx):
                          train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                          callbacks=[ctx.telemetry])
-    ctx.events.emit("stage", name="dpo", pairs=len(trainer.train_dataset), eval_pairs=len(eval_rows),
-                    prompts_cut=cut, max_prompt_length=cfg.max_prompt_length,
+    ctx.events.emit("stage", name="dpo", pairs=len(trainer.train_dataset),
+                    eval_pairs=len(eval_rows), prompts_cut=cut,
+                    max_prompt_length=cfg.max_prompt_length,
                     reference=reference_is_disabled_adapter(trainer))
     return trainer
 
