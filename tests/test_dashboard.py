@@ -226,3 +226,51 @@ def test_rename_and_delete(client, demo_model):
     assert next(r for r in table["data"] if r[0] == run_id)[1] == "renamed run"
     table, _ = client.predict(run_id, api_name="/delete_run")
     assert run_id not in [r[0] for r in table["data"]]
+
+
+def test_playground_streams_both_models_and_export_merges(client, demo_model):
+    message, _ = client.predict(*form_values(demo_model), api_name="/start_run")
+    run_id = message.split("`")[1]
+    assert "**succeeded**" in wait_for(client)[0]
+    job = client.submit(run_id, "### Instruction:\nSay hi\n\n### Response:\n", 8, 0,
+                        api_name="/generate")
+    updates = list(job)  # every streamed (adapter, base, status) update
+    adapter, base, status = job.result()
+    assert status == "Done." and adapter and base
+    assert len(updates) > 3  # streamed, not one answer at the end
+    log, result = client.predict(run_id, "float16", "", api_name="/export_model")
+    assert result.startswith("**Merged model saved:**") and "loading" in log
+    merged = Path(result.split("`")[1])
+    assert (merged / "model.safetensors").is_file() and (merged / "MODELFORGE_EXPORT.json").is_file()
+    _, result = client.predict(run_id, "float16", "me/model", api_name="/export_model")
+    assert "Cannot push to the Hub: HF_HUB_OFFLINE is set" in result  # said, not hidden
+
+
+def test_benchmark_from_the_dashboard(client, demo_model):
+    from modelforge_ui.tabs.benchmark import spec_form
+
+    form = spec_form()
+    values = form.from_dict({"model": str(demo_model), "providers": ["huggingface"],
+                             "modes": ["lora16"], "steps": 2, "warmup_steps": 1,
+                             "max_seq_length": 64, "batch_size": 2, "optimizer": "adamw_torch",
+                             "name": "ui bench"})
+    message, picker = client.predict(*values, api_name="/run_benchmark")
+    run_id = message.split("`")[1]
+    assert picker["value"] == run_id
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        out = client.predict(run_id, api_name="/benchmark_results")
+        if "**succeeded**" in out[0] or "**failed**" in out[0]:
+            break
+        time.sleep(2)
+    status, table, speed, memory, curves, report, files = out[:7]
+    assert "**succeeded**" in status and "huggingface-lora16-r1" in status
+    assert table["data"][0][:3] == ["huggingface", "16-bit LoRA", "ok"]
+    assert speed["data"][0][0] == "huggingface · 16-bit LoRA" and speed["data"][0][1] > 0
+    assert [row[1] for row in curves["data"]] == [1, 2, 3]  # warm-up + measured steps
+    assert report.startswith("# Benchmark:")
+    assert sorted(Path(f).name for f in files) == ["results.csv", "results.json", "results.md"]
+
+    bad = form.from_dict({"model": str(demo_model), "steps": 0, "peak_tflops": "abc"})
+    problems, _ = client.predict(*bad, api_name="/run_benchmark")
+    assert "**peak_tflops**: got 'abc'" in problems and "**steps**: must be at least 1" in problems
