@@ -36,8 +36,9 @@ def add_bench_command(subparsers) -> None:
         default = "required" if field.is_required() else f"default {field.default!r}"
         bench.add_argument("--" + name.replace("_", "-"), dest="field_" + name, metavar="VALUE",
                            help=f"{field.description} ({default})")
-    bench.add_argument("--data-dir", type=Path, help="where runs are stored (default: "
-                                                     "MODELFORGE_HOME or ~/.local/share/modelforge)")
+    bench.add_argument("--data-dir", type=Path,
+                       help="where runs are stored (default: MODELFORGE_HOME or "
+                            "~/.local/share/modelforge)")
     bench.add_argument("--out", type=Path, help="also copy results.json, .md and .csv here")
     bench.set_defaults(func=cmd_bench)
 

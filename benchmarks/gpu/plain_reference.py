@@ -9,7 +9,8 @@ with the tokens/s the engine reported for the same provider and mode in the same
 RUN_DIR is a finished benchmark's directory: its results.json (the spec, every default filled
 in, and the engine's numbers) and prepared.json (the model directory and the rows in training
 order) are read, so the data, the model and every setting are the engine's. Llama-family
-models (the target modules are written out), padded batches. Nothing from the `trainers` package is imported, except on a machine
+models (the target modules are written out), padded batches. Nothing from the `trainers`
+package is imported, except on a machine
 without a GPU (TRL's LM head needs a stand-in there; see trainers/trl_cpu.py).
 """
 

@@ -17,6 +17,8 @@ from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec
 
 BASELINE = "huggingface"
 RESULT_FILES = ("results.json", "results.md", "results.csv")
+DATA_FACTS = ("dataset", "data_format", "num_examples", "distinct_rows", "rows_repeated",
+              "left_out_fully_masked", "token_stats")
 
 
 # --- matching --------------------------------------------------------------------------------
@@ -170,9 +172,7 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
         "complete": len(runs) == planned, "planned_runs": planned, "runs_done": len(runs),
         "spec": spec.model_dump(mode="json"),
         "synthetic_weights": prepared.get("synthetic"),
-        "data": {k: prepared.get(k) for k in ("dataset", "data_format", "num_examples",
-                                               "distinct_rows", "rows_repeated", "left_out_fully_masked",
-                                               "token_stats")},
+        "data": {k: prepared.get(k) for k in DATA_FACTS},
         "model_dir": prepared.get("model_dir"),
         "environment": {**environment,
                         "device": first_ok["device"] if first_ok else None,
@@ -195,7 +195,8 @@ TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "toke
 def table_cells(row: dict) -> list[str]:
     if row["status"] == "failed":
         reason = (row.get("reason") or "").replace("|", "/").replace("\n", " ")[:160]
-        return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]), f"FAILED: {reason}"] + ["-"] * 8 + [row["matched"]]
+        mode = MODE_LABELS.get(row["mode"], row["mode"])
+        return [row["provider"], mode, f"FAILED: {reason}"] + ["-"] * 8 + [row["matched"]]
     spread = "" if row["runs_ok"] < 2 else \
         f" ({row['tokens_per_s_low']:.0f}-{row['tokens_per_s_high']:.0f})"
     return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
@@ -260,7 +261,7 @@ def markdown(summary: dict) -> str:
               f"- spec: `{json.dumps(spec, sort_keys=True)}`",
               f"- data: `{json.dumps(summary['data'])}`",
               f"- GPU: {device.get('device_name') or gpu.get('name') or 'none'}; driver "
-              f"{gpu.get('driver_version', '-')}; CUDA (torch build) {summary['environment'].get('torch_cuda')}",
+              f"{gpu.get('driver_version', '-')}; CUDA (torch build) {env.get('torch_cuda')}",
               f"- versions: `{json.dumps(env.get('versions'))}`",
               f"- python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs",
               f"- command: `{summary['command']}`"]

@@ -48,7 +48,8 @@ def dataset_path(spec: BenchmarkSpec) -> str:
     return spec.dataset
 
 
-def prepare_model(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> tuple[str, dict | None]:
+def prepare_model(spec: BenchmarkSpec, run_dir: Path,
+                  events: EventWriter) -> tuple[str, dict | None]:
     """(model directory or hub id, synthetic marker or None)."""
     if not spec.synthetic_weights:
         return spec.model, None

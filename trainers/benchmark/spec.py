@@ -1,4 +1,4 @@
-"""What a benchmark compares. One schema for the CLI, the API, the dashboard and RUN_DIR/config.json.
+"""What a benchmark compares: one schema for the CLI, the API, the dashboard and config.json.
 
 Everything that makes the comparison matched is here once and given to every variant alike:
 the same tokenized examples in the same order, seed, LoRA rank/alpha/targets (dropout 0),
@@ -79,7 +79,7 @@ class BenchmarkSpec(BaseModel):
     target_modules: Union[Literal["auto"], list[str]] = _field(
         "auto", "Modules with adapters; auto = every linear projection except the LM head.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
-                       "sgd"] = _field("adamw_torch_fused", "Optimizer, the same for every variant.")
+                       "sgd"] = _field("adamw_torch_fused", "Optimizer, the same for every run.")
     learning_rate: float = _field(2e-4, "Constant learning rate.")
     gradient_checkpointing: bool = _field(
         True, "Recompute activations in the backward pass (each provider's own implementation).")

@@ -243,53 +243,70 @@ def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
             "mfu": value}
 
 
-def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig, mode: str,
-            repeat: int, events: EventWriter) -> dict:
-    provider_name = cfg.provider
-    name = variant_name(provider_name, mode, repeat)
+def load(cfg: TrainConfig, spec: BenchmarkSpec, prepared: dict) -> dict:
+    """Provider check (unsloth imported first), tokenizer, model with its adapter."""
     from trainers.providers import get_provider
 
-    provider = get_provider(provider_name)
+    provider = get_provider(cfg.provider)
     provider.check(cfg)  # unsloth: `import unsloth` happens here, before transformers
-    import torch
-
     tokenizer = load_tokenizer(prepared["tokenizer_dir"])
-    t_load = time.perf_counter()
+    started = time.perf_counter()
     model = provider.load_model(cfg, spec.max_seq_length, tokenizer)
-    load_s = time.perf_counter() - t_load
-    lm_head_replaced = False
-    if provider_name == "huggingface":
+    loaded = {"provider": provider, "tokenizer": tokenizer, "model": model,
+              "load_s": time.perf_counter() - started, "lm_head_replaced": False}
+    if cfg.provider == "huggingface":
         from trainers.trl_cpu import use_torch_lm_head_without_gpu
 
-        lm_head_replaced = use_torch_lm_head_without_gpu()
+        loaded["lm_head_replaced"] = use_torch_lm_head_without_gpu()
+    return loaded
+
+
+def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: list[dict],
+                  timer, output_dir: Path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    return SFTTrainer(model=loaded["model"],
+                      args=SFTConfig(**sft_arguments(spec, cfg, str(output_dir))),
+                      processing_class=loaded["tokenizer"], train_dataset=Dataset.from_list(rows),
+                      callbacks=[timer])
+
+
+def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig, mode: str,
+            repeat: int, events: EventWriter) -> dict:
+    name = variant_name(cfg.provider, mode, repeat)
+    loaded = load(cfg, spec, prepared)
     rows = prepared["rows"]
-    lengths = step_lengths(rows, spec.batch_size)
     timer = make_step_timer(events, name, spec.total_steps)
-    out_dir = run_dir / VARIANTS_DIR / name / "trainer"
-    trainer = SFTTrainer(model=model, args=SFTConfig(**sft_arguments(spec, cfg, str(out_dir))),
-                         processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-                         callbacks=[timer])
+    output_dir = run_dir / VARIANTS_DIR / name / "trainer"
+    trainer = build_trainer(spec, cfg, loaded, rows, timer, output_dir)
     effective = effective_settings(trainer)
     first_batch = first_batch_facts(trainer, rows, spec.batch_size)
-    t_train = time.perf_counter()
+    started = time.perf_counter()
     trainer.train()
-    train_wall_s = time.perf_counter() - t_train
-    if provider_name == "huggingface" and "unsloth" in sys.modules:
+    train_wall_s = time.perf_counter() - started
+    if cfg.provider == "huggingface" and "unsloth" in sys.modules:
         raise RuntimeError("unsloth was imported in the huggingface variant's process, so it "
                            "is not a stock Hugging Face baseline; report this as a bug")
-    speed = steady_state(timer.marks, lengths, spec.warmup_steps)
-    trained = len(timer.marks) - 1
+    result = summarise(spec, loaded, timer, step_lengths(rows, spec.batch_size))
+    result["timing"]["train_wall_s"] = train_wall_s
+    return {"name": name, "provider": cfg.provider, "mode": mode, "repeat": repeat,
+            "status": "ok", "pid": os.getpid(), **result, "effective": effective,
+            "first_batch": first_batch}
+
+
+def summarise(spec: BenchmarkSpec, loaded: dict, timer, lengths: list[list[int]]) -> dict:
+    """Speed, tokens, losses, memory, FLOPs and provenance of a finished training."""
+    import torch
+
     from trainers.providers.base import device_facts, library_versions
 
+    speed = steady_state(timer.marks, lengths, spec.warmup_steps)
+    trained = len(timer.marks) - 1
     device = device_facts()
     trainer_tokens = [b - a for a, b in zip([0] + timer.tokens_seen, timer.tokens_seen)]
     return {
-        "name": name, "provider": provider_name, "mode": mode, "repeat": repeat, "status": "ok",
-        "pid": os.getpid(),
-        "timing": {"load_s": load_s, "train_wall_s": train_wall_s,
+        "timing": {"load_s": loaded["load_s"],
                    "in_process_s": time.perf_counter() - PROCESS_START,
                    "steps_run": trained, "warmup_steps": spec.warmup_steps, **speed},
         "samples_per_s": spec.batch_size / speed["median_step_s"],
@@ -298,14 +315,12 @@ def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig
         "loss": {"first_step": timer.losses.get(1),
                  "curve": [timer.losses.get(s) for s in range(1, trained + 1)]},
         "memory": memory_peaks(timer),
-        "flops": flops_summary(model, lengths, speed, spec.warmup_steps,
+        "flops": flops_summary(loaded["model"], lengths, speed, spec.warmup_steps,
                                device.get("device_name"), spec.peak_tflops),
-        "provider_info": provider.info,
+        "provider_info": loaded["provider"].info,
         "unsloth_in_process": "unsloth" in sys.modules,
-        "trl_lm_head_replaced": lm_head_replaced,
-        "effective": effective, "first_batch": first_batch,
-        "device": device, "versions": library_versions(),
-        "torch_cuda": torch.version.cuda,
+        "trl_lm_head_replaced": loaded["lm_head_replaced"],
+        "device": device, "versions": library_versions(), "torch_cuda": torch.version.cuda,
         "env": {k: v for k, v in os.environ.items() if k.startswith("UNSLOTH_")},
     }
 
