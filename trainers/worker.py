@@ -180,7 +180,9 @@ def run(run_dir: Path) -> int:
         signal.signal(signal.SIGTERM, lambda *_: _request_stop(run_dir))
         result = ctx.execute()
         kind = "stopped" if result.get("stopped_early") else "finished"
-        events.emit(kind, adapter_dir=str(ctx.adapter_dir), max_seq_length=ctx.max_seq_length,
+        saved = (ctx.adapter_dir / "adapter_config.json").exists()
+        events.emit(kind, adapter_dir=str(ctx.adapter_dir) if saved else None,
+                    max_seq_length=ctx.max_seq_length,
                     wall_time_s=round(time.time() - ctx.started_at, 2), **result)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the events file

@@ -108,6 +108,11 @@ def disable_flash_attention() -> None:
 def flash_attention_state() -> str:
     if os.environ.get(FLASH_ATTN_ENV) == "1":
         return f"disabled by {FLASH_ATTN_ENV}=1"
+    import unsloth
+
+    if getattr(unsloth, "_IS_CPU_BACKEND", False):
+        # importing unsloth.models here would load the GPU-side patches into a CPU run
+        return "SDPA (Unsloth CPU backend)"
     from unsloth.models import _utils
 
     return "flash-attn 2" if getattr(_utils, "HAS_FLASH_ATTENTION", False) else \
