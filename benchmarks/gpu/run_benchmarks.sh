@@ -21,7 +21,7 @@ set -uo pipefail
 shape=${1:?usage: run_benchmarks.sh SHAPE MODES [plain]}
 modes=${2:?usage: run_benchmarks.sh SHAPE MODES [plain]}
 plain=${3:-}
-tag="$(basename "$shape")_${modes//,/-}"
+tag="bench_$(basename "$shape")_${modes//,/-}"
 out="${OUT:-/tmp/out}/$tag"
 work="/tmp/mf-bench/$tag"
 run_dir="$work/run"
