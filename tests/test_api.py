@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from live_server import LiveServer, start_run, wait_status
+from live_server import LiveServer, wait_status
 from trainers.config import check_config
 from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
 
