@@ -72,7 +72,9 @@ def server(demo_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return Client(server + "/", verbose=False)
+    client = Client(server + "/", verbose=False)
+    yield client
+    client.close()  # ends its heartbeat stream, so the server can shut down at once
 
 
 def form_values(demo_model, **fields) -> list:
