@@ -119,7 +119,8 @@ def _kind(annotation: Any) -> tuple[str, tuple]:
     if annotation is str:
         return "text", ()
     if any(typing.get_origin(a) is list for a in args) or origin is list:
-        words = tuple(w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a))
+        words = tuple(w for a in args if typing.get_origin(a) is Literal
+                      for w in typing.get_args(a))
         return "list", words  # e.g. "auto" or a list of names
     return "json", ()
 
@@ -226,8 +227,9 @@ class ConfigForm:
     def with_preset(self, preset: str, values: list) -> list:
         """Defaults, the job's own fields (model and data groups) kept, then the preset."""
         if preset not in PRESETS:
+            choices = ", ".join(PRESETS)
             raise ConfigError([{"field": "preset", "message": f"unknown preset '{preset}': "
-                                                              f"choose one of {', '.join(PRESETS)}"}])
+                                                              f"choose one of {choices}"}])
         preset_fields = {k for p in PRESETS.values() for k in p}
         out = []
         for spec, shown in zip(self.specs, values):

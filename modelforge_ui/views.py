@@ -55,7 +55,8 @@ def run_choices(runs: list[dict], statuses: tuple[str, ...] | None = None,
                 kind: str | None = "train") -> list[tuple[str, str]]:
     """(label, run id) pairs for a dropdown, newest first."""
     return [(f"{r['name']} · {r['status']} · {r['id']}", r["id"]) for r in runs
-            if (statuses is None or r["status"] in statuses) and (kind is None or r["kind"] == kind)]
+            if (statuses is None or r["status"] in statuses)
+            and (kind is None or r["kind"] == kind)]
 
 
 def progress_markdown(run: dict | None) -> str:
@@ -72,12 +73,14 @@ def progress_markdown(run: dict | None) -> str:
     if started:
         lines.append(f"{started.get('provider', '')} on {started.get('device_name') or '?'} "
                      f"({started.get('device', '?')}) · max_seq_length "
-                     f"{started.get('max_seq_length')} · {started.get('num_train')} training examples")
+                     f"{started.get('max_seq_length')} · {started.get('num_train')} "
+                     "training examples")
     if progress:
         step, total = progress.get("step") or 0, progress.get("total_steps") or 0
         pct = f" ({100 * step / total:.0f}%)" if total else ""
-        lines.append(f"step **{step} / {total}**{pct} · elapsed {fmt_duration(progress.get('elapsed_s'))}"
-                     f" · ETA {fmt_duration(progress.get('eta_s')) if run['status'] == 'running' else '-'}"
+        eta = fmt_duration(progress.get("eta_s")) if run["status"] == "running" else "-"
+        lines.append(f"step **{step} / {total}**{pct} · elapsed "
+                     f"{fmt_duration(progress.get('elapsed_s'))} · ETA {eta}"
                      f" · loss {_fmt_number(progress.get('loss'), 4)}"
                      f" · {_fmt_number(progress.get('tokens_per_s'))} tokens/s")
     elif run["status"] == "running":

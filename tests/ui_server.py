@@ -49,7 +49,8 @@ def running_server(args: list[str], log: Path, env: dict | None = None, port: in
     url = f"http://127.0.0.1:{port}"
     token = full_env.get("MODELFORGE_TOKEN")
     try:
-        wait_healthy(url, proc, log, headers={"Authorization": f"Bearer {token}"} if token else None)
+        auth = {"Authorization": f"Bearer {token}"} if token else None
+        wait_healthy(url, proc, log, headers=auth)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -51,7 +51,8 @@ def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") ->
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     _emit({"stage": "save", "message": f"saving to {out_dir}"})
     merged.save_pretrained(str(out_dir))
-    AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote).save_pretrained(str(out_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote)
+    tokenizer.save_pretrained(str(out_dir))
     (out_dir / "MODELFORGE_EXPORT.json").write_text(json.dumps(
         {"run": run_dir.name, "base_model": cfg["model_name"], "adapter": str(adapter),
          "dtype": dtype}, indent=2))

@@ -192,6 +192,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     run_button.click(start, inputs, [message, picked], api_name="run_benchmark")
     stop_button.click(stop, picked, message, api_name="stop_benchmark")
     tab.select(choices, picked, picked, api_name="benchmark_runs")
-    picked.change(lambda rid: refresh(app, rid, None), picked, outputs, api_name="benchmark_results")
+    picked.change(lambda rid: refresh(app, rid, None), picked, outputs,
+                  api_name="benchmark_results")
     timer.tick(lambda rid, key: refresh(app, rid, key), [picked, shown], outputs, api_name=False,
                show_progress="hidden")

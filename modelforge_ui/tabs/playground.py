@@ -30,8 +30,8 @@ def stream_module(module: str, args: list[str], stdin_text: str = "") -> Iterato
     others). Ends with {"exit_code": n, "stderr_tail": ...}. The process is killed when the
     caller stops reading (the browser left)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+           "PYTHONPATH": os.pathsep.join(
+               p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

@@ -198,7 +198,8 @@ def _last_lines(text: str, n: int) -> str:
 def _preset_handler(form: ConfigForm, name: str):
     def apply(*values):
         return form.with_preset(name, list(values)) + [
-            f"Preset **{name}** applied: " + ", ".join(f"{k} = {v}" for k, v in PRESETS[name].items())]
+            f"Preset **{name}** applied: "
+            + ", ".join(f"{k} = {v}" for k, v in PRESETS[name].items())]
     apply.__name__ = f"preset_{name}"
     return apply
 
@@ -229,8 +230,10 @@ def commands_markdown(cfg: TrainConfig, settings) -> str:
     host = getattr(settings, "host", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{host}:{getattr(settings, 'port', 8000)}/api/start_training"
-    auth = ' -H "Authorization: Bearer $MODELFORGE_TOKEN"' if getattr(settings, "token", None) else ""
-    curl = f"curl -X POST {url}{auth} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(data))}"
+    auth = ' -H "Authorization: Bearer $MODELFORGE_TOKEN"' \
+        if getattr(settings, "token", None) else ""
+    curl = (f"curl -X POST {url}{auth} -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(data))}")
     return ("**Same job from the CLI** (save the fields below as `config.json`):\n\n"
             f"```json\n{body}\n```\n\n```shell\nmodelforge train config.json\n```\n\n"
             f"**Same job through the REST API:**\n\n```shell\n{curl}\n```")
@@ -264,7 +267,8 @@ def _preview(app: Dashboard, form: ConfigForm, values: list):
     API's preview) under the same path rules."""
     raw, _ = form.to_dict(values)
     if not raw.get("dataset"):
-        return "**dataset** is required: upload a file or type a path first.", gr.update(visible=False)
+        return ("**dataset** is required: upload a file or type a path first.",
+                gr.update(visible=False))
     request = {"dataset": raw["dataset"], "model_name": raw.get("model_name", ""),
                "n": PREVIEW_ROWS, "max_seq_length": raw.get("max_seq_length"),
                "split": raw.get("dataset_split", "train"),
