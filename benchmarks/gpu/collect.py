@@ -16,7 +16,7 @@ from pathlib import Path
 from trainers.benchmark.report import MODE_LABELS, fmt
 
 HEADER = ["model", "provider", "mode", "tokens/s (range over repeats)", "speedup vs HF",
-          "peak VRAM GiB", "VRAM vs HF", "MFU", "median step s", "first-step loss",
+          "peak VRAM GiB", "VRAM saved vs HF", "MFU", "median step s", "first-step loss",
           "matching"]
 
 
@@ -29,7 +29,7 @@ def row_cells(model: str, row: dict) -> list[str]:
     return [model, row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
             f"{row['tokens_per_s']:,.0f}{spread}", fmt(row.get("speedup"), "{:.2f}x"),
             fmt(row.get("peak_allocated_gib"), "{:.2f}"),
-            fmt(row.get("vram_reduction_pct"), "{:+.1f}%"),
+            fmt(row.get("vram_reduction_pct"), "{:.1f}%"),
             fmt(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
             fmt(row.get("median_step_s"), "{:.3f}"), fmt(row.get("first_step_loss"), "{:.4f}"),
             row["matched"]]

@@ -188,7 +188,7 @@ def fmt(value, pattern: str = "{:.1f}", empty: str = "-") -> str:
 
 
 TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "tokens/s",
-                "speedup vs HF", "peak VRAM GiB", "VRAM reduction", "MFU", "first-step loss",
+                "speedup vs HF", "peak VRAM GiB", "VRAM saved vs HF", "MFU", "first-step loss",
                 "matching"]
 
 
@@ -204,7 +204,7 @@ def table_cells(row: dict) -> list[str]:
             fmt(row.get("process_wall_s")), fmt(row.get("train_wall_s")),
             fmt(row.get("tokens_per_s"), "{:,.0f}") + spread,
             fmt(row.get("speedup"), "{:.2f}x"), fmt(row.get("peak_allocated_gib"), "{:.2f}"),
-            fmt(row.get("vram_reduction_pct"), "{:+.1f}%"),
+            fmt(row.get("vram_reduction_pct"), "{:.1f}%"),
             fmt(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
             fmt(row.get("first_step_loss"), "{:.4f}"), row["matched"]]
 
