@@ -87,33 +87,40 @@ def cmd_train(args) -> int:
 
 def follow_run(registry, run_id: str) -> int:
     """Start the worker, show progress until it ends, stop it gracefully on Ctrl-C."""
+    record = follow_job(registry, run_id, _print_event, "stopping at the next step")
+    return _report(record, Path(record["run_dir"]))
+
+
+def follow_job(registry, run_id: str, print_event, stop_message: str) -> dict:
+    """Launch a recorded job (training or benchmark), print its events until it ends, and
+    return its final record. The first Ctrl-C asks for a graceful stop, the second forces it."""
     from trainers import runs
     from trainers.events import read_events
 
-    run_dir = Path(registry.get(run_id)["run_dir"])
-    proc = runs.launch(run_dir)
+    run = registry.get(run_id)
+    run_dir = Path(run["run_dir"])
+    proc = runs.launch(run_dir, kind=run["kind"])
     registry.mark_running(run_id, proc.pid)
     seen, stop_sent = 0, False
     while True:
         try:
             for event in read_events(run_dir, after=seen):
                 seen = event["seq"] + 1
-                _print_event(event)
+                print_event(event)
             if proc.poll() is not None:
                 for event in read_events(run_dir, after=seen):
                     seen = event["seq"] + 1
-                    _print_event(event)
+                    print_event(event)
                 break
             time.sleep(0.3)
         except KeyboardInterrupt:
             if stop_sent:
                 runs.stop(run_dir, proc, grace_s=0)
             else:
-                print("\nstopping at the next step (Ctrl-C again to force)...", file=sys.stderr)
+                print(f"\n{stop_message} (Ctrl-C again to force)...", file=sys.stderr)
                 runs.request_stop(run_dir)
                 stop_sent = True
-    record = registry.finish_from_events(run_id, proc.returncode)
-    return _report(record, run_dir)
+    return registry.finish_from_events(run_id, proc.returncode)
 
 
 def _report(record: dict, run_dir: Path) -> int:

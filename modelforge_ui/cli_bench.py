@@ -14,7 +14,6 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from trainers.benchmark.spec import BenchmarkSpec, build_spec
@@ -79,37 +78,10 @@ def cmd_bench(args) -> int:
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     registry.rename(run["id"], spec.name or f"benchmark {spec.model}")
     print(f"benchmark {run['id']}: {run_dir}")
-    record = follow_benchmark(registry, run["id"], run_dir)
+    from modelforge_ui.cli import follow_job
+
+    record = follow_job(registry, run["id"], print_event, "stopping after the current variant")
     return report_outcome(record, run_dir, args.out)
-
-
-def follow_benchmark(registry, run_id: str, run_dir: Path) -> dict:
-    """Start the runner, print its events until it ends; Ctrl-C stops it (twice: at once)."""
-    from trainers import runs
-    from trainers.events import read_events
-
-    proc = runs.launch(run_dir, kind="benchmark")
-    registry.mark_running(run_id, proc.pid)
-    seen, stop_sent = 0, False
-    while True:
-        try:
-            for event in read_events(run_dir, after=seen):
-                seen = event["seq"] + 1
-                print_event(event)
-            if proc.poll() is not None:
-                for event in read_events(run_dir, after=seen):
-                    print_event(event)
-                break
-            time.sleep(0.3)
-        except KeyboardInterrupt:
-            if stop_sent:
-                runs.stop(run_dir, proc, grace_s=0)
-            else:
-                print("\nstopping after the current variant (Ctrl-C again to force)...",
-                      file=sys.stderr)
-                runs.request_stop(run_dir)
-                stop_sent = True
-    return registry.finish_from_events(run_id, proc.returncode)
 
 
 def print_event(event: dict) -> None:

@@ -118,26 +118,33 @@ def test_not_installed_fails_with_the_documented_message(tmp_path, tiny_config):
                                  "(or this project's unsloth extra), or use provider huggingface")
 
 
-@pytest.mark.parametrize("system,expected", [("Windows", "windows"), ("Darwin", "macos")])
+@pytest.mark.parametrize("system,expected", [("Windows", "Windows (native)"),
+                                              ("Darwin", "macOS")])
 def test_platform_detection_and_refusal(monkeypatch, system, expected):
-    monkeypatch.setattr(unsloth_provider.platform, "system", lambda: system)
-    assert unsloth_provider.detect_os() == expected
+    from trainers import doctor
+
+    monkeypatch.setattr(doctor.platform, "system", lambda: system)
+    assert doctor.detect_platform() == expected
     with pytest.raises(UnsupportedPlatformError) as info:
         unsloth_provider.check_platform(expected)
-    if expected == "windows":
+    if system == "Windows":
         assert info.value.message == ("Unsloth is not supported on native Windows: "
                                       "use WSL 2 or Docker")
     else:
         assert "macOS" in info.value.message
 
 
-def test_wsl_and_linux_are_allowed(monkeypatch):
-    monkeypatch.setattr(unsloth_provider.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(unsloth_provider.platform, "release",
+def test_wsl2_docker_and_linux_are_allowed_wsl1_is_not(monkeypatch):
+    from trainers import doctor
+
+    monkeypatch.setattr(doctor.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(doctor.platform, "release",
                         lambda: "5.15.153.1-microsoft-standard-WSL2")
-    assert unsloth_provider.detect_os() == "wsl2"
-    for os_name in ("linux", "wsl2", "docker"):
-        unsloth_provider.check_platform(os_name)  # no error
+    assert doctor.detect_platform() == "WSL 2"
+    for where in ("Linux", "WSL 2", "Docker"):
+        unsloth_provider.check_platform(where)  # no error
+    with pytest.raises(UnsupportedPlatformError, match="WSL 2"):
+        unsloth_provider.check_platform("WSL 1")
 
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",

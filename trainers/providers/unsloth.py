@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -34,36 +33,20 @@ UNSLOTH_MISSING = ("Unsloth is not installed. Install it with `pip install unslo
 FLASH_ATTN_ENV = "UNSLOTH_DISABLE_FLASH_ATTN"
 
 
-def detect_os() -> str:
-    """linux, wsl2, docker, windows or macos (what the environment report shows)."""
-    system = platform.system()
-    if system == "Windows":
-        return "windows"
-    if system == "Darwin":
-        return "macos"
-    if "microsoft" in platform.release().lower():
-        return "wsl2"
-    if Path("/.dockerenv").exists() or "docker" in _read("/proc/1/cgroup"):
-        return "docker"
-    return "linux"
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def check_platform(os_name: str) -> None:
-    if os_name == "windows":
+def check_platform(where: str) -> None:
+    """`where` is trainers.doctor.detect_platform()'s answer (the environment report's too)."""
+    if where.startswith("Windows"):
         raise UnsupportedPlatformError(
             "Unsloth is not supported on native Windows: use WSL 2 or Docker",
             "Run ModelForge inside WSL 2 or the Docker image, or use provider huggingface.")
-    if os_name == "macos":
+    if where == "macOS":
         raise UnsupportedPlatformError(
             "Unsloth is not supported on macOS (it needs an NVIDIA GPU)",
             "Use provider huggingface on this Mac, or run on Linux, WSL 2 or Docker with a GPU.")
+    if where not in ("Linux", "WSL 2", "Docker"):
+        raise UnsupportedPlatformError(
+            f"Unsloth is not supported on {where}: it runs on Linux, WSL 2 and Docker",
+            "Use provider huggingface here (WSL 1 has no GPU: `wsl --set-version <distro> 2`).")
 
 
 def model_type_of(cfg: TrainConfig) -> tuple[str, bool]:
@@ -168,9 +151,11 @@ class UnslothProvider(Provider):
     name = "unsloth"
 
     def check(self, cfg: TrainConfig) -> None:
-        os_name = detect_os()
-        self.info["os"] = os_name
-        check_platform(os_name)
+        from trainers.doctor import detect_platform
+
+        where = detect_platform()
+        self.info["os"] = where
+        check_platform(where)
         try:
             import unsloth  # noqa: F401 - first, so it patches transformers/TRL/PEFT
         except ImportError as exc:
