@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -33,12 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
+
 from trainers.config import build_config  # noqa: E402
 from trainers.events import read_events  # noqa: E402
 from trainers.runs import create_run_dir, launch, worker_command  # noqa: E402
 
 PROVIDERS = ("huggingface", "unsloth")
-WARMUP_STEPS = 3
 
 
 def build_model(out: Path, tiny: bool) -> Path:
@@ -85,53 +87,15 @@ def run_provider(provider: str, model: Path, args, runs_dir: Path) -> dict:
 
 
 def summarize(provider: str, run_dir: Path, returncode: int, wall: float) -> dict:
+    """The common read-out plus DPO's reward margins and the trainer class that ran."""
     events = read_events(run_dir)
-    started = next((e for e in events if e["type"] == "started"), {})
     steps = [e for e in events if e["type"] == "progress"]
     end = events[-1] if events else {}
-    steady = [e["tokens_per_s"] for e in steps if e["step"] > WARMUP_STEPS and e["tokens_per_s"]]
-    reserved = [e["gpu_mem_reserved_gib"] for e in steps if e.get("gpu_mem_reserved_gib")]
     margins = [e["metrics"].get("rewards/margins") for e in steps]
-    result = {
-        "provider": provider, "status": end.get("type", "no events"), "returncode": returncode,
-        "wall_time_s": round(wall, 1), "train_runtime_s": end.get("train_runtime_s"),
-        "steps": end.get("steps"), "tokens_seen": end.get("tokens_seen"),
-        "tokens_per_s_median": round(statistics.median(steady), 1) if steady else None,
-        "tokens_per_s_min": min(steady) if steady else None,
-        "tokens_per_s_max": max(steady) if steady else None,
-        "peak_gpu_mem_allocated_gib": end.get("peak_gpu_mem_allocated_gib"),
-        "max_gpu_mem_reserved_gib": max(reserved) if reserved else None,
-        "first_loss": steps[0]["loss"] if steps else None,
-        "last_loss": steps[-1]["loss"] if steps else None,
-        "first_reward_margin": margins[0] if margins else None,
-        "last_reward_margin": margins[-1] if margins else None,
-        "trainer_class": end.get("trainer_class"),
-        "what_ran": {k: started.get(k) for k in (
-            "provider", "architecture", "attention", "quantization", "dtype", "max_seq_length",
-            "unsloth", "warnings", "device_name", "trainable_parameters", "trl_lm_head")},
-        "versions": started.get("versions"),
-    }
-    if end.get("type") == "failed":
-        result["error"] = {k: end.get(k) for k in ("error_type", "message", "hint")}
-    return result
-
-
-def environment() -> dict:
-    import os
-    import platform
-
-    def run(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-        except OSError:
-            return None
-
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "nvidia_smi": run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                               "--format=csv,noheader"]),
-            "env": {k: v for k, v in os.environ.items()
-                    if k.startswith(("UNSLOTH", "CUDA", "PYTORCH", "HF_", "TOKENIZERS"))},
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"provider": provider, **summarize_run(run_dir, returncode, wall),
+            "first_reward_margin": margins[0] if margins else None,
+            "last_reward_margin": margins[-1] if margins else None,
+            "trainer_class": end.get("trainer_class")}
 
 
 def markdown(results: list[dict], args) -> str:

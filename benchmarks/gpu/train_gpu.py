@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -29,8 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
+
 from trainers.config import build_config  # noqa: E402
-from trainers.events import read_events  # noqa: E402
 from trainers.runs import create_run_dir, launch  # noqa: E402
 
 VARIANTS = {  # name -> config fields
@@ -39,7 +40,6 @@ VARIANTS = {  # name -> config fields
     "huggingface-qlora4": {"provider": "huggingface", "use_4bit": True},
     "unsloth-qlora4": {"provider": "unsloth", "use_4bit": True},
 }
-WARMUP_STEPS = 3
 
 
 def build_model(family: str, out: Path, tiny: bool) -> Path:
@@ -71,47 +71,7 @@ def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path) -> d
 
 
 def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
-    events = read_events(run_dir)
-    started = next((e for e in events if e["type"] == "started"), {})
-    progress = [e for e in events if e["type"] == "progress"]
-    end = events[-1] if events else {}
-    steady = [e["tokens_per_s"] for e in progress if e["step"] > WARMUP_STEPS and e["tokens_per_s"]]
-    reserved = [e["gpu_mem_reserved_gib"] for e in progress if e.get("gpu_mem_reserved_gib")]
-    result = {
-        "variant": name, "status": end.get("type", "no events"), "returncode": returncode,
-        "wall_time_s": round(wall, 1), "train_runtime_s": end.get("train_runtime_s"),
-        "steps": end.get("steps"),
-        "tokens_per_s_median": round(statistics.median(steady), 1) if steady else None,
-        "tokens_per_s_min": min(steady) if steady else None,
-        "tokens_per_s_max": max(steady) if steady else None,
-        "world_size": end.get("world_size", 1),
-        "peak_gpu_mem_allocated_gib": end.get("peak_gpu_mem_allocated_gib"),
-        "peak_gpu_mem_allocated_gib_per_rank": end.get("peak_gpu_mem_allocated_gib_per_rank"),
-        "max_gpu_mem_reserved_gib": max(reserved) if reserved else None,
-        "first_loss": progress[0]["loss"] if progress else None,
-        "last_loss": progress[-1]["loss"] if progress else None,
-        "telemetry_overhead_pct": end.get("telemetry_overhead_pct"),
-        "what_ran": {k: started.get(k) for k in (
-            "provider", "architecture", "attention", "quantization", "dtype", "max_seq_length",
-            "unsloth", "warnings", "device_name", "trainable_parameters")},
-        "versions": started.get("versions"),
-    }
-    if end.get("type") == "failed":
-        result["error"] = {k: end.get(k) for k in ("error_type", "message", "hint")}
-    return result
-
-
-def environment() -> dict:
-    def run(cmd):
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-        except OSError:
-            return None
-
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "nvidia_smi": run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                               "--format=csv,noheader"]),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"variant": name, **summarize_run(run_dir, returncode, wall)}
 
 
 def markdown(results: list[dict], args) -> str:
