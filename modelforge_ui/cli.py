@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainers.config import PRESETS, build_config, load_config_file, parse_cli_value
+from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
+                             with_absolute_paths)
 from trainers.errors import ConfigError, ModelForgeError
 
 
@@ -72,7 +73,7 @@ def cmd_train(args) -> int:
     try:
         raw = load_config_file(args.config)
         raw.update(_parse_overrides(args.set))
-        cfg = build_config(raw, preset=args.preset)
+        cfg = build_config(with_absolute_paths(raw), preset=args.preset)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

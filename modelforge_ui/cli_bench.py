@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from trainers.benchmark.spec import BenchmarkSpec, build_spec
-from trainers.config import load_config_file, parse_cli_value
+from trainers.config import load_config_file, parse_cli_value, with_absolute_paths
 from trainers.errors import ModelForgeError
 
 LIST_FIELDS = ("providers", "modes", "target_modules")
@@ -59,7 +59,7 @@ def spec_from_args(args) -> BenchmarkSpec:
             raw[name] = parse_flag(name, text)
             words += ["--" + name.replace("_", "-"), text]
     raw["invocation"] = shlex.join(words)
-    return build_spec(raw)
+    return build_spec(with_absolute_paths(raw, keys=("model", "tokenizer", "dataset")))
 
 
 def cmd_bench(args) -> int:

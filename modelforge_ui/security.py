@@ -55,14 +55,6 @@ def token_matches(given: str | None, expected: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, else None."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 # --- paths -------------------------------------------------------------------------------------
 
 def _roots_text(roots: Iterable[Path]) -> str:

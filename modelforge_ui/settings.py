@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -122,9 +122,6 @@ class Settings:
                                 "Leave it unset on this system.")
         if self.jobs_per_device < 1:
             raise SettingsError("jobs_per_device must be at least 1.", "Use 1 (the default).")
-
-    def with_(self, **changes) -> "Settings":
-        return replace(self, **changes)
 
     # -- derived paths ----------------------------------------------------------------------
     @property

@@ -39,8 +39,9 @@ def test_formats_are_detected_and_named(tmp_path, rows, fmt):
     strategy = "dpo" if fmt.startswith("preference") else "sft"
     loaded = data.load_data(write_jsonl(tmp_path / "d.jsonl", rows), strategy=strategy)
     assert loaded.format == fmt
-    example = loaded.examples[0]
-    assert ("completion" in example) or ("messages" in example) or ("chosen" in example)
+    expected_keys = {"messages": {"messages", "line"},
+                     "preference": {"prompt", "chosen", "rejected", "line"}}
+    assert set(loaded.examples[0]) == expected_keys.get(fmt, {"prompt", "completion", "line"})
 
 
 def test_alpaca_input_and_qa_context_reach_the_prompt(tmp_path):

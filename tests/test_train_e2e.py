@@ -183,3 +183,26 @@ def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
     events = read_events(run["run_dir"])
     assert events[-1]["type"] == "stopped" and events[-1]["steps"] < 2000
     assert (Path(run["run_dir"]) / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_readme_cli_example_as_written(tmp_path):
+    """The README's snippet, with its relative paths, run from a directory of its own."""
+    import shutil
+
+    from trainers.demo import SAMPLE_SFT
+
+    (tmp_path / "trainers" / "sample_data").mkdir(parents=True)
+    shutil.copy(SAMPLE_SFT, tmp_path / "trainers" / "sample_data" / "instructions.jsonl")
+    made = run_cli(["demo-model", "./demo-model"], tmp_path / "home", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    (tmp_path / "config.json").write_text(
+        '{"provider": "huggingface", "model_name": "./demo-model", "max_seq_length": 2048,\n'
+        ' "task": "text-generation", "strategy": "sft", '
+        '"dataset": "trainers/sample_data/instructions.jsonl",\n'
+        ' "num_train_epochs": 3, "lora_r": 16, "lora_alpha": 32}\n')
+    result = run_cli(["train", "config.json", "--set", "max_steps=3"], tmp_path / "home",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = only_run(tmp_path / "home")
+    assert run["config"]["model_name"] == str(tmp_path / "demo-model")
+    assert run["config"]["dataset"] == str(tmp_path / "trainers/sample_data/instructions.jsonl")

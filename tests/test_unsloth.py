@@ -207,3 +207,24 @@ def test_migrated_config_runs(tmp_path, tiny_config):
     migrated = {**hf, "provider": "unsloth", "max_seq_length": 128}
     events = train(tmp_path, migrated)
     assert events[-1]["type"] == "finished" and events[0]["unsloth"]["active"] is True
+
+
+@needs_unsloth
+@pytest.mark.unsloth
+def test_a_model_unsloth_did_not_patch_is_not_taken_for_unsloth(demo_model):
+    """The guard behind "never plain Hugging Face under the unsloth label": a model loaded by
+    plain transformers, in a process where unsloth is imported, shows no evidence."""
+    script = (
+        "import unsloth, json, sys\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "from unsloth import FastLanguageModel\n"
+        "from trainers.providers.unsloth import patch_evidence\n"
+        f"plain = AutoModelForCausalLM.from_pretrained({str(demo_model)!r})\n"
+        f"fast, _ = FastLanguageModel.from_pretrained({str(demo_model)!r}, max_seq_length=64,"
+        " load_in_4bit=False)\n"
+        "print('RESULT', json.dumps([patch_evidence(plain)['active'],"
+        " patch_evidence(fast)['active']]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT [false, true]" in result.stdout

@@ -17,9 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from trainers.errors import ConfigError
 
-PROVIDERS = ("huggingface", "unsloth")
-TASKS = ("text-generation", "summarization", "question-answering")
-STRATEGIES = ("sft", "qlora", "dpo", "rlhf")
 COMMON_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
 
 
@@ -348,6 +345,26 @@ def parse_cli_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def absolute_if_local(value: str) -> str:
+    """A path that exists here becomes absolute (workers run in their own run directory, so a
+    relative path would point somewhere else); hub ids and other strings stay as they are."""
+    if not value:
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def with_absolute_paths(raw: dict[str, Any], keys=("model_name", "dataset", "output_dir")) -> dict:
+    """The config dict with its local paths made absolute, relative to the current directory."""
+    fixed = dict(raw)
+    for key in keys:
+        if isinstance(fixed.get(key), str):
+            fixed[key] = absolute_if_local(fixed[key])
+    if isinstance(fixed.get("output_dir"), str) and fixed["output_dir"]:
+        fixed["output_dir"] = str(Path(fixed["output_dir"]).expanduser().resolve())
+    return fixed
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -28,11 +28,19 @@ class PreviewCrashed(ModelForgeError):
 
 def run_preview(request: dict, timeout_s: float = PREVIEW_TIMEOUT_S) -> dict:
     """Run the preview in a subprocess; return its result or raise a ModelForgeError."""
+    import os
+    import tempfile
+
     project_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
     try:
-        out = subprocess.run([sys.executable, "-m", "trainers.preview_job"], cwd=project_root,
-                             input=json.dumps(request), capture_output=True, text=True,
-                             timeout=timeout_s)
+        # an empty working directory: a hub-shaped name like "owner/name" must not resolve to
+        # a local folder outside the allowed roots
+        with tempfile.TemporaryDirectory() as empty_cwd:
+            out = subprocess.run([sys.executable, "-m", "trainers.preview_job"], cwd=empty_cwd,
+                                 env=env, input=json.dumps(request), capture_output=True,
+                                 text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise PreviewTimeout(f"The preview took longer than {timeout_s:.0f} s.",
                              "Preview a smaller file, or leave model_name empty to skip "

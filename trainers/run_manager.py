@@ -361,8 +361,9 @@ class RunManager:
         for run_id, active in list(self._active.items()):
             if active.proc.poll() is None:
                 continue
-            del self._active[run_id]
+            # record the outcome before forgetting the worker, so a failure here is retried
             run = self.registry.finish_from_events(run_id, active.proc.returncode)
+            del self._active[run_id]
             killed = (run["summary"] or {}).get("error_type") == "killed" or \
                 isinstance(active.proc, _AdoptedWorker)  # an adopted worker's signal is unknown
             if active.stop_deadline is not None and run["status"] == "failed" and killed:

@@ -126,7 +126,10 @@ def exit_description(returncode: int | None) -> str:
     if returncode is None:
         return "still running"
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # a real-time signal has no name
+            name = "SIG" + str(-returncode)
         return f"killed by signal {name} ({-returncode})"
     return f"exited with code {returncode}"
 

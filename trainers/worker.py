@@ -24,7 +24,6 @@ from trainers.events import EventWriter
 
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
-LOG_FILE = "train.log"
 
 
 class RunContext:

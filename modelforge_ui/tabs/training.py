@@ -13,12 +13,13 @@ import pandas as pd
 from modelforge_ui import views
 from modelforge_ui.form import ConfigForm, problems_markdown
 from modelforge_ui.tabs.context import Dashboard, error_markdown
+from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.runs import log_tail
 
-DATA_TYPES = [".json", ".jsonl", ".csv", ".parquet"]
+DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
 PREVIEW_ROWS = 5
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from trainers.config import TrainConfig
 from trainers.providers.base import (Provider, check_cuda_features, compute_dtype,
                                      resolve_target_modules)
@@ -30,7 +32,8 @@ class HuggingFaceProvider(Provider):
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.float16 if cfg.fp16 else torch.bfloat16)
-            kwargs["device_map"] = {"": 0}
+            # bitsandbytes places the weights at load time: on this process's own GPU
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
         model = self._auto_class(seq2seq).from_pretrained(cfg.model_name, **kwargs)
         if cfg.use_4bit:
             model = prepare_model_for_kbit_training(

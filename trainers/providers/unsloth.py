@@ -124,9 +124,11 @@ def patch_evidence(model) -> dict:
 
         evidence["trl_lm_head_dispatch"] = bool(
             getattr(trl_utils._ChunkedLogProbFunction, "_unsloth_cpu_dispatch", False))
-        evidence["active"] = evidence["chunked_cross_entropy"] or evidence["trl_lm_head_dispatch"]
+        # the process-wide TRL dispatch is recorded, but only the model's own patch decides
+        evidence["active"] = evidence["chunked_cross_entropy"]
     else:
-        evidence["active"] = patched > 0 or evidence["config_unsloth_version"] is not None
+        # config.unsloth_version is stamped on every model Unsloth loads, patched or not
+        evidence["active"] = patched > 0
     return evidence
 
 
