@@ -36,6 +36,24 @@ class Dashboard:
             raise gr.Error(f"Cannot {action}: this server is in read-only demo mode. "
                            "Fix: the operator sets MODELFORGE_TOKEN and restarts it.")
 
+    def require_model_policy(self, run: dict) -> None:
+        """Loading a run's model again (playground, export) obeys the server's rules of today:
+        a run recorded by `modelforge train`, or under an earlier setting, may ask for more."""
+        from modelforge_ui.security import is_local_model_path, resolve_allowed_path
+        from trainers.errors import ModelForgeError
+
+        config = run["config"]
+        if config.get("trust_remote_code") and not self.settings.allow_trust_remote_code:
+            raise gr.Error("This run's model needs trust_remote_code, which is disabled on this "
+                           "server. Fix: the operator starts it with --allow-trust-remote-code.")
+        model = str(config.get("model_name", ""))
+        if is_local_model_path(model, self.settings.models_dir):
+            try:
+                resolve_allowed_path(model, self.settings.roots(), self.settings.models_dir,
+                                     "model_name")
+            except ModelForgeError as exc:
+                raise gr.Error(f"{exc.message} {exc.hint}".strip()) from None
+
     # -- runs ------------------------------------------------------------------------------
     def runs(self, kind: str | None = None) -> list[dict]:
         return self.manager.registry.list(kind=kind)

@@ -68,6 +68,7 @@ def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: fl
     run = app.get_run(run_id)
     if run is None:
         raise gr.Error("Pick a finished run first.")
+    app.require_model_policy(run)
     request = json.dumps({"prompt": prompt, "max_new_tokens": int(max_new_tokens),
                           "temperature": float(temperature)})
     texts = {"adapter": "", "base": ""}
@@ -88,6 +89,7 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
     run = app.get_run(run_id)
     if run is None:
         raise gr.Error("Pick a finished run first.")
+    app.require_model_policy(run)
     args = [run["run_dir"], "--dtype", dtype]
     if repo_id.strip():
         args += ["--push-to-hub", repo_id.strip()]

@@ -1,0 +1,30 @@
+"""Loading a recorded run's model again (playground, export) obeys the server's current rules."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from modelforge_ui.settings import Settings
+from modelforge_ui.tabs.context import Dashboard
+
+
+def run_with(**config) -> dict:
+    return {"id": "r1", "config": {"model_name": "meta-llama/Llama-3.2-3B", **config}}
+
+
+def test_trust_remote_code_needs_the_server_setting(tmp_path):
+    strict = Dashboard(None, Settings(data_dir=tmp_path))
+    with pytest.raises(gr.Error, match="trust_remote_code"):
+        strict.require_model_policy(run_with(trust_remote_code=True))
+    strict.require_model_policy(run_with(trust_remote_code=False))  # allowed
+    lenient = Dashboard(None, Settings(data_dir=tmp_path, allow_trust_remote_code=True))
+    lenient.require_model_policy(run_with(trust_remote_code=True))
+
+
+def test_local_model_outside_the_allowed_roots_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere" / "model"
+    outside.mkdir(parents=True)
+    app = Dashboard(None, Settings(data_dir=tmp_path / "data"))
+    with pytest.raises(gr.Error, match="model_name"):
+        app.require_model_policy(run_with(model_name=str(outside)))
