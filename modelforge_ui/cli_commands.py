@@ -63,7 +63,11 @@ def cmd_run(args) -> int:
         return 2
     from modelforge_ui.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except ModelForgeError as exc:  # e.g. another server already uses this data directory
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -235,3 +235,16 @@ def test_queue_positions_and_stopping_over_http(demo_model, tmp_path, tiny_confi
             assert client.get(f"/api/runs/{run_b}").json()["started_at"] is None  # never ran
     finally:
         srv.close()
+
+
+def test_one_manager_per_data_directory(tmp_path):
+    """A second server on the same data directory would recover and start the same runs."""
+    from trainers.run_manager import DataDirInUse
+
+    first = RunManager(tmp_path / "data", devices=[])
+    try:
+        with pytest.raises(DataDirInUse, match="Another ModelForge server"):
+            RunManager(tmp_path / "data", devices=[])
+    finally:
+        first.shutdown()
+    RunManager(tmp_path / "data", devices=[]).shutdown()  # free again once the first is gone

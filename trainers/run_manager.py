@@ -33,6 +33,7 @@ from pathlib import Path
 from trainers import runs
 from trainers.config import TrainConfig
 from trainers.events import EVENTS_FILE
+from trainers.errors import ModelForgeError
 from trainers.registry import RunRegistry
 
 
@@ -146,11 +147,40 @@ def _parse(line: bytes, seq: int) -> dict | None:
     return {"seq": seq, **event} if isinstance(event, dict) and "type" in event else None
 
 
+class DataDirInUse(ModelForgeError):
+    error_type = "data_dir_in_use"
+
+
+def _lock_data_dir(data_dir: Path):
+    """An exclusive lock on DATA_DIR/server.lock for this process's lifetime (released by the
+    OS if it dies; workers do not inherit it). Returns the open file, or None without fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # not on Windows: nothing guards a second server there
+        return None
+    fh = open(data_dir / "server.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "unknown"
+        fh.close()
+        raise DataDirInUse(f"Another ModelForge server (pid {owner}) is using the data "
+                           f"directory {data_dir}.",
+                           "Stop that server, or start this one with another --data-dir.")
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
 class RunManager:
     def __init__(self, data_dir: str | Path, jobs_per_device: int = 1, stop_grace_s: float = 60.0,
                  devices: list[str] | None = None, poll_s: float = 0.2,
                  worker_memory_bytes: int | None = None):
         self.registry = RunRegistry(data_dir)
+        # one manager per data directory: two would both recover and start the same runs
+        self._dir_lock = _lock_data_dir(self.registry.data_dir)
         self.devices = devices if devices is not None else (visible_gpus() or ["cpu"])
         self.jobs_per_device = jobs_per_device
         self.stop_grace_s = stop_grace_s
@@ -284,6 +314,9 @@ class RunManager:
                 for run_id, active in self._active.items():
                     proc = active.proc if isinstance(active.proc, subprocess.Popen) else None
                     runs.stop(Path(self.registry.get(run_id)["run_dir"]), proc, grace_s=5)
+        if self._dir_lock is not None:
+            self._dir_lock.close()  # releases the lock
+            self._dir_lock = None
         return still
 
     # -- the scheduler ----------------------------------------------------------------------
