@@ -123,7 +123,7 @@ def _parse_json(raw: bytes) -> object:
 # --- error responses ---------------------------------------------------------------------------
 
 _STATUS_OF = {"config": 422, "data": 422, "path_not_allowed": 403, "not_permitted": 403,
-              "timeout": 504, "preview_crashed": 500}
+              "timeout": 504, "preview_crashed": 502}
 
 
 def _error_response(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
@@ -495,11 +495,16 @@ def _add_dataset_routes(router: APIRouter, settings: Settings) -> None:
     def list_datasets() -> dict:
         """The uploaded data sets."""
         folder = settings.uploads_dir
-        files = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True) \
-            if folder.is_dir() else []
-        return {"datasets": [{"name": p.name, "path": str(p), "size_bytes": p.stat().st_size,
-                              "modified": p.stat().st_mtime}
-                             for p in files if p.is_file() and not p.name.startswith(".")]}
+        found = []
+        for path in (folder.iterdir() if folder.is_dir() else []):
+            try:  # a file deleted while we list is simply not listed
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.is_file() and not path.name.startswith("."):
+                found.append({"name": path.name, "path": str(path), "size_bytes": info.st_size,
+                              "modified": info.st_mtime})
+        return {"datasets": sorted(found, key=lambda d: d["modified"], reverse=True)}
 
     @router.post("/datasets/preview", tags=["datasets"])
     def preview_dataset(body: PreviewRequest) -> dict:
