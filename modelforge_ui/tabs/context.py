@@ -89,12 +89,31 @@ def run_label(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
 
 
+ZIP_PREFIX = "modelforge-zip-"
+ZIP_MAX_AGE_S = 3600
+
+
+def _sweep_old_zips() -> None:
+    """Adapters can be hundreds of MB: zips made over an hour ago (Gradio has served its own
+    copy by then) are removed when a new one is made."""
+    import shutil
+    import time
+
+    for folder in Path(tempfile.gettempdir()).glob(ZIP_PREFIX + "*"):
+        try:
+            if time.time() - folder.stat().st_mtime > ZIP_MAX_AGE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            continue
+
+
 def make_zip(name: str, files: dict[str, Path | str | dict | list]) -> Path:
     """A zip in a fresh temporary directory (Gradio serves files from there).
 
     Each value is a file, a directory (added recursively), text, or JSON-able data.
     """
-    out = Path(tempfile.mkdtemp(prefix="modelforge-")) / f"{name}.zip"
+    _sweep_old_zips()
+    out = Path(tempfile.mkdtemp(prefix=ZIP_PREFIX)) / f"{name}.zip"
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for arcname, value in files.items():
             if isinstance(value, Path):
