@@ -81,6 +81,12 @@ def cmd_train(args) -> int:
     from trainers.registry import RunRegistry
 
     registry = RunRegistry(data_dir)
+    from trainers.run_manager import server_using
+
+    if server_using(registry.data_dir):
+        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
+              "outside its queue, and may compete with its jobs for the GPU (submit it to the "
+              "server with POST /api/start_training to queue it)", file=sys.stderr)
     run = registry.create(cfg, source="cli")
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])

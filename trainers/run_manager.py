@@ -174,6 +174,17 @@ def _lock_data_dir(data_dir: Path):
     return fh
 
 
+def server_using(data_dir: Path) -> str | None:
+    """The pid of a server holding this data directory, or None (the lock is not kept)."""
+    try:
+        lock = _lock_data_dir(Path(data_dir))
+    except DataDirInUse as exc:
+        return exc.message.split("(pid ", 1)[1].split(")", 1)[0]
+    if lock is not None:
+        lock.close()
+    return None
+
+
 class RunManager:
     def __init__(self, data_dir: str | Path, jobs_per_device: int = 1, stop_grace_s: float = 60.0,
                  devices: list[str] | None = None, poll_s: float = 0.2,
