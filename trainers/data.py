@@ -370,6 +370,26 @@ def tokenize_example(example: dict, tokenizer, completion_only_loss: bool) -> di
             "completion_mask": [0 if mask_prompt else 1] * len(prompt_ids) + [1] * len(completion_ids)}
 
 
+def tokenize_seq2seq_examples(examples: list[dict], tokenizer,
+                               max_seq_length: int) -> tuple[list[dict], dict]:
+    """Encoder-decoder rows: the prompt is the encoder input, the completion the labels."""
+    rows = []
+    for example in examples:
+        example = as_prompt_completion(example, tokenizer)
+        if not example["prompt"]:
+            raise DataError(f"line {example['line']}: encoder-decoder models need an input and "
+                            "a target, but this row is plain text.",
+                            "Use prompt/completion, document/summary or question/answer data.")
+        labels = tokenizer(example["completion"].strip())["input_ids"]
+        if tokenizer.eos_token_id is not None and labels[-1:] != [tokenizer.eos_token_id]:
+            labels = labels + [tokenizer.eos_token_id]
+        rows.append({"input_ids": tokenizer(example["prompt"])["input_ids"], "labels": labels})
+    stats = token_stats([len(r["input_ids"]) for r in rows], max_seq_length)
+    for r in rows:
+        r["input_ids"], r["labels"] = r["input_ids"][:max_seq_length], r["labels"][:max_seq_length]
+    return rows, stats
+
+
 def _bos(tokenizer) -> list[int]:
     bos = tokenizer.bos_token_id
     return [bos] if bos is not None else []

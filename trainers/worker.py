@@ -73,7 +73,15 @@ class RunContext:
         """Tokenize once (SFT), choose max_seq_length, split, and check one batch fits."""
         cfg = self.cfg
         examples = self.data.examples
-        if not self.data.is_preference:
+        if self.provider.info.get("seq2seq"):
+            if cfg.max_seq_length == -1:
+                model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
+                lengths = [len(self.tokenizer(data_mod.as_prompt_completion(
+                    e, self.tokenizer)["prompt"])["input_ids"]) for e in examples]
+                self.max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
+            rows, self.token_stats = data_mod.tokenize_seq2seq_examples(
+                examples, self.tokenizer, self.max_seq_length)
+        elif not self.data.is_preference:
             lengths_cap = cfg.max_seq_length if cfg.max_seq_length > 0 else 10**9
             rows, stats = data_mod.tokenize_examples(examples, self.tokenizer, lengths_cap,
                                                      cfg.completion_only_loss)

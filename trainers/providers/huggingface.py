@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from trainers.config import TrainConfig
+from trainers.errors import ProviderError
 from trainers.providers.base import (Provider, check_cuda_features, compute_dtype,
                                      resolve_target_modules)
 
@@ -13,7 +14,18 @@ class HuggingFaceProvider(Provider):
     name = "huggingface"
 
     def check(self, cfg: TrainConfig) -> None:
+        from transformers import AutoConfig
+
         check_cuda_features(cfg)
+        model_config = AutoConfig.from_pretrained(cfg.model_name,
+                                                  trust_remote_code=cfg.trust_remote_code)
+        self.info["seq2seq"] = bool(getattr(model_config, "is_encoder_decoder", False))
+        if self.info["seq2seq"] and cfg.strategy in ("dpo", "rlhf"):
+            raise ProviderError(
+                f"Strategy {cfg.strategy} needs a decoder-only (causal) language model; "
+                f"{cfg.model_name} is an encoder-decoder.",
+                "Use strategy sft for T5/BART-style models, or pick a causal LM for "
+                "preference training.")
 
     def load_model(self, cfg: TrainConfig, max_seq_length: int, tokenizer):
         import torch
