@@ -33,7 +33,7 @@ from modelforge_ui.security import (NotPermittedError, PathRefused, check_config
                                     is_local_model_path, looks_like_hub_dataset,
                                     resolve_allowed_path, token_matches)
 from modelforge_ui.settings import Settings
-from trainers.config import PRESETS, TrainConfig, build_config
+from trainers.config import PRESETS, TrainConfig, build_config, plain_problem
 from trainers.data import EXTENSIONS
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.registry import STATUSES
@@ -132,20 +132,8 @@ def _error_response(status: int, body: dict, headers: dict | None = None) -> JSO
 
 def _plain_problem(err: dict) -> dict:
     """One FastAPI/pydantic validation error in the words trainers.config uses."""
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    field = ".".join(loc) or "body"
-    kind, given = err.get("type", ""), repr(err.get("input"))[:100]
-    if kind == "missing":
-        message = f"is required: add \"{field}\""
-    elif kind == "extra_forbidden":
-        message = f"unknown field '{field}'"
-    elif kind == "json_invalid":
-        message = f"is not valid JSON: {err.get('ctx', {}).get('error', '')}"
-    elif kind == "literal_error":
-        message = f"got {given}; allowed values are {err.get('ctx', {}).get('expected', '')}"
-    else:
-        message = f"got {given}, which is not valid here: {str(err.get('msg', '')).lower()}"
-    return {"field": field, "message": message}
+    problem = plain_problem(err)
+    return {**problem, "field": problem["field"] if problem["field"] != "config" else "body"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

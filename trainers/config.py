@@ -276,25 +276,33 @@ def field_names() -> list[str]:
     return list(TrainConfig.model_fields)
 
 
-def _plain_message(err: dict) -> dict:
-    """Turn one pydantic error into a sentence that names the field and the fix."""
-    field = ".".join(str(p) for p in err["loc"]) or "config"
-    kind = err["type"]
+_REQUEST_PARTS = ("body", "query", "path", "header")  # where FastAPI says an error sits
+
+
+def plain_problem(err: dict, valid_fields: list[str] | None = None) -> dict:
+    """One pydantic error as {field, message}: a sentence that names the field and the fix.
+
+    Shared by the config schema, the benchmark spec and the REST API, so the same mistake reads
+    the same everywhere. `valid_fields` lists what an unknown field could have been.
+    """
+    loc = [str(p) for p in err.get("loc", ()) if p not in _REQUEST_PARTS]
+    field = ".".join(loc) or "config"
+    kind, given = err.get("type", ""), repr(err.get("input"))[:100]
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(field, field_names(), n=1)
-        guess = f" Did you mean '{close[0]}'?" if close else ""
-        msg = (f"unknown field '{field}'.{guess} Valid fields are: "
-               + ", ".join(field_names()))
+        msg = f"unknown field '{field}'."
+        if valid_fields:
+            close = difflib.get_close_matches(field, valid_fields, n=1)
+            msg += (f" Did you mean '{close[0]}'?" if close else "") + \
+                " Valid fields are: " + ", ".join(valid_fields)
     elif kind == "missing":
-        msg = f"is required: add \"{field}\" to the config"
+        msg = f"is required: add \"{field}\""
+    elif kind == "json_invalid":
+        msg = f"is not valid JSON: {err.get('ctx', {}).get('error', '')}"
     elif kind == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "")
-        msg = f"got {err.get('input')!r}; allowed values are {allowed}"
-    elif kind.startswith(("int_", "float_", "bool_", "string_", "dict_", "list_")):
-        msg = f"got {err.get('input')!r}, which is not valid here: {err['msg'].lower()}"
+        msg = f"got {given}; allowed values are {err.get('ctx', {}).get('expected', '')}"
     else:
-        msg = err["msg"]
-    return _problem(field.split(".")[0], msg)
+        msg = f"got {given}, which is not valid here: {str(err.get('msg', '')).lower()}"
+    return _problem(loc[0] if loc else field, msg)
 
 
 def _problems_from_validation_error(exc: ValidationError) -> list[dict]:
@@ -304,7 +312,7 @@ def _problems_from_validation_error(exc: ValidationError) -> list[dict]:
         if isinstance(inner, ConfigError):
             problems.extend(inner.problems)
         else:
-            problems.append(_plain_message(err))
+            problems.append(plain_problem(err, field_names()))
     return problems
 
 

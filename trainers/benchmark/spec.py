@@ -7,11 +7,11 @@ optimizer, gradient checkpointing and padding treatment. Importing this is cheap
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainers.config import plain_problem
 from trainers.errors import ConfigError
 
 PROVIDERS = ("huggingface", "unsloth")
@@ -155,15 +155,4 @@ def build_spec(data: dict) -> BenchmarkSpec:
 
 
 def _problem(err: dict) -> dict:
-    field = str(err["loc"][0]) if err["loc"] else "spec"
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(field, list(BenchmarkSpec.model_fields), n=1)
-        guess = f" Did you mean '{close[0]}'?" if close else ""
-        return {"field": field, "message": f"unknown field.{guess} Valid fields are: "
-                                           + ", ".join(BenchmarkSpec.model_fields)}
-    if err["type"] == "missing":
-        return {"field": field, "message": f"is required: add \"{field}\""}
-    if err["type"] == "literal_error":
-        return {"field": field, "message": f"got {err.get('input')!r}; allowed values are "
-                                           f"{err.get('ctx', {}).get('expected', '')}"}
-    return {"field": field, "message": err["msg"]}
+    return plain_problem(err, list(BenchmarkSpec.model_fields))
