@@ -2,7 +2,8 @@
 
 One JSON object per line, append-only, each with a `type` and a `time`. Types: started,
 progress, eval, saved, stage, finished, failed, stopped (see README "Run directory").
-Readers tolerate a half-written last line (the worker may be mid-write).
+Readers wait for a half-written last line (the worker may be mid-write) and skip a
+damaged complete one.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def read_events(run_dir: str | Path, after: int = 0) -> list[dict]:
             try:
                 events.append({"seq": seq, **json.loads(line)})
             except json.JSONDecodeError:
-                break
+                continue  # a damaged complete line is skipped, as the run manager's reader does
     return events
 
 
