@@ -28,3 +28,27 @@ def test_local_model_outside_the_allowed_roots_is_refused(tmp_path):
     app = Dashboard(None, Settings(data_dir=tmp_path / "data"))
     with pytest.raises(gr.Error, match="model_name"):
         app.require_model_policy(run_with(model_name=str(outside)))
+
+
+def test_playground_keeps_off_the_gpu_while_a_job_trains(tmp_path, tiny_config):
+    """With a run holding "GPU 0", the playground and export subprocesses get no GPU."""
+    import time
+
+    from modelforge_ui.tabs.playground import gpu_or_cpu
+    from trainers.config import build_config
+    from trainers.run_manager import RunManager
+
+    manager = RunManager(tmp_path / "data", devices=["0"], poll_s=0.1)
+    app = Dashboard(manager, Settings(data_dir=tmp_path / "data"))
+    try:
+        assert gpu_or_cpu(app) == ({}, "")
+        run = manager.submit(build_config(tiny_config(max_steps=5000)))
+        deadline = time.time() + 60
+        while not manager.active() and time.time() < deadline:
+            time.sleep(0.1)
+        env, where = gpu_or_cpu(app)
+        assert env == {"CUDA_VISIBLE_DEVICES": ""} and "training job holds the GPU" in where
+        manager.stop(run["id"])
+        assert manager.wait_idle(300)
+    finally:
+        manager.shutdown()

@@ -25,13 +25,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 USABLE = ("succeeded", "stopped")
 
 
-def stream_module(module: str, args: list[str], stdin_text: str = "") -> Iterator[dict]:
+def stream_module(module: str, args: list[str], stdin_text: str = "",
+                  extra_env: dict | None = None) -> Iterator[dict]:
     """Run `python -m module args` and yield each JSON line it prints ({"log": line} for
     others). Ends with {"exit_code": n, "stderr_tail": ...}. The process is killed when the
     caller stops reading (the browser left)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join(
-               p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)}
+               p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
+           **(extra_env or {})}
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
@@ -61,6 +63,14 @@ def _failure(msg: dict) -> str:
             f"```\n{msg.get('stderr_tail', '')}\n```")
 
 
+def gpu_or_cpu(app: Dashboard) -> tuple[dict, str]:
+    """The playground and export run outside the run queue, so while a job trains they keep
+    off its GPU (a model loaded beside it could push it out of memory) and use the CPU."""
+    if app.manager.active() and app.manager.devices != ["cpu"]:
+        return {"CUDA_VISIBLE_DEVICES": ""}, " (on the CPU: a training job holds the GPU)"
+    return {}, ""
+
+
 def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: float,
              temperature: float):
     """Yield (adapter text, base text, status) as both models generate."""
@@ -72,8 +82,9 @@ def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: fl
     request = json.dumps({"prompt": prompt, "max_new_tokens": int(max_new_tokens),
                           "temperature": float(temperature)})
     texts = {"adapter": "", "base": ""}
-    yield "", "", "Loading the model (its own process)..."
-    for msg in stream_module("trainers.playground", [run["run_dir"]], request):
+    env, where = gpu_or_cpu(app)
+    yield "", "", f"Loading the model (its own process){where}..."
+    for msg in stream_module("trainers.playground", [run["run_dir"]], request, extra_env=env):
         if "text" in msg:
             texts[msg["model"]] += msg["text"]
             yield texts["adapter"], texts["base"], f"Generating with the {msg['model']} model..."
@@ -93,8 +104,9 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
     args = [run["run_dir"], "--dtype", dtype]
     if repo_id.strip():
         args += ["--push-to-hub", repo_id.strip()]
-    log: list[str] = []
-    for msg in stream_module("trainers.export", args):
+    env, where = gpu_or_cpu(app)
+    log: list[str] = [f"merging in its own process{where}"]
+    for msg in stream_module("trainers.export", args, extra_env=env):
         if "stage" in msg:
             log.append(msg["message"])
         elif msg.get("done"):
