@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from trainers.config import TrainConfig
 from trainers.errors import EnvironmentProblem
 
 
-class Provider:
+class Provider(ABC):
     name = "base"
 
     def __init__(self) -> None:
@@ -22,9 +24,9 @@ class Provider:
                                                   trust_remote_code=cfg.trust_remote_code)
         return ensure_pad_token(tokenizer)
 
+    @abstractmethod
     def load_model(self, cfg: TrainConfig, max_seq_length: int, tokenizer):
         """Return a PEFT model with the LoRA adapter attached (trainable), ready for a trainer."""
-        raise NotImplementedError  # each provider implements its own loading
 
 
 def ensure_pad_token(tokenizer):
