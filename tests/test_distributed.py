@@ -149,3 +149,13 @@ def test_fsdp_rules():
     assert check_config(base) == []
     assert "fsdp cannot shard a 4-bit" in check_config({**base, "use_4bit": True})[0]["message"]
     assert "use ddp" in check_config({**base, "provider": "unsloth"})[0]["message"]
+
+
+def test_fsdp_without_gpus_fails_with_the_reason(tmp_path, tiny_config):
+    registry, run, proc = start(tmp_path, tiny_config(num_processes=2, max_steps=2,
+                                                      distributed_strategy="fsdp"))
+    proc.wait(timeout=600)
+    record = registry.finish_from_events(run["id"], proc.returncode)
+    assert record["status"] == "failed"
+    assert record["summary"]["error_type"] == "environment"
+    assert "fsdp" in record["summary"]["message"] and "CUDA GPU" in record["summary"]["message"]

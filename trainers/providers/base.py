@@ -105,11 +105,13 @@ def check_cuda_features(cfg: TrainConfig) -> None:
         needs_cuda.append(f"optim {cfg.optim}")
     if cfg.fp16:
         needs_cuda.append("fp16")
+    if cfg.num_processes > 1 and cfg.distributed_strategy == "fsdp":
+        needs_cuda.append("distributed_strategy fsdp (transformers shards with FSDP on GPUs only)")
     if needs_cuda and not torch.cuda.is_available():
         raise EnvironmentProblem(
             f"{', '.join(needs_cuda)} needs a CUDA GPU, and none is visible.",
             "Run on a machine with an NVIDIA GPU, or turn these off (use_4bit false, "
-            "optim adamw_torch, bf16 or fp32 instead of fp16).")
+            "optim adamw_torch, bf16 or fp32 instead of fp16, ddp instead of fsdp).")
     if cfg.use_4bit or "8bit" in cfg.optim:
         try:
             import bitsandbytes  # noqa: F401
