@@ -132,7 +132,7 @@ def _error_response(status: int, body: dict, headers: dict | None = None) -> JSO
 
 def _plain_problem(err: dict) -> dict:
     """One FastAPI/pydantic validation error in the words trainers.config uses."""
-    problem = plain_problem(err)
+    problem = plain_problem(err, where="the request")
     return {**problem, "field": problem["field"] if problem["field"] != "config" else "body"}
 
 

@@ -279,7 +279,8 @@ def field_names() -> list[str]:
 _REQUEST_PARTS = ("body", "query", "path", "header")  # where FastAPI says an error sits
 
 
-def plain_problem(err: dict, valid_fields: list[str] | None = None) -> dict:
+def plain_problem(err: dict, valid_fields: list[str] | None = None,
+                  where: str = "the config") -> dict:
     """One pydantic error as {field, message}: a sentence that names the field and the fix.
 
     Shared by the config schema, the benchmark spec and the REST API, so the same mistake reads
@@ -295,7 +296,7 @@ def plain_problem(err: dict, valid_fields: list[str] | None = None) -> dict:
             msg += (f" Did you mean '{close[0]}'?" if close else "") + \
                 " Valid fields are: " + ", ".join(valid_fields)
     elif kind == "missing":
-        msg = f"is required: add \"{field}\""
+        msg = f"is required: add \"{field}\" to {where}"
     elif kind == "json_invalid":
         msg = f"is not valid JSON: {err.get('ctx', {}).get('error', '')}"
     elif kind == "literal_error":

@@ -155,4 +155,4 @@ def build_spec(data: dict) -> BenchmarkSpec:
 
 
 def _problem(err: dict) -> dict:
-    return plain_problem(err, list(BenchmarkSpec.model_fields))
+    return plain_problem(err, list(BenchmarkSpec.model_fields), where="the spec")
