@@ -55,12 +55,7 @@ def main() -> int:
               "MODELFORGE_TOKEN (a Space secret) to enable training.", file=sys.stderr, flush=True)
     from modelforge_ui.server import serve
 
-    try:
-        serve(settings)
-    except ModelForgeError as exc:  # e.g. another server already uses this data directory
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,7 @@ def cmd_run(args) -> int:
         return 2
     from modelforge_ui.server import serve
 
-    try:
-        serve(settings)
-    except ModelForgeError as exc:  # e.g. another server already uses this data directory
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return serve(settings)
 
 
 def ensure_demo_model(path: Path) -> None:

@@ -19,6 +19,7 @@ from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_ro
                                install_error_handlers)
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
+from trainers.errors import ModelForgeError
 from trainers.run_manager import RunManager
 
 DASHBOARD_MODULE = "modelforge_ui.dashboard"
@@ -98,10 +99,16 @@ def _version() -> str:
         return "dev"
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Run the server until it is stopped; the exit code for the command that started it
+    (2 when it could not start, e.g. another server already uses the data directory)."""
     import uvicorn
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     recovered = app.state.manager.recovered
     for what, ids in recovered.items():
         if ids:
@@ -110,6 +117,7 @@ def serve(settings: Settings) -> None:
     print(f"modelforge: serving {where}  (API docs: {where}/docs; data: {settings.data_dir}; "
           f"token {'required' if settings.token else 'off: loopback only'})", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
 
 
 if __name__ == "__main__":
