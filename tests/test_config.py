@@ -58,6 +58,10 @@ def test_unknown_key_is_rejected_listing_valid_ones():
     ("eval_split", -0.2, "at least 0"),
     ("max_seq_length", 8, "-1 (infer from the data) or at least 16"),
     ("max_seq_length", -2, "-1 (infer from the data) or at least 16"),
+    ("seed", 2**64, "from 0 to 4294967295"),
+    ("seed", -1, "from 0 to 4294967295"),
+    ("num_train_epochs", 1e308, "at most 10000"),
+    ("num_processes", 10**6, "at most 1024"),
 ])
 def test_ranges(field, value, words):
     problems = problems_for(**{field: value})
@@ -66,10 +70,20 @@ def test_ranges(field, value, words):
 
 @pytest.mark.parametrize("field,value", [
     ("lora_r", 1), ("lora_dropout", 0.0), ("learning_rate", 1.0), ("eval_split", 0.0),
-    ("max_seq_length", -1), ("max_seq_length", 16),
+    ("max_seq_length", -1), ("max_seq_length", 16), ("seed", 0), ("seed", 2**32 - 1),
+    ("num_train_epochs", 10000), ("num_processes", 1024),
 ])
 def test_range_edges_that_are_allowed(field, value):
     assert check_config(base(**{field: value})) == []
+
+
+@pytest.mark.parametrize("field", ["num_train_epochs", "lora_alpha", "weight_decay",
+                                   "max_grad_norm", "beta", "learning_rate"])
+def test_non_finite_numbers_are_refused(field):
+    """1e999 in JSON and .inf in YAML both read as infinity; no rule above may let it through."""
+    for value in (float("inf"), float("nan")):
+        problems = problems_for(**{field: value})
+        assert "finite number" in problems[field], (field, value, problems)
 
 
 def test_bf16_and_fp16_together_is_an_error():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -18,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainers.errors import ConfigError
 
 COMMON_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding take 32 bits
+MAX_EPOCHS = 10000
+MAX_PROCESSES = 1024  # a static sanity cap; the run manager checks this machine's GPUs/CPUs
 
 
 def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
@@ -179,7 +183,8 @@ _RANGE_RULES = [
      "must be at least 0 and below 1: use 0 for no evaluation or e.g. 0.1 to hold out 10%"),
     ("max_seq_length", lambda c: c.max_seq_length == -1 or c.max_seq_length >= 16,
      "must be -1 (infer from the data) or at least 16: common values are 512, 1024, 2048, 4096"),
-    ("num_train_epochs", lambda c: c.num_train_epochs > 0, "must be greater than 0"),
+    ("num_train_epochs", lambda c: 0 < c.num_train_epochs <= MAX_EPOCHS,
+     f"must be greater than 0 and at most {MAX_EPOCHS}: e.g. 3, or set max_steps instead"),
     ("max_steps", lambda c: c.max_steps == -1 or c.max_steps >= 1,
      "must be -1 (run the epochs) or at least 1"),
     ("warmup_ratio", lambda c: 0 <= c.warmup_ratio <= 1, "must be between 0 and 1"),
@@ -193,8 +198,9 @@ _RANGE_RULES = [
     ("max_new_tokens", lambda c: c.max_new_tokens >= 1, "must be at least 1"),
     ("num_generations", lambda c: c.num_generations >= 2,
      "must be at least 2: GRPO compares completions of the same prompt"),
-    ("num_processes", lambda c: c.num_processes >= 1,
-     "must be at least 1 (the number of GPUs the run trains on)"),
+    ("num_processes", lambda c: 1 <= c.num_processes <= MAX_PROCESSES,
+     f"must be at least 1 and at most {MAX_PROCESSES} (the number of GPUs the run trains on)"),
+    ("seed", lambda c: 0 <= c.seed <= MAX_SEED, f"must be from 0 to {MAX_SEED} (2**32 - 1): e.g. 42"),
     ("target_modules", lambda c: c.target_modules == "auto" or len(c.target_modules) > 0,
      "must be \"auto\" or a non-empty list of module names such as [\"q_proj\", \"v_proj\"]"),
 ]
@@ -202,7 +208,13 @@ _RANGE_RULES = [
 
 def config_problems(cfg: TrainConfig) -> list[dict]:
     """Every rule the field types alone do not express, each with its fix."""
-    problems = [_problem(f, msg) for f, ok, msg in _RANGE_RULES if not ok(cfg)]
+    # 1e999 in JSON and .inf in YAML read as infinity, and NaN slips past every comparison
+    infinite = [name for name, value in cfg if isinstance(value, float) and not math.isfinite(value)]
+    problems = [_problem(name, f"got {getattr(cfg, name)}; must be a finite number, e.g. the "
+                               f"default {TrainConfig.model_fields[name].default}")
+                for name in infinite]
+    problems += [_problem(f, msg) for f, ok, msg in _RANGE_RULES
+                 if f not in infinite and not ok(cfg)]
     if cfg.bf16 and cfg.fp16:
         problems.append(_problem(
             "bf16", "bf16 and fp16 cannot both be on: keep bf16 (Ampere or newer GPUs) "
