@@ -189,3 +189,45 @@ def test_preview_shows_examples_and_token_stats(tokenizer):
 def test_infer_max_seq_length_is_capped_by_the_model():
     assert data.infer_max_seq_length([10, 300, 33], model_max=None) == 304
     assert data.infer_max_seq_length([10, 3000], model_max=2048) == 2048
+
+
+# --- files that are not UTF-8 text, or too deep to read -------------------------------------------
+
+def _utf16(tmp_path, name):
+    path = tmp_path / name
+    text = {"jsonl": '{"prompt": "a", "completion": "b"}\n', "json": '[{"text": "a"}]',
+            "csv": "prompt,completion\na,b\n"}[name.rsplit(".", 1)[1]]
+    path.write_text(text, encoding="utf-16")
+    return path
+
+
+def _binary(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+def _deep(tmp_path, name):
+    path = tmp_path / name
+    deep = "[" * 100_000 + "]" * 100_000
+    path.write_text(deep + "\n" if name.endswith(".jsonl") else deep)
+    return path
+
+
+@pytest.mark.parametrize("make,name,words,fix", [
+    (_binary, "d.jsonl", "is not UTF-8 text (binary or another encoding at byte 128)", "UTF-8"),
+    (_binary, "d.json", "is not UTF-8 text (binary", "UTF-8"),
+    (_binary, "d.csv", "is not UTF-8 text (binary", "UTF-8"),
+    (_binary, "d.parquet", "could not be read", "Parquet"),
+    (_utf16, "d.jsonl", "is not UTF-8 text (UTF-16 text)", "UTF-8"),
+    (_utf16, "d.json", "is not UTF-8 text (UTF-16 text)", "UTF-8"),
+    (_utf16, "d.csv", "is not UTF-8 text (UTF-16 text)", "UTF-8"),
+    (_deep, "d.jsonl", "line 1: the JSON is nested too deeply", "flat objects"),
+    (_deep, "d.json", "nested too deeply", "flat objects"),
+])
+def test_unreadable_files_are_data_errors_naming_the_file(tmp_path, make, name, words, fix):
+    path = make(tmp_path, name)
+    with pytest.raises(DataError) as info:
+        data.load_data(str(path))
+    assert str(path) in info.value.message and words in info.value.message, info.value.message
+    assert fix in info.value.hint, info.value.hint

@@ -9,6 +9,7 @@ Examples come in two shapes:
 
 from __future__ import annotations
 
+import codecs
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]
                         "Use .json, .jsonl, .csv or .parquet.")
     if path.stat().st_size == 0:
         raise DataError(f"Data set file {source} is empty.", "Add at least one example.")
+    if kind != "parquet":
+        _check_utf8(path)
     rows, lines = {"jsonl": _read_jsonl, "json": _read_json,
                    "csv": _read_table, "parquet": _read_table}[kind](path)
     if not rows:
@@ -78,6 +81,36 @@ def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]
 def _looks_like_hub_id(source: str) -> bool:
     return "/" in source and not source.startswith(("/", ".", "~")) and source.count("/") == 1 \
         and not Path(source).suffix
+
+
+TEXT_HINT = "Save it as UTF-8 text (JSON, JSON Lines or CSV), or as a Parquet file."
+
+
+def _check_utf8(path: Path) -> None:
+    """JSON, JSON Lines and CSV must be UTF-8: say so, naming the byte, instead of a codec error
+    (read in chunks, so a large file is not held in memory twice)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                utf16 = offset == 0 and chunk[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+                what = "UTF-16 text" if utf16 else \
+                    f"binary or another encoding at byte {offset + exc.start}"
+                raise DataError(f"Data set file {path} is not UTF-8 text ({what}).",
+                                TEXT_HINT) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+
+
+def _too_deep(where: str) -> DataError:
+    return DataError(f"{where}: the JSON is nested too deeply to read.",
+                     "Rows are flat objects of text fields, e.g. {\"prompt\": ..., "
+                     "\"completion\": ...}.")
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
@@ -92,6 +125,8 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
                 raise DataError(f"{path}: malformed JSON on line {number}: {exc.msg} "
                                 f"(column {exc.colno}).",
                                 "Each line of a .jsonl file must be one complete JSON object.")
+            except RecursionError:
+                raise _too_deep(f"{path}: line {number}") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {number} is not a JSON object.",
                                 "Each line must look like {\"prompt\": ..., \"completion\": ...}.")
@@ -109,6 +144,8 @@ def _read_json(path: Path) -> tuple[list[dict], list[int]]:
             return _read_jsonl(path)  # JSON Lines saved with a .json name
         raise DataError(f"{path}: malformed JSON on line {exc.lineno}: {exc.msg}.",
                         "Fix the file, or save it as JSON Lines (.jsonl), one object per line.")
+    except RecursionError:
+        raise _too_deep(str(path)) from None
     if isinstance(data, dict):  # {"data": [...]} style, as datasets' json loader reads it
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else [data]
