@@ -135,6 +135,34 @@ def test_events_are_read_incrementally_and_half_lines_wait(tmp_path):
         manager.shutdown()
 
 
+BAD_EVENT_LINES = ['5', '[1, 2]', 'null', '"progress"', '{"type": 5}', '{"type": ["x"]}',
+                   '{"type": null}', '{"step": 3}', '{"type": ""}']
+
+
+def test_lines_that_are_not_events_are_skipped_by_every_reader(tmp_path):
+    """A line that is JSON but not an object with a string `type` is skipped like a damaged
+    one, by the run manager's incremental reader and by read_events (the registry, the CLI)."""
+    from trainers.events import read_events
+
+    manager = RunManager(tmp_path / "data", devices=[], poll_s=0.1)
+    try:
+        run = manager.submit(broken_config(tmp_path))
+        lines = [json.dumps({"type": "started", "time": 1}), *BAD_EVENT_LINES,
+                 json.dumps({"type": "progress", "time": 2, "step": 1, "seq": "mine"}),
+                 json.dumps({"type": "failed", "time": 3, "error_type": "data", "message": "m"})]
+        Path(run["run_dir"], "events.jsonl").write_text("\n".join(lines) + "\n")
+        last = len(lines) - 1
+        for events in (manager.events(run["id"]), read_events(run["run_dir"])):
+            assert [(e["seq"], e["type"]) for e in events] == \
+                [(0, "started"), (last - 1, "progress"), (last, "failed")]
+        got = manager.get(run["id"])
+        assert got["progress"]["step"] == 1 and got["progress"]["seq"] == last - 1
+        record = manager.registry.finish_from_events(run["id"], 1)
+        assert record["status"] == "failed" and record["summary"]["error_type"] == "data"
+    finally:
+        manager.shutdown()
+
+
 # --- recovery of an earlier server's runs -----------------------------------------------------------
 
 def stand_in_worker(run_dir: str, seconds: float, final_event: dict | None = None):

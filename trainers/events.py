@@ -31,22 +31,34 @@ class EventWriter:
         self._fh.close()
 
 
+def parse_event(line: bytes | str, seq: int) -> dict | None:
+    """One complete line as an event with its 0-based `seq`, or None when it is not one: damaged
+    JSON, or JSON that is not an object with a non-empty string `type`. Every reader skips those
+    alike, so one bad line never hides the others or crashes a reader."""
+    try:
+        event = json.loads(line)
+    except ValueError:  # also bad UTF-8
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not event["type"]:
+        return None
+    return {**event, "seq": seq}  # the reader's seq, whatever the line holds
+
+
 def read_events(run_dir: str | Path, after: int = 0) -> list[dict]:
-    """Events after the first `after` ones (each gets its 0-based index as `seq`)."""
+    """Events after the first `after` lines (each gets its 0-based line index as `seq`)."""
     path = Path(run_dir) / EVENTS_FILE
     if not path.exists():
         return []
     events = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for seq, line in enumerate(fh):
             if seq < after:
                 continue
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break  # still being written
-            try:
-                events.append({"seq": seq, **json.loads(line)})
-            except json.JSONDecodeError:
-                continue  # a damaged complete line is skipped, as the run manager's reader does
+            event = parse_event(line, seq)
+            if event is not None:
+                events.append(event)
     return events
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from trainers import runs
 from trainers.config import TrainConfig
-from trainers.events import EVENTS_FILE
+from trainers.events import EVENTS_FILE, parse_event
 from trainers.errors import ModelForgeError
 from trainers.registry import RunRegistry
 
@@ -111,7 +111,7 @@ class _EventCursor:
         while (end := chunk.find(b"\n", pos)) != -1:  # a half-written last line waits
             seq = len(self.line_starts)
             self.line_starts.append(self.offset + pos)
-            event = _parse(chunk[pos:end], seq)
+            event = parse_event(chunk[pos:end], seq)
             if event is not None:
                 self.latest[event["type"]] = event
             pos = end + 1
@@ -135,16 +135,8 @@ class _EventCursor:
                 fh.seek(self.line_starts[after])
                 data = fh.read(end - self.line_starts[after])
         lines = data.split(b"\n")[: stop - after]
-        events = (_parse(line, after + i) for i, line in enumerate(lines))
+        events = (parse_event(line, after + i) for i, line in enumerate(lines))
         return [e for e in events if e is not None]
-
-
-def _parse(line: bytes, seq: int) -> dict | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return {"seq": seq, **event} if isinstance(event, dict) and "type" in event else None
 
 
 class DataDirInUse(ModelForgeError):
