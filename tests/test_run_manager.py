@@ -4,6 +4,7 @@ recovery of an earlier server's runs, concurrent records, incremental event read
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from live_server import LiveServer, slow_config, start_run, wait_event, wait_status
+from test_faults import mount_tmpfs, unmount
 from trainers.config import build_config
+from trainers.errors import ConfigError, ModelForgeError
 from trainers.demo import SAMPLE_DIR
 from trainers.registry import RunRegistry
 from trainers.run_manager import RunManager
@@ -70,6 +73,139 @@ def test_rename_and_delete(tmp_path):
     assert not Path(run["run_dir"]).exists()
     with pytest.raises(KeyError):
         registry.get(run["id"])
+
+
+# --- the run database: damaged or read-only at start ------------------------------------------------
+
+def refused_start(data_dir: Path) -> str:
+    """Start `modelforge run` on data_dir; it must refuse (exit 2) and say why on stderr."""
+    from live_server import PROJECT_ROOT, free_port
+
+    proc = subprocess.Popen([sys.executable, "-m", "modelforge_ui.cli", "run", "--no-dashboard",
+                             "--port", str(free_port()), "--data-dir", str(data_dir)],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("the server started on a database it cannot use")
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+    assert err.startswith("error: ") and "Traceback" not in err, err[-2000:]
+    return err
+
+
+def test_a_damaged_run_database_is_reported_and_left_untouched(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "modelforge.db"
+    garbage = bytes(range(256)) * 64
+    db.write_bytes(garbage)
+    err = refused_start(data)
+    assert f"The run database {db} is damaged" in err
+    assert f"mv {db} {db}.damaged" in err and "run folders" in err
+    assert db.read_bytes() == garbage
+
+
+def test_a_read_only_run_database_is_reported_and_left_untouched(tmp_path):
+    data = tmp_path / "data"
+    registry = RunRegistry(data)
+    registry.create(broken_config(tmp_path), source="api")
+    db = registry.db_path
+    if os.geteuid() == 0:  # root writes through chmod 0o444: make the file itself read-only
+        result = subprocess.run(f"mount --bind {db} {db} && mount -o remount,bind,ro {db}",
+                                shell=True, capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"root ignores chmod, and a read-only bind mount failed: {result.stderr}")
+    else:
+        db.chmod(0o444)
+    before = db.read_bytes()
+    try:
+        err = refused_start(data)
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(db)], check=True)
+    assert f"The run database {db} cannot be written" in err and "writable" in err
+    assert db.read_bytes() == before
+
+
+# --- output_dir: a folder no other run or model owns ---------------------------------------------
+
+def refused(registry, cfg) -> str:
+    """The output_dir problem of a refused create; nothing of the run may be left behind."""
+    before = (len(registry.list()), sorted(registry.runs_dir.iterdir()))
+    with pytest.raises(ConfigError) as info:
+        registry.create(cfg, source="api")
+    assert (len(registry.list()), sorted(registry.runs_dir.iterdir())) == before
+    assert [p["field"] for p in info.value.problems] == ["output_dir"], info.value.problems
+    return info.value.problems[0]["message"]
+
+
+def test_output_dir_must_be_new_or_empty_and_owned_by_no_run_or_model(tmp_path, demo_model):
+    registry = RunRegistry(tmp_path / "data")
+    make = lambda out: broken_config(tmp_path, output_dir=str(out))  # noqa: E731
+    first = registry.create(make(tmp_path / "out" / "a"), source="api")  # new: fine
+    for out in (tmp_path / "out" / "a", tmp_path / "out" / "a" / "sub", tmp_path / "out"):
+        assert f"run {first['id']}" in refused(registry, make(out)), out  # claimed while queued
+    registry.set_status(first["id"], "failed", {"message": "x"})  # wrote nothing: free again
+    registry.create(make(tmp_path / "out" / "a"), source="api")
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    assert "is not empty" in refused(registry, make(tmp_path / "full"))
+    assert "is a file" in refused(registry, make(tmp_path / "full" / "notes.txt"))
+    (tmp_path / "empty").mkdir()
+    registry.create(make(tmp_path / "empty"), source="api")  # an empty folder is fine
+
+    assert "model folder" in refused(registry, make(demo_model))
+    assert "model folder" in refused(registry, make(demo_model / "adapter"))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    assert "model folder" in refused(registry, make(adapter / "checkpoint"))
+    assert "run directories" in refused(registry, make(Path(first["run_dir"]) / "adapter"))
+    assert "run directories" in refused(registry, make(registry.runs_dir / "mine"))
+    assert "absolute path" in refused(registry, make("relative/out"))
+    assert "File name too long" in refused(registry, make("/" + "x" * 5000))
+
+
+def test_concurrent_creates_claim_an_output_dir_once(tmp_path):
+    cfg = broken_config(tmp_path, output_dir=str(tmp_path / "out"))
+    barrier = threading.Barrier(10)
+    registries = [RunRegistry(tmp_path / "data") for _ in range(10)]  # as separate processes
+    outcomes = []
+
+    def create(registry):
+        barrier.wait()
+        try:
+            outcomes.append(registry.create(cfg, source="api")["id"])
+        except ConfigError as exc:
+            outcomes.append(exc.problems[0]["field"])
+
+    threads = [threading.Thread(target=create, args=(r,)) for r in registries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes).count("output_dir") == 9
+    assert [p.name for p in registries[0].runs_dir.iterdir()] == \
+        [r["id"] for r in registries[0].list()] == [o for o in outcomes if o != "output_dir"]
+
+
+def test_a_create_that_fails_leaves_no_run_folder_or_record(tmp_path):
+    """A real full disk: the run folder is made, its config.json cannot be written."""
+    registry = RunRegistry(tmp_path / "data")
+    mount_tmpfs(registry.runs_dir, "size=16k")
+    try:
+        (registry.runs_dir / "filler").write_bytes(b"x" * 16384)
+        with pytest.raises(ModelForgeError) as info:
+            registry.create(broken_config(tmp_path), source="api")
+        assert "No space left on device" in info.value.message and info.value.hint
+        assert [p.name for p in registry.runs_dir.iterdir()] == ["filler"]
+        assert registry.list() == []
+    finally:
+        unmount(registry.runs_dir)
 
 
 # --- scheduling ------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from contextlib import closing
 from pathlib import Path
 
 from trainers.config import TrainConfig
+from trainers.errors import ModelForgeError
 from trainers.events import read_events, terminal_event
+from trainers.output_dir import check_output_dir, check_unclaimed
 
 STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted")
 _TERMINAL_TO_STATUS = {"finished": "succeeded", "stopped": "stopped", "failed": "failed"}
@@ -39,14 +41,59 @@ CREATE INDEX IF NOT EXISTS runs_seq ON runs(seq);
 """
 
 
+class RunDatabaseError(ModelForgeError):
+    """The run database cannot be used; it is never overwritten or deleted to fix that."""
+
+    error_type = "run_database"
+
+
+class RunNotCreated(ModelForgeError):
+    """The run's folder could not be written (a full disk, no permission)."""
+
+    error_type = "run_not_created"
+
+
 class RunRegistry:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self.runs_dir = self.data_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "modelforge.db"
-        with closing(self._connect()) as db, db:
-            db.executescript(_SCHEMA)
+        self._check_database()
+
+    def _check_database(self) -> None:
+        """Open the database, or say what is wrong with it (damaged, read-only) and how to
+        recover, before a server or a run depends on it."""
+        try:
+            with closing(self._connect()) as db:
+                db.executescript(_SCHEMA)
+                found = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+                if found != ["ok"]:
+                    raise self._damaged("; ".join(found[:3]))
+                # a write that is rolled back: a read-only file opens and reads fine
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE write_check (x)")
+                db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+                raise self._damaged(str(exc)) from None
+            if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+                raise RunDatabaseError(
+                    f"The run database {self.db_path} cannot be written ({exc}).",
+                    "Make it and its folder writable by this user (and check that the file "
+                    "system is not mounted read-only), or use another data directory.") from None
+            raise RunDatabaseError(f"The run database {self.db_path} cannot be used ({exc}).",
+                                   "Check the file and the disk, or use another data "
+                                   "directory.") from None
+
+    def _damaged(self, detail: str) -> RunDatabaseError:
+        return RunDatabaseError(
+            f"The run database {self.db_path} is damaged or is not a ModelForge database "
+            f"({detail}).",
+            f"ModelForge leaves it untouched. Restore it from a backup, or move it aside to start "
+            f"with an empty run history (mv {self.db_path} {self.db_path}.damaged); the run "
+            f"folders in {self.runs_dir} are kept.")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)  # explicit BEGINs
@@ -56,27 +103,49 @@ class RunRegistry:
         return db
 
     # -- writes ---------------------------------------------------------------------------------
-    def create(self, cfg: TrainConfig, source: str = "", kind: str = "train",
+    def create(self, cfg: TrainConfig | None, source: str = "", kind: str = "train",
                config_dict: dict | None = None) -> dict:
-        """Record a queued run and write its directory with config.json."""
+        """Record a queued run and write its directory with config.json (`config_dict` for a
+        job that is not training). A refused or failed create leaves no folder and no record."""
+        config = config_dict if config_dict is not None else cfg.model_dump(mode="json")
+        output_dir = check_output_dir(cfg.output_dir, self.runs_dir, cfg.model_name) \
+            if cfg is not None and cfg.output_dir else None
+        run_id, run_dir = self._make_run_dir(cfg if cfg is not None else config)
+        try:
+            self._insert(run_id, run_dir, config, kind, source, output_dir,
+                         (cfg.name if cfg is not None else "") or _default_name(config, kind))
+            return self.get(run_id)
+        except BaseException:
+            with closing(self._connect()) as db:
+                db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+    def _make_run_dir(self, config: TrainConfig | dict) -> tuple[str, Path]:
         from trainers.runs import create_run_dir, new_run_id
 
         for attempt in range(5):  # a run id repeats only if two runs share second and random part
             run_id = new_run_id()
             try:
-                run_dir = create_run_dir(cfg, self.runs_dir, run_id) if cfg is not None else \
-                    self._plain_run_dir(run_id)
-                break
+                return run_id, create_run_dir(config, self.runs_dir, run_id)
             except FileExistsError:
                 if attempt == 4:
                     raise
-        config = config_dict if config_dict is not None else cfg.model_dump(mode="json")
-        name = (cfg.name if cfg is not None else "") or _default_name(config, kind)
+            except OSError as exc:
+                raise RunNotCreated(f"Could not write the run's folder in {self.runs_dir}: "
+                                    f"{exc.strerror or exc}.",
+                                    "Free space on that disk, or make the data directory "
+                                    "writable, then start the run again.") from None
+
+    def _insert(self, run_id: str, run_dir: Path, config: dict, kind: str, source: str,
+                output_dir: Path | None, name: str) -> None:
         db = self._connect()
         try:
-            # IMMEDIATE takes the write lock before reading MAX(seq): concurrent submits from
-            # several threads or processes get distinct, increasing numbers.
+            # IMMEDIATE takes the write lock before reading: concurrent submits from several
+            # threads or processes get distinct, increasing numbers, and claim an output_dir once
             db.execute("BEGIN IMMEDIATE")
+            if output_dir is not None:
+                check_unclaimed(output_dir, self._claims(db))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
             db.execute("INSERT INTO runs (id, seq, name, kind, source, status, created_at, config,"
                        " run_dir) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
@@ -85,16 +154,17 @@ class RunRegistry:
             db.execute("COMMIT")
         except BaseException:
             db.rollback()
-            shutil.rmtree(run_dir, ignore_errors=True)
             raise
         finally:
             db.close()
-        return self.get(run_id)
 
-    def _plain_run_dir(self, run_id: str) -> Path:
-        run_dir = self.runs_dir / run_id
-        run_dir.mkdir(parents=True)
-        return run_dir
+    @staticmethod
+    def _claims(db: sqlite3.Connection) -> dict[str, str]:
+        """run id -> output_dir of every queued or running training run that sets one."""
+        rows = db.execute("SELECT id, config FROM runs WHERE kind = 'train' AND "
+                          "status IN ('queued', 'running')").fetchall()
+        claims = {row["id"]: json.loads(row["config"]).get("output_dir") for row in rows}
+        return {run_id: out for run_id, out in claims.items() if out}
 
     def mark_running(self, run_id: str, pid: int) -> None:
         self._update(run_id, status="running", started_at=time.time(), pid=pid)

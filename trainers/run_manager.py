@@ -18,7 +18,6 @@ No torch here: the server imports this.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -232,7 +231,6 @@ class RunManager:
         """A non-training job (a benchmark): config.json is written by the caller's schema."""
         with self._lock:
             run = self.registry.create(None, source=source, kind=kind, config_dict=config)
-            (Path(run["run_dir"]) / "config.json").write_text(json.dumps(config, indent=2))
             self._queue.append(run["id"])
         return run
 

@@ -7,8 +7,10 @@ crash or an out-of-memory kill cannot take the caller down, and stopping can be 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,10 +35,19 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def create_run_dir(cfg: TrainConfig, runs_dir: Path, run_id: str | None = None) -> Path:
+def create_run_dir(config: TrainConfig | dict, runs_dir: Path, run_id: str | None = None) -> Path:
+    """RUN_DIR with its config.json (a TrainConfig, or a job's own config dict). A folder whose
+    config.json cannot be written (a full disk) is removed again."""
     run_dir = Path(runs_dir) / (run_id or new_run_id())
     run_dir.mkdir(parents=True, exist_ok=False)
-    save_config(cfg, run_dir / "config.json")
+    try:
+        if isinstance(config, TrainConfig):
+            save_config(config, run_dir / "config.json")
+        else:
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -56,8 +67,6 @@ def worker_command(run_dir: Path, kind: str = "train") -> list[str]:
 
 def num_processes(run_dir: Path) -> int:
     """The run's num_processes (1 when the config is unreadable: the worker will say why)."""
-    import json
-
     try:
         config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
         return max(1, int(config.get("num_processes", 1)))
@@ -67,8 +76,6 @@ def num_processes(run_dir: Path) -> int:
 
 def rank_failures(run_dir: Path) -> list[dict]:
     """What each failed rank of a multi-process run wrote before it died (rank0 writes events)."""
-    import json
-
     failures = []
     for path in sorted(Path(run_dir).glob("rank*.failed.json")):
         try:
