@@ -158,12 +158,12 @@ def test_output_dir_must_be_new_or_empty_and_owned_by_no_run_or_model(tmp_path, 
     (tmp_path / "empty").mkdir()
     registry.create(make(tmp_path / "empty"), source="api")  # an empty folder is fine
 
-    assert "model folder" in refused(registry, make(demo_model))
-    assert "model folder" in refused(registry, make(demo_model / "adapter"))
+    assert "is the model or adapter folder" in refused(registry, make(demo_model))
+    assert "is inside the model or adapter" in refused(registry, make(demo_model / "adapter"))
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    assert "model folder" in refused(registry, make(adapter / "checkpoint"))
+    assert "is inside the model or adapter" in refused(registry, make(adapter / "checkpoint"))
     assert "run directories" in refused(registry, make(Path(first["run_dir"]) / "adapter"))
     assert "run directories" in refused(registry, make(registry.runs_dir / "mine"))
     assert "absolute path" in refused(registry, make("relative/out"))

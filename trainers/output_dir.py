@@ -50,8 +50,9 @@ def _check_folder(path: Path, runs_dir: Path, model_name: str) -> Path:
         Path(model_name).expanduser().is_dir() else None
     for folder in (path, *path.parents):
         if folder == model or (folder.is_dir() and is_model_folder(folder)):
-            raise _refuse(f"{path} is in the model folder {folder}: adapter files there would "
-                          f"become part of that model; {fix}")
+            where = "is" if folder == path else "is inside"
+            raise _refuse(f"{path} {where} the model or adapter folder {folder}: files saved "
+                          f"there would become part of it; {fix}")
     if path.is_file():
         raise _refuse(f"{path} is a file: {fix}")
     if path.is_dir() and next(path.iterdir(), None) is not None:

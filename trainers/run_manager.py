@@ -228,7 +228,7 @@ class RunManager:
         return run
 
     def submit_job(self, kind: str, config: dict, source: str = "api") -> dict:
-        """A non-training job (a benchmark): config.json is written by the caller's schema."""
+        """A non-training job (a benchmark): config.json holds `config`, in its own schema."""
         with self._lock:
             run = self.registry.create(None, source=source, kind=kind, config_dict=config)
             self._queue.append(run["id"])
