@@ -9,6 +9,7 @@ that need a tokenizer and the doctor's torch probe run in subprocesses.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -24,14 +25,15 @@ from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFil
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelforge_ui.security import (NotPermittedError, PathRefused, check_config_policy,
                                     is_local_model_path, looks_like_hub_dataset,
-                                    resolve_allowed_path, token_matches)
+                                    resolve_allowed_path)
 from modelforge_ui.settings import Settings
 from trainers.config import PRESETS, TrainConfig, build_config, plain_problem
 from trainers.data import EXTENSIONS
@@ -41,6 +43,9 @@ from trainers.run_manager import RunManager
 
 MAX_JSON_BYTES = 1 * 2**20  # a config is a few KiB; anything near this is not a config
 MULTIPART_OVERHEAD = 64 * 2**10
+UPLOAD_PATH = "/api/datasets"  # the one /api endpoint whose body is multipart, not JSON
+MAX_NAME = 200  # of a stored upload: file systems take 255 bytes; room for the "-N" of a repeat
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 EVENTS_PAGE = 1000
 DOCTOR_CACHE_S = 300
 
@@ -64,6 +69,26 @@ class ApiError(Exception):
 def _not_found(run_id: str) -> ApiError:
     return ApiError(404, "not_found", f"No run with id {run_id!r}.",
                     "List the runs with GET /api/runs.")
+
+
+def _no_endpoint(method: str, path: str) -> ApiError:
+    return ApiError(404, "not_found", f"No such endpoint: {method} {path[:200]}.",
+                    "See the API's endpoints at /docs.")
+
+
+def _wrong_method(method: str, path: str, allowed: str) -> ApiError:
+    return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}.",
+                    f"Use {allowed or 'another method'}; see the API's endpoints at /docs.",
+                    headers={"Allow": allowed} if allowed else None)
+
+
+def disk_full(exc: BaseException | None) -> ApiError | None:
+    """The 507 for an OSError that means the disk (or the quota) is full, else None."""
+    if not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+        return None
+    return ApiError(507, "disk_full", f"The server ran out of disk space ({exc.strerror}).",
+                    "Free space on the server (the data directory, and the temp folder that "
+                    "uploads pass through), or ask the operator to; then try again.")
 
 
 # --- request bodies ----------------------------------------------------------------------------
@@ -161,22 +186,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        if isinstance(exc, BodyTooLarge):
-            body = exc.body()
-        elif exc.status_code == 404:
-            body = {"error_type": "not_found",
-                    "message": f"No such endpoint: {request.method} {request.url.path}.",
-                    "hint": "See the API's endpoints at /docs."}
-        elif exc.status_code == 405:
-            body = {"error_type": "method_not_allowed",
-                    "message": f"{request.method} is not allowed on {request.url.path}.",
-                    "hint": "See the API's endpoints at /docs."}
-        else:
-            body = {"error_type": "http", "message": str(exc.detail), "hint": ""}
-        return _error_response(exc.status_code, body, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        known = disk_full(exc.__cause__)  # FastAPI's 400 for a multipart body it could not spool
+        if known is None and exc.status_code == 404:
+            known = _no_endpoint(request.method, request.url.path)
+        elif known is None and exc.status_code == 405:
+            known = _wrong_method(request.method, request.url.path, (headers or {}).get("Allow"))
+        if known is not None:
+            return _error_response(known.status, known.body(), known.headers)
+        body = exc.body() if isinstance(exc, BodyTooLarge) else \
+            {"error_type": "http", "message": str(exc.detail), "hint": ""}
+        return _error_response(exc.status_code, body, headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
+        if (full := disk_full(exc)) is not None:
+            return _error_response(full.status, full.body())
         return _error_response(500, {
             "error_type": "internal", "message": f"{type(exc).__name__}: {str(exc)[:500]}",
             "hint": "This is a bug in ModelForge: please report it with the server log."})
@@ -209,7 +234,7 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             return await self.app(scope, receive, send)
-        limit = self.upload_limit if scope["path"].rstrip("/") == "/api/datasets" \
+        limit = self.upload_limit if scope["path"].rstrip("/") == UPLOAD_PATH \
             else MAX_JSON_BYTES
         declared = dict(scope["headers"]).get(b"content-length", b"").decode() or None
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -232,24 +257,31 @@ class BodyLimitMiddleware:
 # --- the router --------------------------------------------------------------------------------
 
 def build_router(manager: RunManager, settings: Settings) -> APIRouter:
+    # Declares the bearer token in /docs; modelforge_ui/http_guard.py checks it, before the body.
     bearer = HTTPBearer(auto_error=False, description="The server's token (MODELFORGE_TOKEN).")
-
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        if not settings.token:
-            return
-        given = credentials.credentials if credentials else None
-        if not token_matches(given, settings.token):
-            raise ApiError(401, "unauthorized",
-                           "Missing or wrong token." if given else "This server needs a token.",
-                           "Send the header `Authorization: Bearer <token>` with the token the "
-                           "server was started with (MODELFORGE_TOKEN).",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+    router = APIRouter(prefix="/api", dependencies=[Depends(bearer)])
     _add_system_routes(router, manager, settings)
     _add_run_routes(router, manager, settings)
     _add_dataset_routes(router, settings)
+    _add_fallback_routes(router)  # last: it takes every /api path the routes above do not
     return router
+
+
+def _add_fallback_routes(router: APIRouter) -> None:
+    """The JSON 404 for an unknown /api path and the 405 for a wrong method on a known one
+    (without these the dashboard, mounted at "/", answers them in Gradio's words)."""
+    known = [route for route in router.routes if isinstance(route, APIRoute)]
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    @router.api_route("", methods=methods, include_in_schema=False)
+    @router.api_route("/{path:path}", methods=methods, include_in_schema=False)
+    def no_such_endpoint(request: Request):
+        path = request.scope["path"]
+        allowed = sorted({method for route in known if route.path_regex.match(path)
+                          for method in route.methods})
+        if allowed:
+            raise _wrong_method(request.method, path, ", ".join(allowed))
+        raise _no_endpoint(request.method, path)
 
 
 def _add_system_routes(router: APIRouter, manager: RunManager, settings: Settings) -> None:
@@ -428,7 +460,7 @@ _upload_lock = threading.Lock()
 
 
 def safe_filename(filename: str | None) -> str:
-    """The upload's base name with only safe characters, or ApiError(422)."""
+    """The upload's base name with only safe characters, cut to MAX_NAME, or ApiError(422)."""
     base = re.split(r"[\\/]", filename or "")[-1]
     name = _SAFE_NAME.sub("_", base).lstrip(".")
     suffix = Path(name).suffix.lower()
@@ -438,11 +470,23 @@ def safe_filename(filename: str | None) -> str:
                        "Rename the file with one of those extensions.",
                        [{"field": "file", "message": "needs a .json, .jsonl, .csv or .parquet "
                                                      "name"}])
+    if len(name) > MAX_NAME:  # only ASCII is left: characters are bytes
+        name = name[:MAX_NAME - len(suffix)] + name[-len(suffix):]
     return name
 
 
 def store_upload(source, name: str, settings: Settings) -> Path:
-    """Copy the upload to the upload directory under a new name; enforce the size limit."""
+    """Copy the upload to the upload directory under a new name; enforce the size limit.
+    A full disk is ApiError(507), and no partial file stays."""
+    try:
+        return _store(source, name, settings)
+    except OSError as exc:
+        if (full := disk_full(exc)) is None:
+            raise
+        raise full from None
+
+
+def _store(source, name: str, settings: Settings) -> Path:
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=settings.uploads_dir, prefix=".upload-", suffix=".part")
     size = 0

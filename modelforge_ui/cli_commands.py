@@ -29,6 +29,10 @@ def add_server_commands(sub) -> None:
     run.add_argument("--allowed-root", action="append", type=Path, metavar="DIR",
                      help="a directory data sets and local models may be read from, "
                           "repeatable (MODELFORGE_ALLOWED_ROOTS)")
+    run.add_argument("--allowed-host", action="append", metavar="NAME",
+                     help="another name this server is reached by (a reverse proxy's), "
+                          "repeatable (MODELFORGE_ALLOWED_HOSTS); requests addressed to any "
+                          "other name are refused")
     run.add_argument("--max-upload-mb", type=float, help="upload size limit (default 512)")
     run.add_argument("--allow-trust-remote-code", action="store_true", default=None,
                      help="let configs set trust_remote_code (runs code from model repos)")
@@ -54,6 +58,7 @@ def cmd_run(args) -> int:
         settings = Settings.from_env(
             host=args.host, port=args.port, token=args.token, data_dir=args.data_dir,
             allowed_roots=tuple(args.allowed_root) if args.allowed_root else None,
+            allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
             max_upload_mb=args.max_upload_mb, allow_trust_remote_code=args.allow_trust_remote_code,
             worker_memory_gb=args.worker_memory_gb, demo=args.demo, dashboard=args.dashboard)
         if settings.demo:

@@ -18,8 +18,11 @@ from trainers.config import TrainConfig
 from trainers.data import _looks_like_hub_id as looks_like_hub_dataset
 from trainers.errors import ConfigError, ModelForgeError, PathNotAllowedError
 
-# A Hugging Face hub id: "name" or "owner/name" with letters, digits, '-', '_', '.'.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+# A Hugging Face hub id: "name" or "owner/name" with letters, digits, '-', '_', '.' (the hub
+# allows 96 characters a part).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+# Longer paths make the file system fail (ENAMETOOLONG) instead of answering.
+PATH_MAX, NAME_MAX = 4096, 255
 
 
 class PathRefused(PathNotAllowedError):
@@ -76,11 +79,16 @@ def resolve_allowed_path(path: str, roots: Iterable[Path], base: Path | None = N
     if not path or "\x00" in path:
         raise PathRefused(field, f"{field} is not a usable path.", hint)
     raw = Path(path)
+    candidate = raw if raw.is_absolute() else (base or roots[0]) / raw
+    encoded = str(candidate).encode(errors="surrogateescape")
+    if len(encoded) > PATH_MAX or max(map(len, encoded.split(b"/"))) > NAME_MAX:
+        raise PathRefused(field, f"{field} is too long ({len(path)} characters): a path may "
+                                 f"have {PATH_MAX} bytes, and each of its parts {NAME_MAX}.",
+                          "Give a shorter path. " + hint)
     if ".." in re.split(r"[\\/]", path):
         raise PathRefused(field, f"{field} {path!r} contains '..', which is not allowed.", hint)
     if path.startswith("~"):
         raise PathRefused(field, f"{field} {path!r} starts with '~'; give an absolute path.", hint)
-    candidate = raw if raw.is_absolute() else (base or roots[0]) / raw
     real = Path(os.path.realpath(candidate))
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     if any(real == r or real.is_relative_to(r) for r in real_roots):

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_router,
                                install_error_handlers)
+from modelforge_ui.http_guard import HttpGuard
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
 from trainers.errors import ModelForgeError
@@ -61,6 +62,9 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> FastAPI
     app.include_router(build_router(manager, settings))  # before the dashboard's catch-all "/"
     if settings.dashboard:
         mount_dashboard(app, manager, settings)
+    # Added last, so it is the outermost layer: Host, Origin, token and content type are
+    # checked before any other middleware or route reads the body.
+    app.add_middleware(HttpGuard, settings=settings)
     return app
 
 

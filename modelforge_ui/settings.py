@@ -9,6 +9,9 @@
   MODELFORGE_ALLOW_TRUST_REMOTE_CODE        1 lets configs set trust_remote_code (default off)
   MODELFORGE_WORKER_MEMORY_GB               cap each worker's data memory (Linux; default none)
   MODELFORGE_JOBS_PER_DEVICE                jobs run at once on each GPU (or the CPU), default 1
+  MODELFORGE_ALLOWED_HOSTS                  more names the server answers to (Host and Origin),
+                                            comma-separated, e.g. a reverse proxy's
+  SPACE_HOST                                set by Hugging Face Spaces: the Space's own names
 
 Importing this module is cheap: no torch, no gradio.
 """
@@ -41,6 +44,8 @@ class Settings:
     token: str | None = field(default=None, repr=False)  # never printed in logs
     data_dir: Path = field(default_factory=default_data_dir)
     allowed_roots: tuple[Path, ...] = ()
+    # Names besides loopback, IP addresses and `host` that requests may address (http_guard.py).
+    allowed_hosts: tuple[str, ...] = ()
     max_upload_mb: float = 512.0
     allow_trust_remote_code: bool = False
     worker_memory_gb: float | None = None
@@ -68,6 +73,9 @@ class Settings:
         if env.get("MODELFORGE_ALLOWED_ROOTS"):
             values["allowed_roots"] = tuple(
                 Path(p).expanduser() for p in env["MODELFORGE_ALLOWED_ROOTS"].split(os.pathsep) if p)
+        hosts = f"{env.get('MODELFORGE_ALLOWED_HOSTS', '')},{env.get('SPACE_HOST', '')}"
+        if hosts.strip(","):
+            values["allowed_hosts"] = tuple(hosts.split(","))
         if env.get("MODELFORGE_MAX_UPLOAD_MB"):
             values["max_upload_mb"] = _float(env["MODELFORGE_MAX_UPLOAD_MB"],
                                              "MODELFORGE_MAX_UPLOAD_MB")
@@ -92,6 +100,8 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         object.__setattr__(self, "allowed_roots",
                            tuple(Path(p).expanduser() for p in self.allowed_roots))
+        object.__setattr__(self, "allowed_hosts",
+                           tuple(h for h in map(host_name, self.allowed_hosts) if h))
         self._check()
 
     def _check(self) -> None:
@@ -169,6 +179,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve to anything
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header or an Origin's host, lower-case, without the port or
+    the brackets around an IPv6 address ("[::1]:8000" -> "::1")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _int(text: str, name: str) -> int:
