@@ -91,6 +91,15 @@ def mount_dashboard(app: FastAPI, manager: RunManager, settings: Settings) -> bo
         max_file_size=settings.max_upload_bytes,
         allowed_paths=[str(settings.data_dir / "runs"), str(settings.uploads_dir)],
         theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None))
+    # Gradio checks that a FileData path a client sends was uploaded (is in its upload cache)
+    # only once the Blocks "has_launched" (processing_utils._check_allowed), which launch() sets
+    # and mount_gradio_app does not: without this, any handler opened any path it was sent.
+    if not hasattr(blocks, "has_launched"):
+        raise RuntimeError("This Gradio has no Blocks.has_launched: check how it now decides to "
+                           "refuse FileData paths outside its upload cache before serving.")
+    blocks.has_launched = True
+    if settings.token:
+        app.add_middleware(module.LoginLimiter)
     return True
 
 

@@ -5,6 +5,7 @@ Kept apart from the tabs so each view is a plain function of its data that a tes
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -15,8 +16,17 @@ PLOT_COLUMNS = {"loss": "loss", "tokens_per_s": "tokens/s",
                 "gpu_mem_allocated_gib": "GPU memory (GiB)"}
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
+def number(value) -> int | float | None:
+    """A recorded field as a number, or None when missing or of another type: events.jsonl may
+    be edited by hand or written by another version, and one bad field must not break a view."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if isinstance(value, float) or abs(value) < 2**63 else None  # int64, a float
+
+
+def fmt_duration(seconds) -> str:
+    seconds = number(seconds)
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -26,7 +36,8 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def _fmt_number(value, digits: int = 1) -> str:
+def fmt_number(value, digits: int = 1) -> str:
+    value = number(value)
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
@@ -46,8 +57,8 @@ def history_table(runs: list[dict]) -> pd.DataFrame:
         cfg, summary = run["config"], run.get("summary") or {}
         rows.append([run["id"], run["name"], run["status"], cfg.get("provider", "-"),
                      model_label(cfg), cfg.get("strategy", run["kind"]),
-                     fmt_duration(run_duration(run)), _fmt_number(summary.get("tokens_per_s")),
-                     _fmt_number(summary.get("peak_gpu_mem_allocated_gib"), 2)])
+                     fmt_duration(run_duration(run)), fmt_number(summary.get("tokens_per_s")),
+                     fmt_number(summary.get("peak_gpu_mem_allocated_gib"), 2)])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
@@ -76,18 +87,18 @@ def progress_markdown(run: dict | None) -> str:
                      f"{started.get('max_seq_length')} · {started.get('num_train')} "
                      "training examples")
     if progress:
-        step, total = progress.get("step") or 0, progress.get("total_steps") or 0
+        step, total = number(progress.get("step")) or 0, number(progress.get("total_steps")) or 0
         pct = f" ({100 * step / total:.0f}%)" if total else ""
         eta = fmt_duration(progress.get("eta_s")) if run["status"] == "running" else "-"
         lines.append(f"step **{step} / {total}**{pct} · elapsed "
                      f"{fmt_duration(progress.get('elapsed_s'))} · ETA {eta}"
-                     f" · loss {_fmt_number(progress.get('loss'), 4)}"
-                     f" · {_fmt_number(progress.get('tokens_per_s'))} tokens/s")
+                     f" · loss {fmt_number(progress.get('loss'), 4)}"
+                     f" · {fmt_number(progress.get('tokens_per_s'))} tokens/s")
     elif run["status"] == "running":
         lines.append("loading the model and data...")
     if run["status"] == "succeeded":
-        lines.append(f"train loss {_fmt_number(summary.get('train_loss'), 4)} · "
-                     f"{_fmt_number(summary.get('tokens_per_s'))} tokens/s · adapter in "
+        lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
+                     f"{fmt_number(summary.get('tokens_per_s'))} tokens/s · adapter in "
                      f"`{summary.get('adapter_dir')}`")
     elif run["status"] in ("failed", "stopped", "interrupted"):
         lines.append(f"{summary.get('message', '')}")
@@ -100,10 +111,11 @@ def progress_markdown(run: dict | None) -> str:
 
 def metric_frames(events: list[dict]) -> dict[str, pd.DataFrame]:
     """One (step, value) frame per plotted metric, from the run's progress events."""
-    progress = [e for e in events if e["type"] == "progress"]
+    progress = [e for e in events
+                if e.get("type") == "progress" and isinstance(number(e.get("step")), int)]
     frames = {}
-    for key, title in PLOT_COLUMNS.items():
-        points = [(e["step"], e[key]) for e in progress if e.get(key) is not None]
+    for key, title in PLOT_COLUMNS.items():  # a point whose value is not a number is left out
+        points = [(e["step"], e[key]) for e in progress if number(e.get(key)) is not None]
         # Typed columns even when empty: the browser keeps the axis type it first sees.
         frames[key] = pd.DataFrame({"step": pd.Series([p[0] for p in points], dtype="int64"),
                                     title: pd.Series([p[1] for p in points], dtype="float64")})

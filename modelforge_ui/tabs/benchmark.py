@@ -55,18 +55,19 @@ def status_markdown(run: dict | None, events: list[dict]) -> str:
         return "No benchmark yet: fill the spec and press **Run benchmark**."
     head = f"**{run['name']}** (`{run['id']}`): **{run['status']}**"
     lines = [head]
-    current = next((e for e in reversed(events) if e["type"] == "variant_started"), None)
-    progress = next((e for e in reversed(events) if e["type"] == "progress"), None)
+    current = next((e for e in reversed(events) if e.get("type") == "variant_started"), None)
+    progress = next((e for e in reversed(events) if e.get("type") == "progress"), None)
     if run["status"] == "running" and current:
-        step = f", step {progress['step']} / {progress['total_steps']}" \
+        step = f", step {views.fmt_number(progress.get('step'), 0)} / " \
+            f"{views.fmt_number(progress.get('total_steps'), 0)}" \
             if progress and progress.get("seq", 0) > current["seq"] else ""
-        lines.append(f"variant {current['index']} of {current['total']}: "
-                     f"**{current['provider']} {current['mode']}**{step}")
-    for e in events:
-        if e["type"] == "variant_finished":
-            lines.append(f"- {e['name']}: {e['tokens_per_s']:,.0f} tokens/s, median step "
-                         f"{e['median_step_s']:.3f} s")
-        elif e["type"] == "variant_failed":
+        lines.append(f"variant {current.get('index')} of {current.get('total')}: "
+                     f"**{current.get('provider')} {current.get('mode')}**{step}")
+    for e in events:  # a field of the wrong type shows as "-" (see views.number)
+        if e.get("type") == "variant_finished":
+            lines.append(f"- {e.get('name')}: {views.fmt_number(e.get('tokens_per_s'), 0)} "
+                         f"tokens/s, median step {views.fmt_number(e.get('median_step_s'), 3)} s")
+        elif e.get("type") == "variant_failed":
             lines.append(f"- {e['name']}: failed: {e.get('message')}")
     summary = run.get("summary") or {}
     if run["status"] in ("failed", "interrupted") and summary.get("message"):

@@ -6,6 +6,7 @@ State lives here and in the run registry, never in the UI: each handler reads wh
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -117,10 +118,11 @@ def make_zip(name: str, files: dict[str, Path | str | dict | list]) -> Path:
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for arcname, value in files.items():
             if isinstance(value, Path):
+                if value.is_symlink():  # a link may point anywhere on the host (as the API's zip)
+                    continue
                 if value.is_dir():
-                    for path in sorted(value.rglob("*")):
-                        if path.is_file():
-                            zf.write(path, f"{arcname}/{path.relative_to(value)}")
+                    for path in _plain_files(value):
+                        zf.write(path, f"{arcname}/{path.relative_to(value)}")
                 elif value.is_file():
                     zf.write(value, arcname)
             elif isinstance(value, str):
@@ -128,3 +130,11 @@ def make_zip(name: str, files: dict[str, Path | str | dict | list]) -> Path:
             else:
                 zf.writestr(arcname, json.dumps(value, indent=2, default=str))
     return out
+
+
+def _plain_files(folder: Path) -> list[Path]:
+    """The regular files under `folder`, never reached through a symlink."""
+    found = []
+    for root, _, files in os.walk(folder):  # followlinks=False: linked folders stay closed
+        found += [Path(root) / name for name in files if not (Path(root) / name).is_symlink()]
+    return sorted(found)
