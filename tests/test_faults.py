@@ -5,6 +5,8 @@ inside the code under test."""
 
 from __future__ import annotations
 
+import errno
+import gc
 import json
 import os
 import random
@@ -142,6 +144,83 @@ def test_disk_full_on_save(client, server, tiny_config):
     assert "No space left on device" in record["summary"]["message"]
     assert "Free space" in record["summary"]["hint"]
     assert_healthy(client)
+
+
+def fill(folder: Path) -> None:
+    """Take every free byte of folder's file system, as another process writing there would."""
+    with (folder / "filler").open("wb", buffering=0) as fh:  # unbuffered: nothing left to flush
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+def test_disk_full_mid_run_is_the_recorded_cause(demo_model, tmp_path, tiny_config):
+    """The disk of the run directories fills up while a run trains: its next checkpoint cannot
+    be written, and its failed event may not fit either; the run's record must still say the
+    disk is full, with the fix (not "crashed, see train.log", which is on the same disk)."""
+    runs = tmp_path / "data" / "runs"
+    mount_tmpfs(runs, "size=2m")
+    srv = LiveServer(tmp_path / "data", "--allowed-root", str(demo_model),
+                     "--allowed-root", str(SAMPLE_DIR)).start()
+    try:
+        with srv.client() as client:
+            run_id = start_run(client, slow_config(tiny_config, max_steps=40, save_steps=4))
+            wait_event(client, run_id, "progress")
+            fill(runs)
+            record = wait_status(client, run_id)
+    finally:
+        srv.close()
+        unmount(runs)
+    summary = record["summary"]
+    assert record["status"] == "failed" and summary["error_type"] == "disk_full", summary
+    assert "The disk" in summary["message"] and "is full (ENOSPC" in summary["message"], summary
+    assert "Free space" in summary["hint"], summary
+
+
+def test_a_worker_that_died_on_a_full_disk_without_a_word_is_recorded_as_such(tmp_path):
+    from trainers.config import build_config
+    from trainers.registry import RunRegistry
+
+    registry = RunRegistry(tmp_path / "data")
+    mount_tmpfs(registry.runs_dir, "size=64k")
+    try:
+        run = registry.create(build_config({"model_name": "m", "dataset": "d.jsonl"}))
+        fill(registry.runs_dir)
+        record = registry.finish_from_events(run["id"], 1)  # no event: it could not write one
+    finally:
+        unmount(registry.runs_dir)
+    assert record["status"] == "failed" and record["summary"]["error_type"] == "disk_full"
+    assert f"The disk that holds {run['run_dir']} is full (ENOSPC" in record["summary"]["message"]
+    assert "exited with code 1 and could not record why" in record["summary"]["message"]
+
+
+def test_a_full_disk_is_named_when_the_error_does_not_say_so(tmp_path):
+    """torch.save on a full disk fails with an error that never mentions ENOSPC."""
+    import torch
+
+    from trainers.diagnostics import diagnose_exception
+
+    full = tmp_path / "full"
+    mount_tmpfs(full, "size=64k")
+    try:
+        fill(full)
+        try:
+            torch.save(torch.zeros(100_000), full / "optimizer.pt")
+        except Exception as exc:  # noqa: BLE001 - whatever torch raises
+            error = type(exc)(*exc.args)  # a copy: the original's frames hold the file open
+        else:
+            pytest.fail("torch.save fitted on a full disk")
+        gc.collect()
+        diagnosis = diagnose_exception(error, folders=[tmp_path / "run", full / "adapter"])
+    finally:
+        unmount(full)
+    assert diagnosis["error_type"] == "disk_full", diagnosis
+    assert f"The disk that holds {full / 'adapter'} is full (ENOSPC" in diagnosis["message"]
+    assert "Free space" in diagnosis["hint"]
+    # the same error with room on the disks is not blamed on them
+    assert diagnose_exception(error, folders=[tmp_path])["error_type"] == "internal"
 
 
 def test_read_only_output_dir(client, server, tiny_config):

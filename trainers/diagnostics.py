@@ -6,6 +6,8 @@ with the run's own values filled in. Imports nothing heavy.
 from __future__ import annotations
 
 import errno
+import shutil
+from pathlib import Path
 
 from trainers.errors import ModelForgeError
 
@@ -36,7 +38,35 @@ def _is_oom(exc: BaseException) -> bool:
         "can't allocate memory" in text or "cannot allocate memory" in text
 
 
-def diagnose_exception(exc: BaseException, cfg=None) -> dict:
+DISK_FULL_HINT = "Free space on the disk that holds the run directory (or output_dir), then " \
+                 "start the run again."
+LOW_DISK_BYTES = 2**20  # less than this is a full disk: a checkpoint or an event does not fit
+
+
+def disk_full(detail: str, folder: Path | None = None) -> dict:
+    where = f" that holds {folder}" if folder else ""
+    return {"error_type": "disk_full",
+            "message": f"The disk{where} is full (ENOSPC, no space left on device): {detail}"[:2000],
+            "hint": DISK_FULL_HINT}
+
+
+def full_disk(folders) -> Path | None:
+    """The first of these folders whose disk has (almost) no space left. A full disk often shows
+    as another error (torch.save: "unexpected pos"), or as a worker that could not even write
+    its failure, so the free space is the evidence."""
+    for folder in map(Path, folders):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        try:
+            if existing is not None and shutil.disk_usage(existing).free < LOW_DISK_BYTES:
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def diagnose_exception(exc: BaseException, cfg=None, folders=()) -> dict:
+    """`folders`: where the run writes; an unexplained error with one of their disks full is
+    the full disk."""
     if isinstance(exc, ModelForgeError):
         return exc.to_dict()
     text = f"{type(exc).__name__}: {exc}".strip()
@@ -46,14 +76,15 @@ def diagnose_exception(exc: BaseException, cfg=None) -> dict:
         return {"error_type": "oom", "message": f"Out of {where}: {text[:500]}",
                 "hint": "Try, in this order: " + "; ".join(remedies) if remedies else "",
                 "remedies": remedies}
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return {"error_type": "disk_full", "message": f"The disk is full: {exc}",
-                "hint": "Free space on the disk that holds the run directory (or output_dir)."}
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full(str(exc))
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return {"error_type": "output_not_writable",
                 "message": f"Could not write the run's files: {exc}",
                 "hint": "Make output_dir (or the data directory) writable, or choose another."}
-    return diagnose_text(text)
+    diagnosis = diagnose_text(text)
+    full = full_disk(folders) if diagnosis["error_type"] == "internal" else None
+    return disk_full(text, full) if full else diagnosis
 
 
 # (error_type, words any of which mark it, hint)
@@ -82,7 +113,7 @@ _TEXT_RULES = [
      "check `dmesg`, then reduce max_seq_length or the batch size."),
     # libraries that wrap OS errors in their own exceptions (safetensors' SafetensorError)
     ("disk_full", ("no space left on device", "os error 28", "disk quota exceeded"),
-     "Free space on the disk that holds the run directory (or output_dir)."),
+     DISK_FULL_HINT),
     ("output_not_writable", ("read-only file system", "os error 30"),
      "Make output_dir (or the data directory) writable, or choose another."),
     ("model_not_available", ("couldn't connect to 'https://huggingface.co'",
@@ -99,6 +130,8 @@ def diagnose_text(text: str) -> dict:
     lowered = text.lower()
     for error_type, words, hint in _TEXT_RULES:
         if any(w in lowered for w in words):
+            if error_type == "disk_full":
+                return disk_full(text)
             return {"error_type": error_type, "message": text[:2000], "hint": hint}
     return {"error_type": "internal", "message": text[:2000],
             "hint": "An unexpected error: see the run's log (train.log) for the traceback."}

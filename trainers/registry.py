@@ -14,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 from trainers.config import TrainConfig
+from trainers.diagnostics import disk_full, full_disk
 from trainers.errors import ModelForgeError
 from trainers.events import read_events, terminal_event
 from trainers.output_dir import check_output_dir, check_unclaimed
@@ -197,6 +198,11 @@ class RunRegistry:
         if last is not None:
             summary = {k: v for k, v in last.items() if k not in ("seq", "time")}
             return self.set_status(run_id, _TERMINAL_TO_STATUS[last["type"]], summary)
+        full = full_disk([run["run_dir"]]) if returncode is None or returncode >= 0 else None
+        if full:  # the worker could not write its failed event, nor train.log
+            how = "ended" if returncode is None else exit_description(returncode)
+            return self.set_status(run_id, "failed", disk_full(
+                f"the training worker {how} and could not record why.", full))
         if returncode is None:  # a worker an earlier server started: its exit code is lost
             return self.set_status(run_id, "failed", {
                 "error_type": "worker_crashed",
