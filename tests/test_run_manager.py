@@ -3,6 +3,7 @@ recovery of an earlier server's runs, concurrent records, incremental event read
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from live_server import LiveServer, slow_config, start_run, wait_event, wait_status
 from test_faults import mount_tmpfs, unmount
 from trainers.config import build_config
-from trainers.errors import ConfigError, ModelForgeError
+from trainers.errors import ConfigError
 from trainers.demo import SAMPLE_DIR
 from trainers.registry import RunRegistry
 from trainers.run_manager import RunManager
@@ -199,9 +200,9 @@ def test_a_create_that_fails_leaves_no_run_folder_or_record(tmp_path):
     mount_tmpfs(registry.runs_dir, "size=16k")
     try:
         (registry.runs_dir / "filler").write_bytes(b"x" * 16384)
-        with pytest.raises(ModelForgeError) as info:
+        with pytest.raises(OSError) as info:  # the API answers it with 507
             registry.create(broken_config(tmp_path), source="api")
-        assert "No space left on device" in info.value.message and info.value.hint
+        assert info.value.errno == errno.ENOSPC
         assert [p.name for p in registry.runs_dir.iterdir()] == ["filler"]
         assert registry.list() == []
     finally:
@@ -297,6 +298,24 @@ def test_lines_that_are_not_events_are_skipped_by_every_reader(tmp_path):
         assert record["status"] == "failed" and record["summary"]["error_type"] == "data"
     finally:
         manager.shutdown()
+
+
+def test_num_processes_must_fit_this_machine(tmp_path):
+    """Refused when submitted, naming the field and the fix, not failed later in the queue."""
+    cores = len(os.sched_getaffinity(0))
+    for devices, asked, words in ((["0", "1"], 3, "this server has 2 GPUs"),
+                                  (["cpu"], cores + 1, f"{cores} CPU cores and no GPU")):
+        manager = RunManager(tmp_path / f"data-{len(devices)}", devices=devices, poll_s=0.1)
+        try:
+            with pytest.raises(ConfigError) as info:
+                manager.submit(broken_config(tmp_path, num_processes=asked))
+            assert manager.registry.list() == []
+        finally:
+            manager.shutdown()
+        problem, = info.value.problems
+        assert problem["field"] == "num_processes" and words in problem["message"], problem
+        assert f"set num_processes to {len(devices) if devices != ['cpu'] else cores} or " \
+               "less" in problem["message"], problem
 
 
 # --- recovery of an earlier server's runs -----------------------------------------------------------
@@ -397,6 +416,34 @@ def test_queue_positions_and_stopping_over_http(demo_model, tmp_path, tiny_confi
             c = wait_status(client, run_c)
             assert c["started_at"] >= a["finished_at"]
             assert client.get(f"/api/runs/{run_b}").json()["started_at"] is None  # never ran
+    finally:
+        srv.close()
+
+
+def test_the_server_token_never_reaches_a_child_process(monkeypatch):
+    from trainers.runs import child_env
+
+    monkeypatch.setenv("MODELFORGE_TOKEN", "s" * 32)
+    monkeypatch.setenv("HF_TOKEN", "hf_for_gated_models")
+    env = child_env({"CUDA_VISIBLE_DEVICES": "0"})
+    assert "MODELFORGE_TOKEN" not in env
+    assert env["HF_TOKEN"] == "hf_for_gated_models" and env["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+@pytest.mark.slow
+def test_a_worker_of_a_token_server_does_not_get_the_token(demo_model, tmp_path, tiny_config):
+    token = "t" * 32
+    srv = LiveServer(tmp_path / "data", "--allowed-root", str(demo_model),
+                     "--allowed-root", str(SAMPLE_DIR), token=token).start()
+    try:
+        with srv.client() as client:
+            run_id = start_run(client, slow_config(tiny_config))
+            pid = wait_status(client, run_id, ("running",))["pid"]
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"MODELFORGE_TOKEN={token}".encode() in \
+            Path(f"/proc/{srv.proc.pid}/environ").read_bytes().split(b"\0")  # the server's
+        assert not [v for v in environ if v.startswith(b"MODELFORGE_TOKEN=")]
+        assert not [v for v in environ if token.encode() in v]
     finally:
         srv.close()
 

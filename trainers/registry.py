@@ -48,12 +48,6 @@ class RunDatabaseError(ModelForgeError):
     error_type = "run_database"
 
 
-class RunNotCreated(ModelForgeError):
-    """The run's folder could not be written (a full disk, no permission)."""
-
-    error_type = "run_not_created"
-
-
 class RunRegistry:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
@@ -107,7 +101,8 @@ class RunRegistry:
     def create(self, cfg: TrainConfig | None, source: str = "", kind: str = "train",
                config_dict: dict | None = None) -> dict:
         """Record a queued run and write its directory with config.json (`config_dict` for a
-        job that is not training). A refused or failed create leaves no folder and no record."""
+        job that is not training). A refused or failed create (an OSError on a full disk)
+        leaves no folder and no record."""
         config = config_dict if config_dict is not None else cfg.model_dump(mode="json")
         output_dir = check_output_dir(cfg.output_dir, self.runs_dir, cfg.model_name) \
             if cfg is not None and cfg.output_dir else None
@@ -132,11 +127,6 @@ class RunRegistry:
             except FileExistsError:
                 if attempt == 4:
                     raise
-            except OSError as exc:
-                raise RunNotCreated(f"Could not write the run's folder in {self.runs_dir}: "
-                                    f"{exc.strerror or exc}.",
-                                    "Free space on that disk, or make the data directory "
-                                    "writable, then start the run again.") from None
 
     def _insert(self, run_id: str, run_dir: Path, config: dict, kind: str, source: str,
                 output_dir: Path | None, name: str) -> None:
