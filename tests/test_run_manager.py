@@ -303,8 +303,8 @@ def test_lines_that_are_not_events_are_skipped_by_every_reader(tmp_path):
 def test_num_processes_must_fit_this_machine(tmp_path):
     """Refused when submitted, naming the field and the fix, not failed later in the queue."""
     cores = len(os.sched_getaffinity(0))
-    for devices, asked, words in ((["0", "1"], 3, "this server has 2 GPUs"),
-                                  (["cpu"], cores + 1, f"{cores} CPU cores and no GPU")):
+    for devices, asked, words in ((["0", "1"], 3, "this server has (2 GPUs)"),
+                                  (["cpu"], cores + 1, f"({cores} CPU cores and no GPU)")):
         manager = RunManager(tmp_path / f"data-{len(devices)}", devices=devices, poll_s=0.1)
         try:
             with pytest.raises(ConfigError) as info:

@@ -124,8 +124,10 @@ def probe_torch(timeout_s: float = 120) -> dict:
     """torch facts from a subprocess: {"version", "cuda_build", "cuda_available", "gpus"} or
     {"error": ...}."""
     try:
+        from trainers.runs import child_env
+
         out = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True,
-                             text=True, timeout=timeout_s)
+                             text=True, timeout=timeout_s, env=child_env())
     except subprocess.TimeoutExpired:
         return {"error": f"importing torch took longer than {timeout_s:.0f} s"}
     lines = out.stdout.strip().splitlines()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from trainers.errors import ModelForgeError
 
@@ -28,12 +27,11 @@ class PreviewCrashed(ModelForgeError):
 
 def run_preview(request: dict, timeout_s: float = PREVIEW_TIMEOUT_S) -> dict:
     """Run the preview in a subprocess; return its result or raise a ModelForgeError."""
-    import os
     import tempfile
 
-    project_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (project_root, os.environ.get("PYTHONPATH")) if p)}
+    from trainers.runs import child_env
+
+    env = child_env()
     try:
         # an empty working directory: a hub-shaped name like "owner/name" must not resolve to
         # a local folder outside the allowed roots

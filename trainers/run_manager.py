@@ -32,7 +32,7 @@ from pathlib import Path
 from trainers import runs
 from trainers.config import TrainConfig
 from trainers.events import EVENTS_FILE, parse_event
-from trainers.errors import ModelForgeError
+from trainers.errors import ConfigError, ModelForgeError
 from trainers.registry import RunRegistry
 
 
@@ -48,6 +48,23 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def check_fits(cfg: TrainConfig, devices: list[str]) -> None:
+    """num_processes within this machine: one GPU per process, or one CPU core per process on a
+    machine without GPUs. Refused at submit, so a run never waits for GPUs that do not exist."""
+    if cfg.num_processes == 1:
+        return
+    if devices != ["cpu"]:
+        have, what = len(devices), f"{len(devices)} GPUs"
+    else:
+        have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+        what = f"{have} CPU cores and no GPU"
+    if cfg.num_processes > have:
+        raise ConfigError([{"field": "num_processes", "message":
+                            f"{cfg.num_processes} is more than this server has ({what}): set "
+                            f"num_processes to {have} or less"}])
 
 
 def worker_alive(pid: int | None, run_dir: str) -> bool:
@@ -222,6 +239,7 @@ class RunManager:
 
     # -- submitting and stopping ------------------------------------------------------------
     def submit(self, cfg: TrainConfig, source: str = "api") -> dict:
+        check_fits(cfg, self.devices)
         with self._lock:  # the queue's order is the order of the records' seq numbers
             run = self.registry.create(cfg, source=source)
             self._queue.append(run["id"])

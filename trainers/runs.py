@@ -97,12 +97,27 @@ def torchrun_root_cause(run_dir: Path) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:
-    """Start the worker; its stdout and stderr go to RUN_DIR/train.log."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           **(extra_env or {})}
+def is_server_secret(name: str) -> bool:
+    """The server's own credentials (MODELFORGE_TOKEN and the like). HF_TOKEN is not one: a
+    worker needs it for gated models and to push to the Hub."""
+    return name.startswith("MODELFORGE_") and \
+        any(word in name for word in ("TOKEN", "PASSWORD", "SECRET", "KEY"))
+
+
+def child_env(extra: dict | None = None) -> dict:
+    """The environment for a worker or helper process: the server's, less its secrets (a
+    worker runs code that comes with models and data), with this project importable."""
+    env = {k: v for k, v in os.environ.items() if not is_server_secret(k)}
+    env.update(extra or {})
     project_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:
+    """Start the worker; its stdout and stderr go to RUN_DIR/train.log."""
+    env = child_env({"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                     **(extra_env or {})})
     log = open(Path(run_dir) / LOG_FILE, "ab")
     try:
         return subprocess.Popen(worker_command(run_dir, kind), stdout=log, stderr=subprocess.STDOUT,
