@@ -76,7 +76,7 @@ def test_rename_and_delete(tmp_path):
         registry.get(run["id"])
 
 
-# --- the run database: damaged or read-only at start ------------------------------------------------
+# --- the run database: damaged or read-only at start ---------------------------------------------
 
 def refused_start(data_dir: Path) -> str:
     """Start `modelforge run` on data_dir; it must refuse (exit 2) and say why on stderr."""

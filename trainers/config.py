@@ -88,7 +88,8 @@ class TrainConfig(BaseModel):
         False, "lora", "Load the base model in 4-bit NF4 (bitsandbytes; needs a CUDA GPU).")
 
     # --- optimisation -------------------------------------------------------------------
-    num_train_epochs: float = _field(1.0, "optimisation", "Passes over the data (> 0).")
+    num_train_epochs: float = _field(
+        1.0, "optimisation", "Passes over the data (> 0, at most 10000).")
     max_steps: int = _field(
         -1, "optimisation", "Stop after this many optimizer steps; -1 = run the epochs.")
     per_device_train_batch_size: int = _field(4, "optimisation", "Examples per step (>= 1).")
@@ -112,7 +113,8 @@ class TrainConfig(BaseModel):
     fp16: bool = _field(False, "optimisation", "Train in float16 mixed precision.")
     gradient_checkpointing: bool = _field(
         False, "optimisation", "Recompute activations in the backward pass: less memory, ~20% slower.")
-    seed: int = _field(42, "optimisation", "Random seed for data order and adapter init.")
+    seed: int = _field(
+        42, "optimisation", "Random seed for data order and adapter init (0 to 2**32 - 1).")
 
     # --- preference training ------------------------------------------------------------
     beta: float = _field(
@@ -132,8 +134,9 @@ class TrainConfig(BaseModel):
     # --- several GPUs -------------------------------------------------------------------
     num_processes: int = _field(
         1, "advanced",
-        "Processes (one GPU each) that train together. Above 1 the worker is launched with "
-        "torchrun; each process sees a share of every batch (data parallel).")
+        "Processes (one GPU each) that train together, at most the server's GPUs (or CPU "
+        "cores without GPUs). Above 1 the worker is launched with torchrun; each process sees "
+        "a share of every batch (data parallel).")
     distributed_strategy: Literal["ddp", "fsdp"] = _field(
         "ddp", "advanced",
         "With num_processes > 1: ddp keeps a full model copy per GPU; fsdp shards the model "
@@ -144,7 +147,9 @@ class TrainConfig(BaseModel):
     save_steps: int = _field(
         0, "advanced", "Save a checkpoint every N steps; 0 = only the final adapter.")
     output_dir: str = _field(
-        "", "advanced", "Where the adapter goes; empty = the run's own directory.")
+        "", "advanced",
+        "Where the adapter goes: a new or empty folder that no other run and no model uses; "
+        "empty = the run's own directory.")
     name: str = _field("", "advanced", "A label for the run in the history; empty = automatic.")
 
     @model_validator(mode="before")
@@ -200,7 +205,8 @@ _RANGE_RULES = [
      "must be at least 2: GRPO compares completions of the same prompt"),
     ("num_processes", lambda c: 1 <= c.num_processes <= MAX_PROCESSES,
      f"must be at least 1 and at most {MAX_PROCESSES} (the number of GPUs the run trains on)"),
-    ("seed", lambda c: 0 <= c.seed <= MAX_SEED, f"must be from 0 to {MAX_SEED} (2**32 - 1): e.g. 42"),
+    ("seed", lambda c: 0 <= c.seed <= MAX_SEED,
+     f"must be from 0 to {MAX_SEED} (2**32 - 1): e.g. 42"),
     ("target_modules", lambda c: c.target_modules == "auto" or len(c.target_modules) > 0,
      "must be \"auto\" or a non-empty list of module names such as [\"q_proj\", \"v_proj\"]"),
 ]
@@ -209,7 +215,8 @@ _RANGE_RULES = [
 def config_problems(cfg: TrainConfig) -> list[dict]:
     """Every rule the field types alone do not express, each with its fix."""
     # 1e999 in JSON and .inf in YAML read as infinity, and NaN slips past every comparison
-    infinite = [name for name, value in cfg if isinstance(value, float) and not math.isfinite(value)]
+    infinite = [name for name, value in cfg
+                if isinstance(value, float) and not math.isfinite(value)]
     problems = [_problem(name, f"got {getattr(cfg, name)}; must be a finite number, e.g. the "
                                f"default {TrainConfig.model_fields[name].default}")
                 for name in infinite]

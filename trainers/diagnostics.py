@@ -46,7 +46,8 @@ LOW_DISK_BYTES = 2**20  # less than this is a full disk: a checkpoint or an even
 def disk_full(detail: str, folder: Path | None = None) -> dict:
     where = f" that holds {folder}" if folder else ""
     return {"error_type": "disk_full",
-            "message": f"The disk{where} is full (ENOSPC, no space left on device): {detail}"[:2000],
+            "message": f"The disk{where} is full (ENOSPC, no space left on device): "
+                       f"{detail}"[:2000],
             "hint": DISK_FULL_HINT}
 
 

@@ -197,8 +197,8 @@ def run(run_dir: Path) -> int:
         if isinstance(exc, KeyboardInterrupt):
             events.emit("stopped", message="interrupted before training finished; no adapter")
             return 1
-        folders = [run_dir] + ([Path(cfg.output_dir)] if cfg is not None and cfg.output_dir else [])
-        diagnosis = diagnose_exception(exc, cfg, folders)
+        output_dir = [Path(cfg.output_dir)] if cfg is not None and cfg.output_dir else []
+        diagnosis = diagnose_exception(exc, cfg, [run_dir, *output_dir])
         if rank != 0:
             _record_rank_failure(run_dir, rank, diagnosis)
         events.emit("failed", **diagnosis)
