@@ -351,6 +351,20 @@ def test_50_concurrent_submits_all_recorded_and_run_one_at_a_time(demo_model, tm
         srv.close()
 
 
+# --- a damaged events file ------------------------------------------------------------------------
+
+def test_event_lines_that_are_not_events_do_not_break_the_run_views(client, server, tiny_config):
+    run_id = start_run(client, tiny_config(dataset=str(bad_data_file(server.data_dir / "datasets"))))
+    record = wait_status(client, run_id)
+    with (Path(record["run_dir"]) / "events.jsonl").open("a") as fh:
+        fh.write('{"type": 5}\n[1]\n{"type": ["progress"]}\n7\n')
+    for path in (f"/api/runs/{run_id}", f"/api/runs/{run_id}/events"):
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.text)
+    events = client.get(f"/api/runs/{run_id}/events").json()["events"]
+    assert [e["type"] for e in events] == ["failed"]
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 def test_bad_input_gets_a_clear_4xx_never_a_500(client, server, tiny_config):
@@ -374,6 +388,11 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(client, server, tiny_config):
         (post('"a string"'), 422, "config"),
         (post(json.dumps({**good, "lora_r": [16]})), 422, "config"),
         (post(json.dumps({**good, "num_train_epochs": "many"})), 422, "config"),
+        (post(json.dumps({**good, "num_train_epochs": 1e308})), 422, "config"),
+        (post(json.dumps(good)[:-1] + ', "num_train_epochs": 1e999}'), 422, "config"),
+        (post(json.dumps({**good, "seed": 2**64})), 422, "config"),
+        (post(json.dumps({**good, "num_processes": 10**6})), 422, "config"),
+        (post(json.dumps({**good, "num_processes": 1000})), 422, "config"),  # > this machine
         (post(json.dumps({**good, "column_mapping": "prompt"})), 422, "config"),
         (post(json.dumps({**good, "target_modules": 5})), 422, "config"),
         (post(json.dumps({**good, "batch_size": 4})), 422, "config"),
