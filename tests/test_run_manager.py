@@ -273,7 +273,7 @@ def test_events_are_read_incrementally_and_half_lines_wait(tmp_path):
 
 
 BAD_EVENT_LINES = ['5', '[1, 2]', 'null', '"progress"', '{"type": 5}', '{"type": ["x"]}',
-                   '{"type": null}', '{"step": 3}', '{"type": ""}']
+                   '{"type": null}', '{"step": 3}', '{"type": ""}', "[" * 10**5 + "]" * 10**5]
 
 
 def test_lines_that_are_not_events_are_skipped_by_every_reader(tmp_path):

@@ -37,7 +37,7 @@ def parse_event(line: bytes | str, seq: int) -> dict | None:
     alike, so one bad line never hides the others or crashes a reader."""
     try:
         event = json.loads(line)
-    except ValueError:  # also bad UTF-8
+    except (ValueError, RecursionError):  # also bad UTF-8, absurd nesting
         return None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not event["type"]:
         return None
