@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -83,10 +84,15 @@ def _wrong_method(method: str, path: str, allowed: str) -> ApiError:
 
 
 def disk_full(exc: BaseException | None) -> ApiError | None:
-    """The 507 for an OSError that means the disk (or the quota) is full, else None."""
-    if not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+    """The 507 for an OSError that means the disk (or the quota) is full, or SQLite's own
+    SQLITE_FULL (not an OSError), else None."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        reason = exc.strerror
+    elif isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        reason = f"run database: {exc}"
+    else:
         return None
-    return ApiError(507, "disk_full", f"The server ran out of disk space ({exc.strerror}).",
+    return ApiError(507, "disk_full", f"The server ran out of disk space ({reason}).",
                     "Free space on the server (the data directory, and the temp folder that "
                     "uploads pass through), or ask the operator to; then try again.")
 

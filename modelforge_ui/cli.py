@@ -87,7 +87,14 @@ def cmd_train(args) -> int:
         print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
               "outside its queue, and may compete with its jobs for the GPU (submit it to the "
               "server with POST /api/start_training to queue it)", file=sys.stderr)
-    run = registry.create(cfg, source="cli")
+    from trainers.run_manager import check_fits, visible_gpus
+
+    try:
+        check_fits(cfg, visible_gpus() or ["cpu"])
+        run = registry.create(cfg, source="cli")
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])
 

@@ -17,6 +17,7 @@ from typing import Iterable
 from trainers.config import TrainConfig
 from trainers.data import _looks_like_hub_id as looks_like_hub_dataset
 from trainers.errors import ConfigError, ModelForgeError, PathNotAllowedError
+from trainers.output_dir import check_output_dir
 
 # A Hugging Face hub id: "name" or "owner/name" with letters, digits, '-', '_', '.' (the hub
 # allows 96 characters a part).
@@ -142,6 +143,10 @@ def check_config_policy(cfg: TrainConfig, settings) -> TrainConfig:
                                 "such as meta-llama/Llama-3.2-3B or an existing directory"}])
         updates["model_name"] = str(model)
     if cfg.output_dir:
-        updates["output_dir"] = str(resolve_allowed_path(cfg.output_dir, roots,
-                                                         settings.outputs_dir, "output_dir"))
+        output_dir = resolve_allowed_path(cfg.output_dir, roots, settings.outputs_dir,
+                                          "output_dir")
+        # new or empty, outside models and runs: the same rule the registry applies at submit
+        check_output_dir(str(output_dir), settings.data_dir / "runs",
+                         updates.get("model_name", cfg.model_name))
+        updates["output_dir"] = str(output_dir)
     return cfg.model_copy(update=updates)

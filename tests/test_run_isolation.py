@@ -70,6 +70,11 @@ def test_output_dir_of_another_run_or_a_model_is_refused(tmp_path, demo_model, t
                                        json=config(str(model / "adapter"))),
                            "is inside the model or adapter folder")
 
+            # the config checker applies the same rule, before anything is submitted
+            checked = client.post("/api/config/check", json=config(str(model))).json()
+            assert not checked["ok"], checked
+            assert [p["field"] for p in checked["problems"]] == ["output_dir"], checked
+
             assert client.get("/api/runs").json()["total"] == 1  # nothing refused was recorded
             assert files(adapter) == adapter_files
             assert downloaded(client, first) == adapter_zip

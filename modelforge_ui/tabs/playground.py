@@ -9,7 +9,6 @@ lines as they come.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,8 @@ import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard
+from trainers.runs import child_env
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 USABLE = ("succeeded", "stopped")
 
 
@@ -30,10 +29,8 @@ def stream_module(module: str, args: list[str], stdin_text: str = "",
     """Run `python -m module args` and yield each JSON line it prints ({"log": line} for
     others). Ends with {"exit_code": n, "stderr_tail": ...}. The process is killed when the
     caller stops reading (the browser left)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(
-               p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
-           **(extra_env or {})}
+    env = child_env({"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                     **(extra_env or {})})
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)

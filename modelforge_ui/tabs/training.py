@@ -142,9 +142,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
         app.require_writable("start a run")
         try:
             cfg = _policy(app, form.validate(list(values)))
+            run = app.manager.submit(cfg, source="dashboard")
         except ModelForgeError as exc:
             return None, error_markdown(exc), views.progress_markdown(None)
-        run = app.manager.submit(cfg, source="dashboard")
         return run["id"], f"Started run `{run['id']}`.", views.progress_markdown(
             app.get_run(run["id"]))
 
