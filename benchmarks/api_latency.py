@@ -71,7 +71,7 @@ def measure(client: httpx.Client, run_id: str, interval_s: float, until) -> dict
 
 
 def start_server(data_dir: Path, model_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    from trainers.demo import SAMPLE_DIR
+    from trainers.tools.demo import SAMPLE_DIR
 
     cmd = [sys.executable, "-m", "modelforge_ui.cli", "run", "--port", str(port),
            "--data-dir", str(data_dir), "--allowed-root", str(model_dir),
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         default=ROOT / "benchmarks" / "results" / "api_latency_cpu.json")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from trainers.demo import SAMPLE_SFT, build_demo_model
+    from trainers.tools.demo import SAMPLE_SFT, build_demo_model
 
     work = Path(tempfile.mkdtemp(prefix="modelforge-latency-"))
     model_dir = build_demo_model(work / "demo-model")

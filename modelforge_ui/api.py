@@ -39,8 +39,8 @@ from modelforge_ui.settings import Settings
 from trainers.config import PRESETS, TrainConfig, build_config, plain_problem
 from trainers.data import EXTENSIONS
 from trainers.errors import ConfigError, ModelForgeError
-from trainers.registry import STATUSES
-from trainers.run_manager import RunManager
+from trainers.runs.registry import STATUSES
+from trainers.runs.manager import RunManager
 
 MAX_JSON_BYTES = 1 * 2**20  # a config is a few KiB; anything near this is not a config
 MULTIPART_OVERHEAD = 64 * 2**10
@@ -304,7 +304,7 @@ def _add_system_routes(router: APIRouter, manager: RunManager, settings: Setting
     def doctor(refresh: bool = False) -> dict:
         """The environment report (OS, Python, torch/CUDA/GPUs, library versions), each check
         with a status and the fix. Cached for five minutes; `refresh=true` runs it again."""
-        from trainers.doctor import run_checks
+        from trainers.tools.doctor import run_checks
 
         with doctor_lock:
             if refresh or time.time() - doctor_cache.get("at", 0) > DOCTOR_CACHE_S:
@@ -423,7 +423,7 @@ def _add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) 
     @router.get("/runs/{run_id}/log", tags=["runs"], response_class=PlainTextResponse)
     def run_log(run_id: str, tail_bytes: int = Query(20000, ge=1, le=2**22)) -> str:
         """The end of the worker's train.log (stdout and stderr)."""
-        from trainers.runs import log_tail
+        from trainers.runs.process import log_tail
 
         return log_tail(Path(get_run(run_id)["run_dir"]), tail_bytes)
 
@@ -548,7 +548,7 @@ def _add_dataset_routes(router: APIRouter, settings: Settings) -> None:
     def preview_dataset(body: PreviewRequest) -> dict:
         """The detected format, the first n examples as the trainer sees them and, with a
         model_name, token-length statistics (tokenized in a subprocess)."""
-        from trainers.preview_job import run_preview
+        from trainers.tools.preview import run_preview
 
         request = body.model_dump()
         roots = settings.roots()

@@ -68,7 +68,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from trainers.runs import default_data_dir
+    from trainers.runs.process import default_data_dir
 
     try:
         raw = load_config_file(args.config)
@@ -78,16 +78,16 @@ def cmd_train(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir or default_data_dir()
-    from trainers.registry import RunRegistry
+    from trainers.runs.registry import RunRegistry
 
     registry = RunRegistry(data_dir)
-    from trainers.run_manager import server_using
+    from trainers.runs.manager import server_using
 
     if server_using(registry.data_dir):
         print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
               "outside its queue, and may compete with its jobs for the GPU (submit it to the "
               "server with POST /api/start_training to queue it)", file=sys.stderr)
-    from trainers.run_manager import check_fits, visible_gpus
+    from trainers.runs.manager import check_fits, visible_gpus
 
     try:
         check_fits(cfg, visible_gpus() or ["cpu"])
@@ -108,7 +108,7 @@ def follow_run(registry, run_id: str) -> int:
 def follow_job(registry, run_id: str, print_event, stop_message: str) -> dict:
     """Launch a recorded job (training or benchmark), print its events until it ends, and
     return its final record. The first Ctrl-C asks for a graceful stop, the second forces it."""
-    from trainers import runs
+    from trainers.runs import process as runs
     from trainers.events import read_events
 
     run = registry.get(run_id)
@@ -138,7 +138,7 @@ def follow_job(registry, run_id: str, print_event, stop_message: str) -> dict:
 
 
 def _report(record: dict, run_dir: Path) -> int:
-    from trainers.runs import log_tail
+    from trainers.runs.process import log_tail
 
     status = record["status"]
     summary = record.get("summary") or {}
@@ -188,7 +188,7 @@ def _progress_bar(event: dict) -> None:
 # --- demo model ----------------------------------------------------------------------------
 
 def cmd_demo_model(args) -> int:
-    from trainers.demo import SAMPLE_SFT, build_demo_model
+    from trainers.tools.demo import SAMPLE_SFT, build_demo_model
 
     out = build_demo_model(args.out_dir)
     example = {"provider": "huggingface", "model_name": str(out.resolve()), "max_seq_length": 512,

@@ -63,8 +63,8 @@ def spec_from_args(args) -> BenchmarkSpec:
 
 
 def cmd_bench(args) -> int:
-    from trainers.registry import RunRegistry
-    from trainers.runs import default_data_dir
+    from trainers.runs.registry import RunRegistry
+    from trainers.runs.process import default_data_dir
 
     try:
         spec = spec_from_args(args)

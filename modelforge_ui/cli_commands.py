@@ -84,8 +84,8 @@ def ensure_demo_model(path: Path) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from trainers.doctor import format_report, run_checks
-    from trainers.runs import default_data_dir
+    from trainers.tools.doctor import format_report, run_checks
+    from trainers.runs.process import default_data_dir
 
     checks = run_checks(default_data_dir())
     print(json.dumps(checks, indent=2) if args.json else format_report(checks))

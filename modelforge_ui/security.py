@@ -17,7 +17,7 @@ from typing import Iterable
 from trainers.config import TrainConfig
 from trainers.data import _looks_like_hub_id as looks_like_hub_dataset
 from trainers.errors import ConfigError, ModelForgeError, PathNotAllowedError
-from trainers.output_dir import check_output_dir
+from trainers.runs.output_dir import check_output_dir
 
 # A Hugging Face hub id: "name" or "owner/name" with letters, digits, '-', '_', '.' (the hub
 # allows 96 characters a part).

@@ -3,7 +3,7 @@
 `create_app(settings)` builds the FastAPI app around one RunManager; `serve(settings)` runs it
 with uvicorn. Settings refuse a non-loopback host without a token before anything listens.
 Stopping the server does not stop training: workers run in their own processes, and the next
-server on the same data directory re-attaches them (see trainers/run_manager.py).
+server on the same data directory re-attaches them (see trainers/runs/manager.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from modelforge_ui.http_guard import HttpGuard
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
 from trainers.errors import ModelForgeError
-from trainers.run_manager import RunManager
+from trainers.runs.manager import RunManager
 
 DASHBOARD_MODULE = "modelforge_ui.dashboard"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from trainers.errors import ModelForgeError
-from trainers.runs import default_data_dir
+from trainers.runs.process import default_data_dir
 
 MIN_TOKEN_LENGTH = 16
 TOKEN_HINT = ("Generate one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\" "
@@ -162,7 +162,7 @@ class Settings:
         """Every directory data sets, local models and output_dir may be under."""
         roots = [self.uploads_dir, self.models_dir, self.outputs_dir, *self.allowed_roots]
         if self.demo:
-            from trainers.demo import SAMPLE_DIR
+            from trainers.tools.demo import SAMPLE_DIR
 
             roots.append(SAMPLE_DIR)
         return roots

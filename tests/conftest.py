@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from trainers.demo import SAMPLE_PREFERENCES, SAMPLE_SFT, SAMPLE_SUMMARIES  # noqa: E402
+from trainers.tools.demo import SAMPLE_PREFERENCES, SAMPLE_SFT, SAMPLE_SUMMARIES  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -18,7 +18,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """A random-init Llama with a tokenizer trained on the bundled data (about 5 s to build)."""
-    from trainers.demo import build_demo_model
+    from trainers.tools.demo import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("demo-model"))
 

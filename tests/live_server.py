@@ -90,8 +90,8 @@ class LiveServer:
 
 
 def kill_workers(data_dir: Path) -> None:
-    from trainers.registry import RunRegistry
-    from trainers.run_manager import worker_alive
+    from trainers.runs.registry import RunRegistry
+    from trainers.runs.manager import worker_alive
 
     if not (Path(data_dir) / "modelforge.db").exists():
         return

@@ -11,8 +11,8 @@ import pytest
 
 from trainers.config import build_config
 from trainers.events import read_events
-from trainers.registry import RunRegistry
-from trainers.runs import launch
+from trainers.runs.registry import RunRegistry
+from trainers.runs.process import launch
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -26,7 +26,7 @@ def pairs_file(path: Path, source: Path, n: int) -> Path:
 
 
 def start(home: Path, config: dict):
-    """Start one job in the real worker process (`python -m trainers.worker RUN_DIR`)."""
+    """Start one job in the real worker process (`python -m trainers.train.worker RUN_DIR`)."""
     registry = RunRegistry(home)
     run = registry.create(build_config(config), source="test")
     return registry, run, launch(Path(run["run_dir"]))
@@ -61,10 +61,10 @@ def in_process_context(config: dict, run_dir: Path):
     provider only: unsloth patches the process it is imported in)."""
     from trainers import data as data_mod
     from trainers.events import EventWriter
-    from trainers.providers import get_provider
-    from trainers.telemetry import TelemetryCallback
-    from trainers.trl_cpu import use_torch_lm_head_without_gpu
-    from trainers.worker import RunContext
+    from trainers.train.providers import get_provider
+    from trainers.train.telemetry import TelemetryCallback
+    from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
+    from trainers.train.worker import RunContext
 
     cfg = build_config(config)
     assert cfg.provider == "huggingface"

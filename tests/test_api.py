@@ -15,7 +15,7 @@ import pytest
 
 from live_server import LiveServer, wait_status
 from trainers.config import check_config
-from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 
 pytestmark = pytest.mark.slow
 

@@ -243,7 +243,7 @@ def test_exports_and_events(matched_run):
 def test_a_failing_provider_is_reported_not_dropped(tmp_path, demo_model, monkeypatch, capsys):
     """Unsloth refuses the CPU when asked to (or is missing): its row says failed, and why."""
     from modelforge_ui.cli import main
-    from trainers.registry import RunRegistry
+    from trainers.runs.registry import RunRegistry
 
     monkeypatch.setenv("UNSLOTH_DISABLE_CPU_FALLBACK", "1")
     args = ["bench", "--model", str(demo_model), "--modes", "lora16",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 from ui_server import ROOT, free_port, modelforge_run_args, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")

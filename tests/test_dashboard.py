@@ -18,7 +18,7 @@ from gradio_client import Client
 
 from modelforge_ui.form import ConfigForm, field_specs
 from trainers.config import PRESETS, TrainConfig, _field, check_config
-from trainers.demo import SAMPLE_DIR, SAMPLE_PREFERENCES, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_PREFERENCES, SAMPLE_SFT
 from ui_server import free_port, modelforge_run_args, running_server
 
 FORM = ConfigForm()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from trainers import data
-from trainers.demo import SAMPLE_PREFERENCES, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_PREFERENCES, SAMPLE_SFT
 from trainers.errors import DataError
 
 

@@ -12,10 +12,10 @@ import pytest
 from trainers.config import build_config
 from trainers.errors import ConfigError
 from trainers.events import read_events
-from trainers.registry import RunRegistry
-from trainers.run_manager import RunManager
-from trainers.runs import launch, worker_command
-from trainers.stop_flag import request_stop
+from trainers.runs.registry import RunRegistry
+from trainers.runs.manager import RunManager
+from trainers.runs.process import launch, worker_command
+from trainers.runs.stop_flag import request_stop
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def rank_pids(run_dir) -> dict[int, int]:
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if str(run_dir) in " ".join(proc.info["cmdline"] or []) and \
-                    "trainers.worker" in proc.info["cmdline"]:
+                    "trainers.train.worker" in proc.info["cmdline"]:
                 rank = proc.environ().get("RANK")
                 if rank is not None:
                     found[int(rank)] = proc.pid
@@ -56,10 +56,10 @@ def test_command_uses_torchrun_above_one_process(tmp_path, tiny_config):
     registry = RunRegistry(tmp_path)
     one = registry.create(build_config(tiny_config()))
     two = registry.create(build_config(tiny_config(num_processes=2)))
-    assert worker_command(Path(one["run_dir"]))[1:3] == ["-m", "trainers.worker"]
+    assert worker_command(Path(one["run_dir"]))[1:3] == ["-m", "trainers.train.worker"]
     command = worker_command(Path(two["run_dir"]))
     assert command[1:3] == ["-m", "torch.distributed.run"]
-    assert "--nproc-per-node=2" in command and command[-3:-1] == ["-m", "trainers.worker"]
+    assert "--nproc-per-node=2" in command and command[-3:-1] == ["-m", "trainers.train.worker"]
 
 
 def test_two_ranks_train_and_save_one_adapter(tmp_path, tiny_config):
@@ -106,8 +106,8 @@ def test_a_killed_rank_fails_the_run_with_its_reason(tmp_path, tiny_config):
 def test_a_failing_rank_reports_its_own_diagnosis(tmp_path):
     """When torchrun names rank 1 as the root cause and rank 1 left its diagnosis, that
     diagnosis is the run's reason (rank 0's "connection closed" is only its echo)."""
-    from trainers.registry import _rank_failure_summary
-    from trainers.worker import _record_rank_failure
+    from trainers.runs.registry import _rank_failure_summary
+    from trainers.train.worker import _record_rank_failure
 
     (tmp_path / "train.log").write_text(
         "RuntimeError: Connection closed by peer\n"

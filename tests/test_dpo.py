@@ -9,7 +9,7 @@ import pytest
 
 from preference_support import in_process_context, needs_unsloth, pairs_file, progress, train
 
-from trainers.demo import SAMPLE_PREFERENCES
+from trainers.tools.demo import SAMPLE_PREFERENCES
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_dpo_saves_only_the_trained_adapter(hf_run):
 
 
 def test_dpo_settings_reach_the_trainer(tmp_path, demo_model):
-    from trainers.strategies import dpo
+    from trainers.train.strategies import dpo
 
     data = pairs_file(tmp_path / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
     ctx = in_process_context(dpo_config(demo_model, data, dpo_loss_type="ipo", beta=0.3,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from live_server import LiveServer, slow_config, start_run, wait_event, wait_status
-from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 
 pytestmark = pytest.mark.slow
 
@@ -181,7 +181,7 @@ def test_disk_full_mid_run_is_the_recorded_cause(demo_model, tmp_path, tiny_conf
 
 def test_a_worker_that_died_on_a_full_disk_without_a_word_is_recorded_as_such(tmp_path):
     from trainers.config import build_config
-    from trainers.registry import RunRegistry
+    from trainers.runs.registry import RunRegistry
 
     registry = RunRegistry(tmp_path / "data")
     mount_tmpfs(registry.runs_dir, "size=64k")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from trainers.registry import RunRegistry
+from trainers.runs.registry import RunRegistry
 from ui_server import free_port, modelforge_run_args, running_server
 
 TOKEN = "paths-token-0123456789abcdef"

@@ -16,8 +16,8 @@ import pytest
 from live_server import LiveServer
 from modelforge_ui.settings import Settings
 from trainers.config import build_config
-from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
-from trainers.registry import RunRegistry
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.runs.registry import RunRegistry
 
 pytestmark = pytest.mark.slow
 

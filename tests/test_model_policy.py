@@ -36,7 +36,7 @@ def test_playground_keeps_off_the_gpu_while_a_job_trains(tmp_path, tiny_config):
 
     from modelforge_ui.tabs.playground import gpu_or_cpu
     from trainers.config import build_config
-    from trainers.run_manager import RunManager
+    from trainers.runs.manager import RunManager
 
     manager = RunManager(tmp_path / "data", devices=["0"], poll_s=0.1)
     app = Dashboard(manager, Settings(data_dir=tmp_path / "data"))

@@ -14,7 +14,7 @@ from trainers.config import check_config
 from trainers.data import load_data
 from trainers.errors import DataError
 from trainers.events import read_events
-from trainers.registry import RunRegistry
+from trainers.runs.registry import RunRegistry
 
 MODELFORGE = os.path.join(os.path.dirname(sys.executable), "modelforge")
 
@@ -136,7 +136,7 @@ def n_tokens(tokenizer, text):
 
 
 def test_prompts_are_cut_from_the_left_at_token_boundaries(tokenizer):
-    from trainers.strategies.preference import cut_prompts
+    from trainers.train.strategies.preference import cut_prompts
 
     text = "Human: " + "tell me about the weather in the mountains today. " * 20 + "Assistant:"
     rows = [{"prompt": text, "chosen": " Sunny.", "rejected": " No."},
@@ -150,7 +150,7 @@ def test_prompts_are_cut_from_the_left_at_token_boundaries(tokenizer):
 
 def test_a_prompt_with_no_room_left_is_a_config_error(tokenizer):
     from trainers.errors import ConfigError
-    from trainers.strategies.preference import cut_prompts
+    from trainers.train.strategies.preference import cut_prompts
 
     rows = [{"prompt": "word " * 200, "chosen": "a", "rejected": "b"}]
     with pytest.raises(ConfigError, match="max_prompt_length: prompts of up to 126 tokens leave "
@@ -163,7 +163,7 @@ def test_a_prompt_with_no_room_left_is_a_config_error(tokenizer):
 def test_answers_are_cut_so_the_reward_trainer_keeps_every_pair(tokenizer):
     """RewardTrainer drops (not truncates) pairs longer than max_length; cut_answers makes
     prompt + answer + EOS fit, as TRL tokenizes them."""
-    from trainers.strategies.preference import cut_answers
+    from trainers.train.strategies.preference import cut_answers
 
     rows = [{"prompt": "Human: why? Assistant:", "chosen": " because " * 100,
              "rejected": " no " * 100},

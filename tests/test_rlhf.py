@@ -11,9 +11,9 @@ import pytest
 from preference_support import (in_process_context, needs_unsloth, progress, start, train,
                                 wait_for_event)
 
-from trainers.demo import SAMPLE_PREFERENCES
+from trainers.tools.demo import SAMPLE_PREFERENCES
 from trainers.events import read_events
-from trainers.stop_flag import request_stop
+from trainers.runs.stop_flag import request_stop
 
 pytestmark = pytest.mark.slow
 
@@ -97,14 +97,14 @@ def peaked_model(tmp_path_factory):
     nearly uniform over 2048 tokens (entropy ~ ln 2048) and its final RMSNorm bounds the logits,
     so no adapter can make a set of tokens likely within a few steps; a larger scale gives a
     peaked distribution, as trained models have, which sampling-based RL can move."""
-    from trainers.demo import build_demo_model
+    from trainers.tools.demo import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("peaked"), initializer_range=0.5)
 
 
 def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
     """Reward = share of the completion's tokens that start a word (byte-level BPE 'Ġ')."""
-    from trainers.strategies import rlhf
+    from trainers.train.strategies import rlhf
 
     config = rlhf_config(peaked_model, max_steps=12, per_device_train_batch_size=16,
                          num_generations=8, max_new_tokens=8, max_prompt_length=32,
@@ -128,8 +128,8 @@ def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
 def test_stop_between_stages_skips_the_policy(tmp_path, demo_model):
     """The stop arrives after the reward model's last step: it is saved complete, and the policy
     stage does not start."""
-    from trainers.strategies import rlhf
-    from trainers.telemetry import TelemetryCallback
+    from trainers.train.strategies import rlhf
+    from trainers.train.telemetry import TelemetryCallback
 
     class StopWhenRewardModelEnds(TelemetryCallback):
         def on_train_end(self, args, state, control, **kwargs):

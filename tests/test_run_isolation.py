@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from live_server import LiveServer, start_run, wait_status
-from trainers.demo import SAMPLE_DIR
+from trainers.tools.demo import SAMPLE_DIR
 
 pytestmark = pytest.mark.slow
 

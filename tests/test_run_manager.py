@@ -18,9 +18,9 @@ from live_server import LiveServer, slow_config, start_run, wait_event, wait_sta
 from test_faults import mount_tmpfs, unmount
 from trainers.config import build_config
 from trainers.errors import ConfigError
-from trainers.demo import SAMPLE_DIR
-from trainers.registry import RunRegistry
-from trainers.run_manager import RunManager
+from trainers.tools.demo import SAMPLE_DIR
+from trainers.runs.registry import RunRegistry
+from trainers.runs.manager import RunManager
 
 
 def broken_config(folder: Path, **overrides):
@@ -421,7 +421,7 @@ def test_queue_positions_and_stopping_over_http(demo_model, tmp_path, tiny_confi
 
 
 def test_the_server_token_never_reaches_a_child_process(monkeypatch):
-    from trainers.runs import child_env
+    from trainers.runs.process import child_env
 
     monkeypatch.setenv("MODELFORGE_TOKEN", "s" * 32)
     monkeypatch.setenv("HF_TOKEN", "hf_for_gated_models")
@@ -450,7 +450,7 @@ def test_a_worker_of_a_token_server_does_not_get_the_token(demo_model, tmp_path,
 
 def test_one_manager_per_data_directory(tmp_path):
     """A second server on the same data directory would recover and start the same runs."""
-    from trainers.run_manager import DataDirInUse
+    from trainers.runs.manager import DataDirInUse
 
     first = RunManager(tmp_path / "data", devices=[])
     try:

@@ -13,7 +13,7 @@ import pytest
 from live_server import LiveServer
 from modelforge_ui.security import PathRefused, is_local_model_path, resolve_allowed_path
 from modelforge_ui.settings import Settings, SettingsError
-from trainers.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 
 TOKEN = "test-token-0123456789abcdef"
 

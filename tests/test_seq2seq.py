@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from trainers.config import build_config
-from trainers.demo import SAMPLE_SUMMARIES
+from trainers.tools.demo import SAMPLE_SUMMARIES
 from trainers.events import read_events
-from trainers.registry import RunRegistry
-from trainers.runs import launch
+from trainers.runs.registry import RunRegistry
+from trainers.runs.process import launch
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def tiny_bart(tmp_path_factory) -> Path:
     import torch
     from transformers import BartConfig, BartForConditionalGeneration
 
-    from trainers.demo import build_tokenizer
+    from trainers.tools.demo import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-bart")
     tokenizer = build_tokenizer()
@@ -65,7 +65,7 @@ def test_bart_trains_on_summaries(tmp_path, tiny_bart):
 
 
 def test_encoder_decoder_refuses_preference_strategies(tmp_path, tiny_bart):
-    from trainers.demo import SAMPLE_PREFERENCES
+    from trainers.tools.demo import SAMPLE_PREFERENCES
 
     events = train(tmp_path, {"model_name": str(tiny_bart), "strategy": "dpo",
                               "dataset": str(SAMPLE_PREFERENCES), "max_seq_length": 128,

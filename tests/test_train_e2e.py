@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainers.events import read_events
-from trainers.registry import RunRegistry
+from trainers.runs.registry import RunRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def only_run(data_dir) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_model):
     """One real SFT run through the CLI, shared by the assertions below."""
-    from trainers.demo import SAMPLE_SFT
+    from trainers.tools.demo import SAMPLE_SFT
 
     home = tmp_path_factory.mktemp("home")
     config = {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": -1,
@@ -189,7 +189,7 @@ def test_readme_cli_example_as_written(tmp_path):
     """The README's snippet, with its relative paths, run from a directory of its own."""
     import shutil
 
-    from trainers.demo import SAMPLE_SFT
+    from trainers.tools.demo import SAMPLE_SFT
 
     (tmp_path / "trainers" / "sample_data").mkdir(parents=True)
     shutil.copy(SAMPLE_SFT, tmp_path / "trainers" / "sample_data" / "instructions.jsonl")

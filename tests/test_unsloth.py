@@ -14,9 +14,9 @@ from trainers.config import build_config, check_config
 from trainers.diagnostics import diagnose_exception
 from trainers.errors import UnsupportedModelError, UnsupportedPlatformError
 from trainers.events import read_events
-from trainers.providers import unsloth as unsloth_provider
-from trainers.registry import RunRegistry
-from trainers.runs import launch
+from trainers.train.providers import unsloth as unsloth_provider
+from trainers.runs.registry import RunRegistry
+from trainers.runs.process import launch
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -34,7 +34,7 @@ def train(data_dir, config: dict, extra_env: dict | None = None, timeout: float 
 
 @pytest.fixture(scope="module")
 def unsloth_run(tmp_path_factory, demo_model):
-    from trainers.demo import SAMPLE_SFT
+    from trainers.tools.demo import SAMPLE_SFT
 
     home = tmp_path_factory.mktemp("unsloth")
     config = {"provider": "unsloth", "model_name": str(demo_model), "max_seq_length": 128,
@@ -121,7 +121,7 @@ def test_not_installed_fails_with_the_documented_message(tmp_path, tiny_config):
 @pytest.mark.parametrize("system,expected", [("Windows", "Windows (native)"),
                                               ("Darwin", "macOS")])
 def test_platform_detection_and_refusal(monkeypatch, system, expected):
-    from trainers import doctor
+    from trainers.tools import doctor
 
     monkeypatch.setattr(doctor.platform, "system", lambda: system)
     assert doctor.detect_platform() == expected
@@ -135,7 +135,7 @@ def test_platform_detection_and_refusal(monkeypatch, system, expected):
 
 
 def test_wsl2_docker_and_linux_are_allowed_wsl1_is_not(monkeypatch):
-    from trainers import doctor
+    from trainers.tools import doctor
 
     monkeypatch.setattr(doctor.platform, "system", lambda: "Linux")
     monkeypatch.setattr(doctor.platform, "release",
@@ -218,7 +218,7 @@ def test_a_model_unsloth_did_not_patch_is_not_taken_for_unsloth(demo_model):
         "import unsloth, json, sys\n"
         "from transformers import AutoModelForCausalLM\n"
         "from unsloth import FastLanguageModel\n"
-        "from trainers.providers.unsloth import patch_evidence\n"
+        "from trainers.train.providers.unsloth import patch_evidence\n"
         f"plain = AutoModelForCausalLM.from_pretrained({str(demo_model)!r})\n"
         f"fast, _ = FastLanguageModel.from_pretrained({str(demo_model)!r}, max_seq_length=64,"
         " load_in_4bit=False)\n"

@@ -1,5 +1,5 @@
 """GPU evidence for dpo: a Llama-3.2-1B-shaped model trained with DPO through the real worker,
-provider huggingface, then unsloth, each in its own process (`python -m trainers.worker RUN_DIR`).
+provider huggingface, then unsloth, each in its own process (`python -m trainers.train.worker RUN_DIR`).
 
     python benchmarks/gpu/dpo_gpu.py --out $OUT/dpo_1b          # on the CUDA machine
     python benchmarks/gpu/dpo_gpu.py --tiny --out /tmp/dpo-smoke  # CPU smoke test of the script
@@ -38,7 +38,7 @@ from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
 
 from trainers.config import build_config  # noqa: E402
 from trainers.events import read_events  # noqa: E402
-from trainers.runs import create_run_dir, launch, worker_command  # noqa: E402
+from trainers.runs.process import create_run_dir, launch, worker_command  # noqa: E402
 
 PROVIDERS = ("huggingface", "unsloth")
 
@@ -47,7 +47,7 @@ def build_model(out: Path, tiny: bool) -> Path:
     """The demo model (--tiny) or the synthetic Llama-3.2-1B shape, each in its own process so
     this driver never imports torch (or unsloth) itself."""
     if tiny:
-        code = "import sys; from trainers.demo import build_demo_model as b; b(sys.argv[1])"
+        code = "import sys; from trainers.tools.demo import build_demo_model as b; b(sys.argv[1])"
         cmd = [sys.executable, "-c", code, str(out)]
     else:
         cmd = [sys.executable, "-m", "trainers.benchmark.synthetic", "llama-3.2-1b", str(out)]
@@ -103,7 +103,7 @@ def markdown(results: list[dict], args) -> str:
         "synthetic weights, Llama-3.2-1B shape"
     lines = [f"DPO, {shape}: seq {args.seq} (prompt <= {args.seq // 2}), batch {args.batch} "
              f"pairs, {args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, "
-             "gradient checkpointing, through `python -m trainers.worker`.", "",
+             "gradient checkpointing, through `python -m trainers.train.worker`.", "",
              "| provider | status | tokens/s (median, min-max) | peak alloc GiB | max reserved GiB "
              "| reward margin first -> last | trainer | wall s |",
              "|---|---|---|---|---|---|---|---|"]

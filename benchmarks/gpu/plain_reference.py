@@ -11,7 +11,7 @@ in, and the engine's numbers) and prepared.json (the model directory and the row
 order) are read, so the data, the model and every setting are the engine's. Llama-family
 models (the target modules are written out), padded batches. Nothing from the `trainers`
 package is imported, except on a machine
-without a GPU (TRL's LM head needs a stand-in there; see trainers/trl_cpu.py).
+without a GPU (TRL's LM head needs a stand-in there; see trainers/train/trl_cpu.py).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
     model = (load_unsloth if provider == "unsloth" else load_hf)(prepared["model_dir"], spec, mode)
     if provider == "huggingface" and not torch.cuda.is_available():
         sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from trainers.trl_cpu import use_torch_lm_head_without_gpu
+        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
 
         use_torch_lm_head_without_gpu()
     marks = step_marks_callback()

@@ -1,4 +1,4 @@
-"""GPU evidence for the providers: real `trainers.worker` runs of a synthetic-weights model.
+"""GPU evidence for the providers: real `trainers.train.worker` runs of a synthetic-weights model.
 
 Each variant is one ordinary ModelForge training run (its own worker process, its own events),
 so what this measures is what a user's run does. For the matched, instrumented comparison see
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
 
 from trainers.config import build_config  # noqa: E402
-from trainers.runs import create_run_dir, launch  # noqa: E402
+from trainers.runs.process import create_run_dir, launch  # noqa: E402
 
 VARIANTS = {  # name -> config fields
     "huggingface-lora16": {"provider": "huggingface", "use_4bit": False},
@@ -44,7 +44,7 @@ VARIANTS = {  # name -> config fields
 
 def build_model(family: str, out: Path, tiny: bool) -> Path:
     if tiny:
-        from trainers.demo import build_demo_model
+        from trainers.tools.demo import build_demo_model
 
         return build_demo_model(out)
     subprocess.run([sys.executable, "-m", "trainers.benchmark.synthetic", family, str(out)],
@@ -77,7 +77,7 @@ def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
 def markdown(results: list[dict], args) -> str:
     lines = [f"Synthetic weights ({args.family}), seq {args.seq}, batch {args.batch} per GPU, "
              f"{args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, gradient "
-             "checkpointing, through `python -m trainers.worker`.", "",
+             "checkpointing, through `python -m trainers.train.worker`.", "",
              "| variant | status | tokens/s (median, min-max) | peak alloc GiB per GPU "
              "| max reserved GiB | first loss | wall s |", "|---|---|---|---|---|---|---|"]
     for r in results:

@@ -349,7 +349,7 @@ def run(name: str, model_dir: str, data: str, out_jsonl: str) -> int:
     tok = loader_tok if spec["tok"] == "unsloth" and loader_tok is not None else auto_tok
     if spec["provider"] == "huggingface" and not cuda:
         sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from trainers.trl_cpu import use_torch_lm_head_without_gpu  # CPU trial only
+        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu  # CPU trial only
         use_torch_lm_head_without_gpu()
     load_s = time.perf_counter() - started
     from trl import SFTTrainer

@@ -2,7 +2,7 @@
 streamed; and the export of a run as a merged 16-bit model (optionally pushed to the Hub).
 
 Generation and merging import torch, so they run in their own processes
-(`python -m trainers.playground`, `python -m trainers.export`); this module reads their JSON
+(`python -m trainers.tools.playground`, `python -m trainers.tools.export`); this module reads their JSON
 lines as they come.
 """
 
@@ -19,7 +19,7 @@ import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard
-from trainers.runs import child_env
+from trainers.runs.process import child_env
 
 USABLE = ("succeeded", "stopped")
 
@@ -81,7 +81,7 @@ def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: fl
     texts = {"adapter": "", "base": ""}
     env, where = gpu_or_cpu(app)
     yield "", "", f"Loading the model (its own process){where}..."
-    for msg in stream_module("trainers.playground", [run["run_dir"]], request, extra_env=env):
+    for msg in stream_module("trainers.tools.playground", [run["run_dir"]], request, extra_env=env):
         if "text" in msg:
             texts[msg["model"]] += msg["text"]
             yield texts["adapter"], texts["base"], f"Generating with the {msg['model']} model..."
@@ -103,7 +103,7 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
         args += ["--push-to-hub", repo_id.strip()]
     env, where = gpu_or_cpu(app)
     log: list[str] = [f"merging in its own process{where}"]
-    for msg in stream_module("trainers.export", args, extra_env=env):
+    for msg in stream_module("trainers.tools.export", args, extra_env=env):
         if "stage" in msg:
             log.append(msg["message"])
         elif msg.get("done"):

@@ -9,7 +9,7 @@ import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard, make_zip, run_label
-from trainers.runs import log_tail
+from trainers.runs.process import log_tail
 
 
 def build(app: Dashboard, tab: gr.Tab) -> None:

@@ -17,7 +17,7 @@ from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
-from trainers.runs import log_tail
+from trainers.runs.process import log_tail
 
 DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
 PREVIEW_ROWS = 5
@@ -184,7 +184,7 @@ def demo_values(settings) -> dict:
     """With --demo, the form starts on the offline demo model and the bundled sample data."""
     if not getattr(settings, "demo", False):
         return {}
-    from trainers.demo import SAMPLE_SFT
+    from trainers.tools.demo import SAMPLE_SFT
 
     return {"model_name": str(settings.demo_model_dir), "dataset": str(SAMPLE_SFT),
             "max_seq_length": 512}
@@ -300,7 +300,7 @@ def _preview(app: Dashboard, form: ConfigForm, values: list):
 
 
 def run_preview(request: dict) -> dict:
-    from trainers.preview_job import run_preview as run_in_subprocess
+    from trainers.tools.preview import run_preview as run_in_subprocess
 
     return run_in_subprocess(request)
 

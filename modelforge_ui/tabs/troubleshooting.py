@@ -15,7 +15,7 @@ from trainers.config import build_config, parse_config_text
 from trainers.diagnostics import diagnose_run
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.events import last_event, read_events
-from trainers.runs import log_tail
+from trainers.runs.process import log_tail
 
 ENV_COLUMNS = ["check", "status", "value", "fix"]
 DIAGNOSABLE = ("failed", "interrupted", "stopped")
@@ -23,9 +23,9 @@ ENV_CACHE_S = 300
 
 
 def environment_checks(app: Dashboard, refresh: bool = False) -> list[dict]:
-    """The environment report of trainers.doctor, [{name, status, value, fix}, ...], kept for
+    """The environment report of trainers.tools.doctor, [{name, status, value, fix}, ...], kept for
     five minutes (its torch probe takes seconds) unless `refresh`."""
-    from trainers.doctor import run_checks
+    from trainers.tools.doctor import run_checks
 
     cached = app.cache.get("doctor")
     if refresh or cached is None or time.time() - cached[0] > ENV_CACHE_S:

@@ -33,7 +33,7 @@ def gpus_from_nvidia_smi() -> tuple[list[dict], str | None]:
 
 
 def environment() -> dict:
-    from trainers.providers.base import library_versions
+    from trainers.train.providers.base import library_versions
 
     gpus, reason = gpus_from_nvidia_smi()
     return {

@@ -32,7 +32,7 @@ from trainers.benchmark.variant import (PREPARED_FILE, RESULT_FILE, VARIANTS_DIR
                                         variant_name)
 from trainers.errors import DataError
 from trainers.events import EventWriter
-from trainers.stop_flag import request_stop, stop_requested
+from trainers.runs.stop_flag import request_stop, stop_requested
 
 SYNTHETIC_DIR = "synthetic-model"
 VARIANT_LOG = "variant.log"
@@ -42,7 +42,7 @@ VARIANT_LOG = "variant.log"
 
 def dataset_path(spec: BenchmarkSpec) -> str:
     if spec.dataset == SAMPLE_DATASET:
-        from trainers.demo import SAMPLE_SFT
+        from trainers.tools.demo import SAMPLE_SFT
 
         return str(SAMPLE_SFT)
     return spec.dataset
@@ -191,7 +191,7 @@ def _read_result(out: Path, name: str, provider: str, mode: str, repeat: int,
         return {**base, "error_type": "stopped", "message": f"The variant was {stopped}.",
                 "hint": "Raise variant_timeout_s, or lower steps." if "timed out" in stopped
                 else ""}
-    from trainers.runs import exit_description
+    from trainers.runs.process import exit_description
 
     tail = _tail(out / VARIANT_LOG)
     killed = returncode is not None and returncode < 0

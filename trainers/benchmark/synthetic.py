@@ -105,7 +105,7 @@ def build_synthetic(key: str, out_dir: str | Path, seed: int = 42, **overrides) 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainers.demo import build_tokenizer
+    from trainers.tools.demo import build_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

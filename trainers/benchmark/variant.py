@@ -64,7 +64,7 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str) -> dic
     """SFTConfig keyword arguments: the worker's, plus sequential order and the padding choice."""
     import torch
 
-    from trainers.strategies.common import common_training_args
+    from trainers.train.strategies.common import common_training_args
 
     args = common_training_args(cfg, output_dir, has_eval=False)
     args.update(max_length=spec.max_seq_length, packing=False, dataset_num_proc=None,
@@ -81,7 +81,7 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str) -> dic
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    from trainers.providers.base import ensure_pad_token
+    from trainers.train.providers.base import ensure_pad_token
 
     return ensure_pad_token(AutoTokenizer.from_pretrained(path))
 
@@ -245,7 +245,7 @@ def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
 
 def load(cfg: TrainConfig, spec: BenchmarkSpec, prepared: dict) -> dict:
     """Provider check (unsloth imported first), tokenizer, model with its adapter."""
-    from trainers.providers import get_provider
+    from trainers.train.providers import get_provider
 
     provider = get_provider(cfg.provider)
     provider.check(cfg)  # unsloth: `import unsloth` happens here, before transformers
@@ -255,7 +255,7 @@ def load(cfg: TrainConfig, spec: BenchmarkSpec, prepared: dict) -> dict:
     loaded = {"provider": provider, "tokenizer": tokenizer, "model": model,
               "load_s": time.perf_counter() - started, "lm_head_replaced": False}
     if cfg.provider == "huggingface":
-        from trainers.trl_cpu import use_torch_lm_head_without_gpu
+        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
 
         loaded["lm_head_replaced"] = use_torch_lm_head_without_gpu()
     return loaded
@@ -299,7 +299,7 @@ def summarise(spec: BenchmarkSpec, loaded: dict, timer, lengths: list[list[int]]
     """Speed, tokens, losses, memory, FLOPs and provenance of a finished training."""
     import torch
 
-    from trainers.providers.base import device_facts, library_versions
+    from trainers.train.providers.base import device_facts, library_versions
 
     speed = steady_state(timer.marks, lengths, spec.warmup_steps)
     trained = len(timer.marks) - 1

@@ -2,7 +2,7 @@
 
 The dashboard runs this in its own process, so torch never loads into the server:
 
-    echo '{"prompt": "Hello", "max_new_tokens": 64}' | python -m trainers.playground RUN_DIR
+    echo '{"prompt": "Hello", "max_new_tokens": 64}' | python -m trainers.tools.playground RUN_DIR
 
 It prints one JSON object per line: {"model": "adapter" | "base", "text": "<new chunk>"} while
 generating, {"model": ..., "done": true, "chunks": n, "seconds": s} after each model, and
@@ -104,7 +104,7 @@ def _emit(obj: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m trainers.playground RUN_DIR  (JSON request on stdin)",
+        print("usage: python -m trainers.tools.playground RUN_DIR  (JSON request on stdin)",
               file=sys.stderr)
         return 2
     try:

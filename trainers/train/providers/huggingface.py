@@ -6,7 +6,7 @@ import os
 
 from trainers.config import TrainConfig
 from trainers.errors import ProviderError
-from trainers.providers.base import (Provider, check_cuda_features, compute_dtype,
+from trainers.train.providers.base import (Provider, check_cuda_features, compute_dtype,
                                      resolve_target_modules)
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 def get_strategy(name: str):
     if name in ("sft", "qlora"):  # qlora is sft on a 4-bit base (the provider quantizes)
-        from trainers.strategies import sft
+        from trainers.train.strategies import sft
 
         return sft
     if name == "dpo":
-        from trainers.strategies import dpo
+        from trainers.train.strategies import dpo
 
         return dpo
     if name == "rlhf":
-        from trainers.strategies import rlhf
+        from trainers.train.strategies import rlhf
 
         return rlhf
     raise ValueError(f"unknown strategy {name!r}")

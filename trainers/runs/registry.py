@@ -17,7 +17,7 @@ from trainers.config import TrainConfig
 from trainers.diagnostics import disk_full, full_disk
 from trainers.errors import ModelForgeError
 from trainers.events import read_events, terminal_event
-from trainers.output_dir import check_output_dir, check_unclaimed
+from trainers.runs.output_dir import check_output_dir, check_unclaimed
 
 STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted")
 _TERMINAL_TO_STATUS = {"finished": "succeeded", "stopped": "stopped", "failed": "failed"}
@@ -118,7 +118,7 @@ class RunRegistry:
             raise
 
     def _make_run_dir(self, config: TrainConfig | dict) -> tuple[str, Path]:
-        from trainers.runs import create_run_dir, new_run_id
+        from trainers.runs.process import create_run_dir, new_run_id
 
         for attempt in range(5):  # a run id repeats only if two runs share second and random part
             run_id = new_run_id()
@@ -172,7 +172,7 @@ class RunRegistry:
 
     def finish_from_events(self, run_id: str, returncode: int | None) -> dict:
         """Set the final status from the worker's terminal event, or from how it died."""
-        from trainers.runs import exit_description
+        from trainers.runs.process import exit_description
 
         run = self.get(run_id)
         events = read_events(run["run_dir"])
@@ -267,7 +267,7 @@ class RunRegistry:
 def _rank_failure_summary(run_dir: str) -> dict | None:
     """Why a multi-process run failed when a rank other than 0 failed first: that rank's own
     diagnosis (it writes rankN.failed.json), or torchrun's root-cause report of how it died."""
-    from trainers.runs import exit_description, rank_failures, torchrun_root_cause
+    from trainers.runs.process import exit_description, rank_failures, torchrun_root_cause
 
     root = torchrun_root_cause(Path(run_dir))
     failures = {f["rank"]: f for f in rank_failures(Path(run_dir))}

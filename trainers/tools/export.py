@@ -1,6 +1,6 @@
 """Merge a run's LoRA adapter into its base model and save a full 16-bit model directory.
 
-    python -m trainers.export RUN_DIR [--out DIR] [--dtype float16|bfloat16] [--push-to-hub REPO]
+    python -m trainers.tools.export RUN_DIR [--out DIR] [--dtype float16|bfloat16] [--push-to-hub REPO]
 
 The dashboard runs this in its own process (torch never loads into the server). It prints one
 JSON object per line: {"stage": ..., "message": ...} as it goes, {"done": true, "out_dir": ...}
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from trainers.errors import ModelForgeError
-from trainers.playground import adapter_dir
+from trainers.tools.playground import adapter_dir
 
 MERGED_DIR = "merged"
 DTYPES = ("float16", "bfloat16")
@@ -91,7 +91,7 @@ def push(out_dir: Path, repo_id: str, private: bool = True) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m trainers.tools.export", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--dtype", default="float16", choices=DTYPES)

@@ -1,6 +1,6 @@
 """A data set preview in its own process, so the server never imports torch or transformers.
 
-    echo '{"dataset": "...", "model_name": "...", "n": 5}' | python -m trainers.preview_job
+    echo '{"dataset": "...", "model_name": "...", "n": 5}' | python -m trainers.tools.preview
 
 Prints one JSON object: {"ok": true, "result": {...}} or {"ok": false, "error": {error_type,
 message, hint}}. `run_preview(request)` runs it from the server.
@@ -29,14 +29,14 @@ def run_preview(request: dict, timeout_s: float = PREVIEW_TIMEOUT_S) -> dict:
     """Run the preview in a subprocess; return its result or raise a ModelForgeError."""
     import tempfile
 
-    from trainers.runs import child_env
+    from trainers.runs.process import child_env
 
     env = child_env()
     try:
         # an empty working directory: a hub-shaped name like "owner/name" must not resolve to
         # a local folder outside the allowed roots
         with tempfile.TemporaryDirectory() as empty_cwd:
-            out = subprocess.run([sys.executable, "-m", "trainers.preview_job"], cwd=empty_cwd,
+            out = subprocess.run([sys.executable, "-m", "trainers.tools.preview"], cwd=empty_cwd,
                                  env=env, input=json.dumps(request), capture_output=True,
                                  text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

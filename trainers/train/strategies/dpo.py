@@ -13,8 +13,8 @@ metrics records which class ran.
 
 from __future__ import annotations
 
-from trainers.strategies.common import common_training_args
-from trainers.strategies.preference import (cut_prompts, last_logged,
+from trainers.train.strategies.common import common_training_args
+from trainers.train.strategies.preference import (cut_prompts, last_logged,
                                              reference_is_disabled_adapter)
 
 PREFERENCE_METRICS = ("rewards/margins", "rewards/chosen", "rewards/rejected",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from trainers.stop_flag import stop_requested
+from trainers.runs.stop_flag import stop_requested
 
 STOP_AT_FILE = "STOP_AT_STEP"
 

@@ -4,7 +4,7 @@ Each check is {"name", "status": "ok" | "warn" | "error", "value", "fix"}. torch
 a subprocess only (the server that calls this must never import torch itself); library versions
 come from package metadata, without importing the libraries.
 
-    python -m trainers.doctor [--json]
+    python -m trainers.tools.doctor [--json]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def probe_torch(timeout_s: float = 120) -> dict:
     """torch facts from a subprocess: {"version", "cuda_build", "cuda_available", "gpus"} or
     {"error": ...}."""
     try:
-        from trainers.runs import child_env
+        from trainers.runs.process import child_env
 
         out = subprocess.run([sys.executable, "-c", _TORCH_PROBE], capture_output=True,
                              text=True, timeout=timeout_s, env=child_env())
@@ -247,7 +247,7 @@ def check_hub() -> dict:
 
 def run_checks(data_dir: Path | None = None) -> list[dict]:
     if data_dir is None:
-        from trainers.runs import default_data_dir
+        from trainers.runs.process import default_data_dir
 
         data_dir = default_data_dir()
     return [check_os(), check_python(), *check_torch(probe_torch()), *check_packages(),

@@ -26,9 +26,9 @@ policy stage when it arrives during or after the reward-model stage.
 
 from __future__ import annotations
 
-from trainers.stop_flag import stop_requested
-from trainers.strategies.common import common_training_args
-from trainers.strategies.preference import (cut_answers, cut_prompts, last_logged,
+from trainers.runs.stop_flag import stop_requested
+from trainers.train.strategies.common import common_training_args
+from trainers.train.strategies.preference import (cut_answers, cut_prompts, last_logged,
                                              reference_is_disabled_adapter)
 
 REWARD_MODEL_DIR = "reward_model"
@@ -64,7 +64,7 @@ def load_reward_model(cfg):
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForSequenceClassification
 
-    from trainers.providers.base import compute_dtype
+    from trainers.train.providers.base import compute_dtype
 
     kwargs = {"dtype": compute_dtype(cfg), "trust_remote_code": cfg.trust_remote_code,
               "num_labels": 1}
@@ -88,7 +88,7 @@ def build_reward_trainer(ctx):
     from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
-    from trainers.providers.base import resolve_target_modules
+    from trainers.train.providers.base import resolve_target_modules
 
     cfg = ctx.cfg
     set_seed(cfg.seed)  # the new score head is random: same seed, same reward model

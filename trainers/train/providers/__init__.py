@@ -2,21 +2,21 @@
 
 A provider is small: `check(cfg)` refuses what it cannot do before anything heavy loads,
 `load_tokenizer(cfg)` and `load_model(cfg)` return the pieces, and the `info` dict it fills
-goes into the run's `started` event. Strategies (trainers/strategies) build the TRL trainers.
+goes into the run's `started` event. Strategies (trainers/train/strategies) build the TRL trainers.
 """
 
 from __future__ import annotations
 
-from trainers.providers.base import Provider
+from trainers.train.providers.base import Provider
 
 
 def get_provider(name: str) -> Provider:
     if name == "huggingface":
-        from trainers.providers.huggingface import HuggingFaceProvider
+        from trainers.train.providers.huggingface import HuggingFaceProvider
 
         return HuggingFaceProvider()
     if name == "unsloth":
-        from trainers.providers.unsloth import UnslothProvider
+        from trainers.train.providers.unsloth import UnslothProvider
 
         return UnslothProvider()
     raise ValueError(f"unknown provider {name!r}")

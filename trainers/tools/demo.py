@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_SFT = SAMPLE_DIR / "instructions.jsonl"
 SAMPLE_PREFERENCES = SAMPLE_DIR / "preferences.jsonl"
 SAMPLE_SUMMARIES = SAMPLE_DIR / "summaries.jsonl"

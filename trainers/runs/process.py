@@ -1,7 +1,7 @@
 """Run directories and worker processes (no torch here: the server and CLI import this).
 
 A run directory holds config.json (the resolved config), events.jsonl, train.log and the
-adapter. `launch` starts `python -m trainers.worker RUN_DIR` in a new process session, so a
+adapter. `launch` starts `python -m trainers.train.worker RUN_DIR` in a new process session, so a
 crash or an out-of-memory kill cannot take the caller down, and stopping can be forced.
 """
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from trainers.config import TrainConfig, save_config
-from trainers.stop_flag import request_stop
+from trainers.runs.stop_flag import request_stop
 
 LOG_FILE = "train.log"
 
@@ -52,7 +52,7 @@ def create_run_dir(config: TrainConfig | dict, runs_dir: Path, run_id: str | Non
 
 
 # What a job of each kind runs: python -m MODULE RUN_DIR
-WORKER_MODULES = {"train": "trainers.worker", "benchmark": "trainers.benchmark.runner"}
+WORKER_MODULES = {"train": "trainers.train.worker", "benchmark": "trainers.benchmark.runner"}
 
 
 def worker_command(run_dir: Path, kind: str = "train") -> list[str]:
@@ -109,7 +109,7 @@ def child_env(extra: dict | None = None) -> dict:
     worker runs code that comes with models and data), with this project importable."""
     env = {k: v for k, v in os.environ.items() if not is_server_secret(k)}
     env.update(extra or {})
-    project_root = str(Path(__file__).resolve().parent.parent)
+    project_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
     return env
 

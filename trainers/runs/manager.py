@@ -29,11 +29,11 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers import runs
+from trainers.runs import process as runs
 from trainers.config import TrainConfig
 from trainers.events import EVENTS_FILE, parse_event
 from trainers.errors import ConfigError, ModelForgeError
-from trainers.registry import RunRegistry
+from trainers.runs.registry import RunRegistry
 
 
 def visible_gpus() -> list[str]:

@@ -1,4 +1,4 @@
-"""One training run, in its own process:  python -m trainers.worker RUN_DIR
+"""One training run, in its own process:  python -m trainers.train.worker RUN_DIR
 
 Reads RUN_DIR/config.json, writes RUN_DIR/events.jsonl, saves the adapter to RUN_DIR/adapter
 (or output_dir). The order matters and reads top to bottom in `execute`:
@@ -51,21 +51,21 @@ class RunContext:
         cfg = self.cfg
         self.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping,
                                        cfg.strategy)
-        from trainers.providers import get_provider
+        from trainers.train.providers import get_provider
 
         self.provider = get_provider(cfg.provider)
         self.provider.check(cfg)
         self.tokenizer = self.provider.load_tokenizer(cfg)
         self._prepare_rows()
         self.model = self.provider.load_model(cfg, self.max_seq_length, self.tokenizer)
-        from trainers.telemetry import TelemetryCallback
-        from trainers.trl_cpu import use_torch_lm_head_without_gpu
+        from trainers.train.telemetry import TelemetryCallback
+        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
 
         self.telemetry = TelemetryCallback(self.events, self.run_dir)
         # Unsloth installs its own CPU dispatch for TRL's LM head; only plain HF needs ours.
         torch_lm_head = cfg.provider == "huggingface" and use_torch_lm_head_without_gpu()
         self._emit_started(torch_lm_head=torch_lm_head)
-        from trainers.strategies import get_strategy
+        from trainers.train.strategies import get_strategy
 
         return get_strategy(cfg.strategy).run(self)
 
@@ -106,7 +106,7 @@ class RunContext:
                                           cfg.dataset)
 
     def _emit_started(self, torch_lm_head: bool) -> None:
-        from trainers.providers.base import device_facts, library_versions
+        from trainers.train.providers.base import device_facts, library_versions
 
         info = dict(self.provider.info)
         if torch_lm_head:
@@ -219,7 +219,7 @@ def _gather_from_ranks(value) -> list:
 
 
 def _request_stop(run_dir: Path) -> None:
-    from trainers.stop_flag import request_stop
+    from trainers.runs.stop_flag import request_stop
 
     request_stop(run_dir)
 
@@ -227,7 +227,7 @@ def _request_stop(run_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m trainers.worker RUN_DIR", file=sys.stderr)
+        print("usage: python -m trainers.train.worker RUN_DIR", file=sys.stderr)
         return 2
     return run(Path(argv[0]).resolve())
 

@@ -7,7 +7,7 @@ Encoder-decoder models (T5, BART) train with transformers' Seq2SeqTrainer instea
 
 from __future__ import annotations
 
-from trainers.strategies.common import common_training_args
+from trainers.train.strategies.common import common_training_args
 
 
 def run(ctx) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 from trainers.config import TrainConfig
 from trainers.errors import (ProviderError, UnslothMissingError, UnsupportedModelError,
                              UnsupportedPlatformError)
-from trainers.providers.base import Provider, check_cuda_features, resolve_target_modules
+from trainers.train.providers.base import Provider, check_cuda_features, resolve_target_modules
 
 # model_type -> family name, for the families Unsloth 2026.10.9 has fast paths for.
 SUPPORTED_FAMILIES = {
@@ -34,7 +34,7 @@ FLASH_ATTN_ENV = "UNSLOTH_DISABLE_FLASH_ATTN"
 
 
 def check_platform(where: str) -> None:
-    """`where` is trainers.doctor.detect_platform()'s answer (the environment report's too)."""
+    """`where` is trainers.tools.doctor.detect_platform()'s answer (the environment report's too)."""
     if where.startswith("Windows"):
         raise UnsupportedPlatformError(
             "Unsloth is not supported on native Windows: use WSL 2 or Docker",
@@ -153,7 +153,7 @@ class UnslothProvider(Provider):
     name = "unsloth"
 
     def check(self, cfg: TrainConfig) -> None:
-        from trainers.doctor import detect_platform
+        from trainers.tools.doctor import detect_platform
 
         where = detect_platform()
         self.info["os"] = where
