@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from trainers.tools.demo import SAMPLE_PREFERENCES, SAMPLE_SFT, SAMPLE_SUMMARIES  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PUBLIC_DATA = Path(__file__).resolve().parent / "data"  # 20 rows of each public set
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +29,8 @@ def data_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is not present on this machine")
-    return SHARED_DATA
+def public_data() -> Path:
+    return PUBLIC_DATA
 
 
 @pytest.fixture
@@ -50,4 +48,4 @@ def tiny_config(demo_model):
     return make
 
 
-__all__ = ["SAMPLE_SFT", "SAMPLE_PREFERENCES", "SAMPLE_SUMMARIES", "SHARED_DATA"]
+__all__ = ["SAMPLE_SFT", "SAMPLE_PREFERENCES", "SAMPLE_SUMMARIES", "PUBLIC_DATA"]

@@ -55,11 +55,11 @@ def test_alpaca_input_and_qa_context_reach_the_prompt(tmp_path):
     assert "Ann did." in ex["prompt"] and ex["completion"] == " Ann"
 
 
-def test_nested_instances_are_flattened(shared_data):
-    loaded = data.load_data(str(shared_data / "self_instruct_seed_tasks.jsonl"))
+def test_nested_instances_are_flattened(public_data):
+    loaded = data.load_data(str(public_data / "self_instruct_seed_tasks.jsonl"))
     assert loaded.format == "nested_instances"
     rows = [json.loads(line) for line in
-            (shared_data / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
+            (public_data / "self_instruct_seed_tasks.jsonl").read_text().splitlines()]
     assert len(loaded.examples) == sum(len(r["instances"]) for r in rows)
 
 
@@ -72,15 +72,15 @@ def test_several_instances_become_several_examples(tmp_path):
     assert "Double it" in loaded.examples[1]["prompt"] and "3" in loaded.examples[1]["prompt"]
 
 
-def test_shared_prompt_completion_and_summaries(shared_data):
-    assert data.load_data(str(shared_data / "t0_mix_prompt_completion.jsonl")).format == \
+def test_shared_prompt_completion_and_summaries(public_data):
+    assert data.load_data(str(public_data / "t0_mix_prompt_completion.jsonl")).format == \
         "prompt_completion"
-    loaded = data.load_data(str(shared_data / "cnn_dailymail_tldr_summarization.jsonl"))
+    loaded = data.load_data(str(public_data / "cnn_dailymail_tldr_summarization.jsonl"))
     assert loaded.format == "summarization" and "Summary:" in loaded.examples[0]["prompt"]
 
 
-def test_shared_prefix_preferences(shared_data):
-    loaded = data.load_data(str(shared_data / "hh_rlhf_harmless_test_preferences.jsonl"),
+def test_shared_prefix_preferences(public_data):
+    loaded = data.load_data(str(public_data / "hh_rlhf_harmless_test_preferences.jsonl"),
                             strategy="dpo")
     assert loaded.format == "preference_shared_prefix"
     ex = loaded.examples[0]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def test_event_fields(trained):
     for key in ("device", "device_name", "device_memory_gib", "versions", "provider", "attention",
                 "quantization", "max_seq_length", "token_stats"):
         assert key in started, key
-    assert started["versions"]["trl"] == "1.15.0" and started["provider"] == "huggingface"
+    assert started["versions"]["trl"] == version("trl") and started["provider"] == "huggingface"
     progress = [e for e in events if e["type"] == "progress"]
     for key in ("step", "total_steps", "epoch", "loss", "learning_rate", "grad_norm", "tokens_seen",
                 "tokens_per_s", "step_time_s", "gpu_mem_allocated_gib", "gpu_mem_reserved_gib",
