@@ -57,13 +57,9 @@ def progress(events: list[dict], stage: str) -> list[dict]:
 
 
 def in_process_context(config: dict, run_dir: Path):
-    """A RunContext filled the way the worker fills it, up to the loaded model (huggingface
-    provider only: unsloth patches the process it is imported in)."""
-    from trainers import data as data_mod
+    """A RunContext prepared by the worker's own `RunContext.prepare`, up to the strategy
+    (huggingface provider only: unsloth patches the process it is imported in)."""
     from trainers.events import EventWriter
-    from trainers.train.providers import get_provider
-    from trainers.train.telemetry import TelemetryCallback
-    from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
     from trainers.train.worker import RunContext
 
     cfg = build_config(config)
@@ -71,12 +67,5 @@ def in_process_context(config: dict, run_dir: Path):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config))
     ctx = RunContext(cfg, run_dir, EventWriter(run_dir))
-    ctx.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping, cfg.strategy)
-    ctx.provider = get_provider(cfg.provider)
-    ctx.provider.check(cfg)
-    ctx.tokenizer = ctx.provider.load_tokenizer(cfg)
-    ctx._prepare_rows()
-    ctx.model = ctx.provider.load_model(cfg, ctx.max_seq_length, ctx.tokenizer)
-    ctx.telemetry = TelemetryCallback(ctx.events, run_dir)
-    use_torch_lm_head_without_gpu()
+    ctx.prepare()
     return ctx

@@ -7,8 +7,9 @@ the tokenized rows, in training order, that every variant trains on), trains wit
 own provider and TRL's SFTTrainer, and writes RUN_DIR/variants/NAME/result.json. Progress goes
 to RUN_DIR/events.jsonl as `progress` events carrying the variant's name.
 
-Order, as in the worker: the provider's `check` comes first, and for unsloth it imports unsloth
-before transformers, TRL or PEFT load; a huggingface variant never imports unsloth (checked).
+The model is prepared by the training worker's own code (trainers/train/prepare.py): the
+provider's `check` comes first, and for unsloth it imports unsloth before transformers, TRL or
+PEFT load; a huggingface variant never imports unsloth (checked).
 
 Timing: a callback reads a synchronised clock (torch.cuda.synchronize, then perf_counter) when
 training begins and at the end of every optimizer step, so a step's time is the whole loop
@@ -79,11 +80,9 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str) -> dic
 
 
 def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
+    from trainers.train.providers.base import load_tokenizer
 
-    from trainers.train.providers.base import ensure_pad_token
-
-    return ensure_pad_token(AutoTokenizer.from_pretrained(path))
+    return load_tokenizer(path)
 
 
 class _Clock:
@@ -243,22 +242,13 @@ def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
             "mfu": value}
 
 
-def load(cfg: TrainConfig, spec: BenchmarkSpec, prepared: dict) -> dict:
-    """Provider check (unsloth imported first), tokenizer, model with its adapter."""
-    from trainers.train.providers import get_provider
+def load(cfg: TrainConfig, prepared: dict) -> dict:
+    """A training run's preparation, with the tokenizer the rows were made with."""
+    from trainers.train.prepare import prepare
 
-    provider = get_provider(cfg.provider)
-    provider.check(cfg)  # unsloth: `import unsloth` happens here, before transformers
-    tokenizer = load_tokenizer(prepared["tokenizer_dir"])
-    started = time.perf_counter()
-    model = provider.load_model(cfg, spec.max_seq_length, tokenizer)
-    loaded = {"provider": provider, "tokenizer": tokenizer, "model": model,
-              "load_s": time.perf_counter() - started, "lm_head_replaced": False}
-    if cfg.provider == "huggingface":
-        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
-
-        loaded["lm_head_replaced"] = use_torch_lm_head_without_gpu()
-    return loaded
+    ready = prepare(cfg, tokenizer_from=prepared["tokenizer_dir"])
+    return {"provider": ready.provider, "tokenizer": ready.tokenizer, "model": ready.model,
+            "load_s": ready.model_load_s, "lm_head_replaced": "trl_lm_head" in ready.fixes}
 
 
 def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: list[dict],
@@ -275,7 +265,7 @@ def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: lis
 def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig, mode: str,
             repeat: int, events: EventWriter) -> dict:
     name = variant_name(cfg.provider, mode, repeat)
-    loaded = load(cfg, spec, prepared)
+    loaded = load(cfg, prepared)
     rows = prepared["rows"]
     timer = make_step_timer(events, name, spec.total_steps)
     output_dir = run_dir / VARIANTS_DIR / name / "trainer"

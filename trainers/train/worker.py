@@ -1,9 +1,11 @@
 """One training run, in its own process:  python -m trainers.train.worker RUN_DIR
 
 Reads RUN_DIR/config.json, writes RUN_DIR/events.jsonl, saves the adapter to RUN_DIR/adapter
-(or output_dir). The order matters and reads top to bottom in `execute`:
+(or output_dir). The order matters and reads top to bottom in `prepare` and `execute`:
   config -> data (no model yet) -> provider check (imports unsloth first for unsloth runs)
-  -> tokenizer -> tokenize, infer max_seq_length, check one batch fits -> model -> strategy.
+  -> tokenizer -> tokenize, infer max_seq_length, check one batch fits -> model
+  -> process fixes -> strategy. The middle part is trainers/train/prepare.py, which the
+  benchmark shares.
 Exit code 0: finished or stopped; 1: failed (the failed event says why).
 """
 
@@ -27,10 +29,11 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class RunContext:
-    """Everything a strategy needs; filled step by step by `execute`."""
+    """Everything a strategy needs; filled step by step by `prepare`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, events: EventWriter):
-        self.cfg = cfg
+        self.cfg = cfg  # after `prepare`: the same config with max_seq_length resolved
+        self.max_seq_length_inferred = cfg.max_seq_length == -1
         self.run_dir = run_dir
         self.events = events
         self.adapter_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / ADAPTER_DIR
@@ -41,86 +44,87 @@ class RunContext:
         self.data = None
         self.train_rows: list[dict] = []
         self.eval_rows: list[dict] = []
-        self.max_seq_length = cfg.max_seq_length
         self.token_stats: dict = {}
         self.telemetry = None
         self.started_at = time.time()
 
+    @property
+    def max_seq_length(self) -> int:
+        return self.cfg.max_seq_length
+
     # -- the run, top to bottom ------------------------------------------------------------
     def execute(self) -> dict:
+        self.prepare()
+        from trainers.train.strategies import get_strategy
+
+        return get_strategy(self.cfg.strategy).run(self)
+
+    def prepare(self) -> None:
+        """Data, then the one preparation (trainers/train/prepare.py), then the started event."""
         cfg = self.cfg
         self.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping,
                                        cfg.strategy)
-        from trainers.train.providers import get_provider
+        from trainers.train.prepare import prepare
 
-        self.provider = get_provider(cfg.provider)
-        self.provider.check(cfg)
-        self.tokenizer = self.provider.load_tokenizer(cfg)
-        self._prepare_rows()
-        self.model = self.provider.load_model(cfg, self.max_seq_length, self.tokenizer)
+        ready = prepare(cfg, self._prepare_rows)
+        self.cfg, self.provider = ready.cfg, ready.provider
+        self.tokenizer, self.model = ready.tokenizer, ready.model
         from trainers.train.telemetry import TelemetryCallback
-        from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
 
         self.telemetry = TelemetryCallback(self.events, self.run_dir)
-        # Unsloth installs its own CPU dispatch for TRL's LM head; only plain HF needs ours.
-        torch_lm_head = cfg.provider == "huggingface" and use_torch_lm_head_without_gpu()
-        self._emit_started(torch_lm_head=torch_lm_head)
-        from trainers.train.strategies import get_strategy
+        self._emit_started(ready.fixes)
 
-        return get_strategy(cfg.strategy).run(self)
-
-    def _prepare_rows(self) -> None:
-        """Tokenize once (SFT), choose max_seq_length, split, and check one batch fits."""
+    def _prepare_rows(self, provider, tokenizer) -> int:
+        """Tokenize once (SFT), split, check one batch fits; return max_seq_length (-1 inferred)."""
         cfg = self.cfg
         examples = self.data.examples
-        if self.provider.info.get("seq2seq"):
+        max_seq_length = cfg.max_seq_length
+        if provider.info.get("seq2seq"):
             if cfg.max_seq_length == -1:
                 model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
-                lengths = [len(self.tokenizer(data_mod.as_prompt_completion(
-                    e, self.tokenizer)["prompt"])["input_ids"]) for e in examples]
-                self.max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
+                lengths = [len(tokenizer(data_mod.as_prompt_completion(
+                    e, tokenizer)["prompt"])["input_ids"]) for e in examples]
+                max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
             rows, self.token_stats = data_mod.tokenize_seq2seq_examples(
-                examples, self.tokenizer, self.max_seq_length)
+                examples, tokenizer, max_seq_length)
         elif not self.data.is_preference:
             lengths_cap = cfg.max_seq_length if cfg.max_seq_length > 0 else 10**9
-            rows, stats = data_mod.tokenize_examples(examples, self.tokenizer, lengths_cap,
+            rows, stats = data_mod.tokenize_examples(examples, tokenizer, lengths_cap,
                                                      cfg.completion_only_loss)
             if cfg.max_seq_length == -1:
                 model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
-                self.max_seq_length = data_mod.infer_max_seq_length(
+                max_seq_length = data_mod.infer_max_seq_length(
                     [len(r["input_ids"]) for r in rows], model_max)
-                rows, stats = data_mod.tokenize_examples(examples, self.tokenizer,
-                                                         self.max_seq_length,
+                rows, stats = data_mod.tokenize_examples(examples, tokenizer, max_seq_length,
                                                          cfg.completion_only_loss)
             self.token_stats = stats
         else:
             rows = [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples]
             if cfg.max_seq_length == -1:
-                lengths = [len(self.tokenizer(r["prompt"] + max(r["chosen"], r["rejected"],
-                                                                 key=len))["input_ids"])
+                lengths = [len(tokenizer(r["prompt"] + max(r["chosen"], r["rejected"],
+                                                            key=len))["input_ids"])
                            for r in rows]
                 model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
-                self.max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
+                max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
         self.train_rows, self.eval_rows = data_mod.split_train_eval(rows, cfg.eval_split, cfg.seed)
         data_mod.check_enough_for_a_batch(len(self.train_rows), cfg.per_device_train_batch_size,
                                           cfg.dataset)
+        return max_seq_length
 
-    def _emit_started(self, torch_lm_head: bool) -> None:
+    def _emit_started(self, fixes: dict) -> None:
         from trainers.train.providers.base import device_facts, library_versions
 
-        info = dict(self.provider.info)
-        if torch_lm_head:
-            info["trl_lm_head"] = "pytorch (no GPU: TRL's Triton kernel replaced, see trl_cpu.py)"
         self.events.emit(
             "started", pid=os.getpid(), strategy=self.cfg.strategy,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
             distributed_strategy=self.cfg.distributed_strategy
             if self.cfg.num_processes > 1 else None,
             max_seq_length=self.max_seq_length,
-            max_seq_length_inferred=self.cfg.max_seq_length == -1,
+            max_seq_length_inferred=self.max_seq_length_inferred,
             data_format=self.data.format, num_examples=len(self.data.examples),
             num_train=len(self.train_rows), num_eval=len(self.eval_rows),
-            token_stats=self.token_stats, **device_facts(), versions=library_versions(), **info)
+            token_stats=self.token_stats, **device_facts(), versions=library_versions(),
+            **self.provider.info, **fixes)
 
     # -- called by strategies ----------------------------------------------------------------
     def train_and_save(self, trainer, save_to: Path | None = None, stage: str | None = None) -> dict:

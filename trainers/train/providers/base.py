@@ -1,7 +1,9 @@
-"""What every provider shares: target-module resolution, dtype choice, device facts."""
+"""What every provider shares: how transformers loads a run's weights (dtype, 4-bit), the model
+class, reloading a finished run, target-module resolution and device facts."""
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 
 from trainers.config import TrainConfig
@@ -17,16 +19,78 @@ class Provider(ABC):
     def check(self, cfg: TrainConfig) -> None:
         """Raise a typed error for what this provider cannot do, before heavy imports."""
 
-    def load_tokenizer(self, cfg: TrainConfig):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name,
-                                                  trust_remote_code=cfg.trust_remote_code)
-        return ensure_pad_token(tokenizer)
+    def load_tokenizer(self, cfg: TrainConfig, source: str | None = None):
+        """The model's tokenizer, or the one in `source` (a directory) when given."""
+        return load_tokenizer(source or cfg.model_name, cfg.trust_remote_code)
 
     @abstractmethod
-    def load_model(self, cfg: TrainConfig, max_seq_length: int, tokenizer):
-        """Return a PEFT model with the LoRA adapter attached (trainable), ready for a trainer."""
+    def load_model(self, cfg: TrainConfig):
+        """Return a PEFT model with the LoRA adapter attached (trainable), ready for a trainer.
+
+        cfg.max_seq_length is resolved (never -1): trainers/train/prepare.py sees to it."""
+
+    def apply_process_fixes(self) -> dict:
+        """Patch this process where a library cannot run here as shipped (after the model
+        loads); return what was patched, for the `started` event."""
+        return {}
+
+    def dtype(self, cfg: TrainConfig):
+        """The dtype the run trains in."""
+        import torch
+
+        if cfg.bf16:
+            return torch.bfloat16
+        if cfg.fp16:
+            return torch.float16
+        return torch.float32
+
+    def load_pretrained(self, model_class, cfg: TrainConfig, **kwargs):
+        """`model_class.from_pretrained` in the run's dtype; with use_4bit, bitsandbytes nf4
+        weights on this process's own GPU, prepared for k-bit training."""
+        kwargs.update(dtype=self.dtype(cfg), trust_remote_code=cfg.trust_remote_code)
+        if cfg.use_4bit:
+            import torch
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.float16 if cfg.fp16 else torch.bfloat16)
+            # bitsandbytes places the weights at load time: each torchrun rank on its own GPU
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        model = model_class.from_pretrained(cfg.model_name, **kwargs)
+        if cfg.use_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        return model
+
+    def model_class(self, model_config):
+        """The transformers auto class of a model: seq2seq LM for encoder-decoders (T5, BART),
+        causal LM otherwise."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM if is_encoder_decoder(model_config) else AutoModelForCausalLM
+
+    def load_for_inference(self, model_name: str, adapter, dtype,
+                           trust_remote_code: bool = False):
+        """A finished run: its base model in `dtype` with the saved adapter attached (PEFT, on
+        the CPU), and the tokenizer saved with the adapter. Both providers save plain PEFT
+        adapters, so transformers + peft load them (this never imports unsloth)."""
+        from peft import PeftModel
+
+        config = load_model_config(model_name, trust_remote_code)
+        base = self.model_class(config).from_pretrained(model_name, dtype=dtype,
+                                                        trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(adapter))
+        return model, load_tokenizer(str(adapter), trust_remote_code)
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    return ensure_pad_token(tokenizer)
 
 
 def ensure_pad_token(tokenizer):
@@ -35,14 +99,14 @@ def ensure_pad_token(tokenizer):
     return tokenizer
 
 
-def compute_dtype(cfg: TrainConfig):
-    import torch
+def load_model_config(model_name: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
 
-    if cfg.bf16:
-        return torch.bfloat16
-    if cfg.fp16:
-        return torch.float16
-    return torch.float32
+    return AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+
+
+def is_encoder_decoder(model_config) -> bool:
+    return bool(getattr(model_config, "is_encoder_decoder", False))
 
 
 def linear_module_names(model) -> list[str]:

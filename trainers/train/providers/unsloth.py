@@ -171,13 +171,12 @@ class UnslothProvider(Provider):
         warning = check_model_family(model_type, encoder_decoder)
         self.info["warnings"] = [warning] if warning else []
 
-    def load_model(self, cfg: TrainConfig, max_seq_length: int, tokenizer):
-        import torch
+    def load_model(self, cfg: TrainConfig):
         from unsloth import FastLanguageModel
 
-        dtype = torch.bfloat16 if cfg.bf16 else torch.float16 if cfg.fp16 else torch.float32
+        dtype = self.dtype(cfg)
         model, _ = FastLanguageModel.from_pretrained(
-            model_name=cfg.model_name, max_seq_length=max_seq_length, dtype=dtype,
+            model_name=cfg.model_name, max_seq_length=cfg.max_seq_length, dtype=dtype,
             load_in_4bit=cfg.use_4bit, trust_remote_code=cfg.trust_remote_code,
             random_state=cfg.seed)
         targets = resolve_target_modules(cfg, model)
@@ -185,7 +184,7 @@ class UnslothProvider(Provider):
             model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=targets, bias="none", random_state=cfg.seed,
             use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
-            max_seq_length=max_seq_length)
+            max_seq_length=cfg.max_seq_length)
         evidence = patch_evidence(model)
         if not evidence["active"]:
             raise ProviderError(
@@ -194,6 +193,9 @@ class UnslothProvider(Provider):
                 "Use provider huggingface for this model, or a model family Unsloth supports.")
         self.info.update(self._describe(cfg, model, targets, evidence, dtype))
         return model
+
+    def apply_process_fixes(self) -> dict:
+        return {}  # `import unsloth` installed Unsloth's own CPU dispatch for TRL's LM head
 
     def _describe(self, cfg, model, targets, evidence, dtype) -> dict:
         trainable, total = model.get_nb_trainable_parameters()

@@ -58,41 +58,18 @@ def run(ctx) -> dict:
 
 # --- stage 1: reward model -------------------------------------------------------------------
 
-def load_reward_model(cfg):
-    """The base model with a one-output classification head, loaded like the policy."""
-    import torch
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForSequenceClassification
-
-    from trainers.train.providers.base import compute_dtype
-
-    kwargs = {"dtype": compute_dtype(cfg), "trust_remote_code": cfg.trust_remote_code,
-              "num_labels": 1}
-    if cfg.use_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float16 if cfg.fp16 else torch.bfloat16)
-        kwargs["device_map"] = {"": 0}
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.model_name, **kwargs)
-    if cfg.use_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    return model
-
-
 def build_reward_trainer(ctx):
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import set_seed
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig, RewardTrainer
 
     from trainers.train.providers.base import resolve_target_modules
 
     cfg = ctx.cfg
     set_seed(cfg.seed)  # the new score head is random: same seed, same reward model
-    model = load_reward_model(cfg)
+    # loaded like the policy (dtype, 4-bit), by transformers for both providers (docstring)
+    model = ctx.provider.load_pretrained(AutoModelForSequenceClassification, cfg, num_labels=1)
     model.config.pad_token_id = ctx.tokenizer.pad_token_id  # the score is read before padding
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=resolve_target_modules(cfg, model), bias="none",
