@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,19 +41,29 @@ def tiny_bart(tmp_path_factory) -> Path:
 
 
 def train(data_dir, config: dict) -> list[dict]:
+    return train_run(data_dir, config)[1]
+
+
+def train_run(data_dir, config: dict) -> tuple[Path, list[dict]]:
     registry = RunRegistry(data_dir)
     run = registry.create(build_config(config))
     proc = launch(Path(run["run_dir"]))
     proc.wait(timeout=600)
     registry.finish_from_events(run["id"], proc.returncode)
-    return read_events(run["run_dir"])
+    return Path(run["run_dir"]), read_events(run["run_dir"])
 
 
-def test_bart_trains_on_summaries(tmp_path, tiny_bart):
-    events = train(tmp_path, {
+@pytest.fixture(scope="module")
+def bart_run(tmp_path_factory, tiny_bart) -> tuple[Path, list[dict]]:
+    """A finished summarization run on the tiny BART."""
+    return train_run(tmp_path_factory.mktemp("bart-run"), {
         "model_name": str(tiny_bart), "task": "summarization", "dataset": str(SAMPLE_SUMMARIES),
         "max_seq_length": 128, "max_steps": 12, "per_device_train_batch_size": 4,
         "learning_rate": 5e-3, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0})
+
+
+def test_bart_trains_on_summaries(bart_run):
+    _, events = bart_run
     assert events[-1]["type"] == "finished", events[-1]
     started = events[0]
     assert started["seq2seq"] is True and started["architecture"] == "BartForConditionalGeneration"
@@ -58,10 +71,52 @@ def test_bart_trains_on_summaries(tmp_path, tiny_bart):
     losses = [e["loss"] for e in events if e["type"] == "progress" and e["loss"] is not None]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
     adapter = Path(events[-1]["adapter_dir"])
-    import json
-
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == \
         "SEQ_2_SEQ_LM"
+
+
+def tool(module: str, *args: str, stdin: str = "") -> list[dict]:
+    """Run a one-shot tool as the dashboard does; its JSON lines."""
+    result = subprocess.run([sys.executable, "-m", module, *args], input=stdin,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_bart_run_plays_and_exports_merged(bart_run, tiny_bart, tmp_path):
+    """A seq2seq run reloads as a seq2seq model (not AutoModelForCausalLM) in both tools."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from trainers.tools import playground
+
+    run_dir, events = bart_run
+    assert events[-1]["type"] == "finished", events[-1]
+    # the start of a training document (a whole one is longer than this BART's 512 positions)
+    prompt = json.loads(SAMPLE_SUMMARIES.read_text().splitlines()[0])["document"][:400]
+    # sampled (seed 0): greedy decoding of a 12-step tiny model ends at once with </s>
+    played = tool("trainers.tools.playground", str(run_dir),
+                  stdin=json.dumps({"prompt": prompt, "max_new_tokens": 16, "temperature": 1.0}))
+    assert [x["model"] for x in played if x.get("done")] == ["adapter", "base"], played
+    text = {m: "".join(x.get("text", "") for x in played if x["model"] == m)
+            for m in ("adapter", "base")}
+    assert text["adapter"].strip() and text["adapter"] != text["base"], text
+
+    out = tool("trainers.tools.export", str(run_dir), "--out", str(tmp_path / "merged"))
+    assert out[-1] == {"done": True, "out_dir": str(tmp_path / "merged")}, out
+    merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged", dtype=torch.float32)
+    assert type(merged).__name__ == "BartForConditionalGeneration"
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    AutoTokenizer.from_pretrained(tmp_path / "merged")
+    # the merged float16 model computes what base + adapter compute, and not what base does
+    base = AutoModelForSeq2SeqLM.from_pretrained(tiny_bart, dtype=torch.float32)
+    with_adapter, tokenizer = playground.load(run_dir)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    start = torch.tensor([[merged.config.decoder_start_token_id]])
+    with torch.no_grad():
+        logits = [m(**inputs, decoder_input_ids=start).logits for m in (merged, with_adapter, base)]
+    assert (logits[0] - logits[1]).abs().max() < 1e-2
+    assert (logits[0] - logits[2]).abs().max() > 0.05
 
 
 def test_encoder_decoder_refuses_preference_strategies(tmp_path, tiny_bart):

@@ -35,23 +35,21 @@ def _emit(obj: dict) -> None:
 def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") -> Path:
     """Write base + adapter, merged, to out_dir (default RUN_DIR/merged); return it."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.train.providers import get_provider
 
     if dtype not in DTYPES:
         raise ExportError(f"dtype {dtype!r} is not a 16-bit type.", f"Use one of {DTYPES}.")
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     adapter = adapter_dir(run_dir)
     out_dir = out_dir or run_dir / MERGED_DIR
-    remote = bool(cfg.get("trust_remote_code"))
     _emit({"stage": "load", "message": f"loading {cfg['model_name']} in {dtype} on the CPU"})
-    base = AutoModelForCausalLM.from_pretrained(cfg["model_name"], dtype=getattr(torch, dtype),
-                                                trust_remote_code=remote)
+    model, tokenizer = get_provider(cfg.get("provider", "huggingface")).load_for_inference(
+        cfg["model_name"], adapter, getattr(torch, dtype), bool(cfg.get("trust_remote_code")))
     _emit({"stage": "merge", "message": f"merging the adapter from {adapter}"})
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged = model.merge_and_unload()
     _emit({"stage": "save", "message": f"saving to {out_dir}"})
     merged.save_pretrained(str(out_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote)
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "MODELFORGE_EXPORT.json").write_text(json.dumps(
         {"run": run_dir.name, "base_model": cfg["model_name"], "adapter": str(adapter),

@@ -43,21 +43,18 @@ def adapter_dir(run_dir: Path) -> Path:
 
 
 def load(run_dir: Path):
-    """The base model with the run's adapter attached (PEFT), and the tokenizer."""
+    """The base model with the run's adapter attached (PEFT), and the tokenizer, as the run's
+    provider reloads them (a seq2seq model for T5/BART runs, a causal LM otherwise)."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.train.providers import get_provider
 
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    adapter = adapter_dir(run_dir)
-    remote = bool(cfg.get("trust_remote_code"))
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=remote)
     cuda = torch.cuda.is_available()
     dtype = (torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16) \
         if cuda else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(cfg["model_name"], dtype=dtype,
-                                                trust_remote_code=remote)
-    model = PeftModel.from_pretrained(base, str(adapter))
+    model, tokenizer = get_provider(cfg.get("provider", "huggingface")).load_for_inference(
+        cfg["model_name"], adapter_dir(run_dir), dtype, bool(cfg.get("trust_remote_code")))
     model.to("cuda" if cuda else "cpu").eval()
     return model, tokenizer
 
