@@ -271,6 +271,11 @@ def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig
     output_dir = run_dir / VARIANTS_DIR / name / "trainer"
     trainer = build_trainer(spec, cfg, loaded, rows, timer, output_dir)
     effective = effective_settings(trainer)
+    if effective["gradient_accumulation_steps"] != 1:
+        # tokens/s counts one batch per optimizer step (step_lengths); importing unsloth makes
+        # SFTConfig's default 2, which would train twice the rows counted (docs/benchmarking.md)
+        raise RuntimeError(f"the trainer accumulates {effective['gradient_accumulation_steps']} "
+                           "batches per step; the benchmark measures one batch per step")
     first_batch = first_batch_facts(trainer, rows, spec.batch_size)
     started = time.perf_counter()
     trainer.train()
