@@ -9,6 +9,11 @@
 #     plain  also run benchmarks/gpu/plain_reference.py (lora16) for each provider in
 #            PLAIN_PROVIDERS (default huggingface; "huggingface unsloth" for both)
 #
+# CHECK_PLAIN=1 sets the spec's check_plain: after its variants the runner itself runs the
+# bare-library script (RUN_DIR/plain/plain_script.py) once per provider x mode and reports
+# engine/plain tokens/s (results.md's table and trust checks; logs.tar.gz has run/plain/).
+# PROVIDERS (default huggingface,unsloth) picks the providers.
+#
 # Defaults are the evidence set-up: seq 2048, batch 8, 3 warm-up + 30 measured steps, each
 # configuration twice, padded batches for both providers, rows of at least 680 tokens from the
 # P3/T0 prompt/completion sample. Override with SEQ, BATCH, STEPS, WARMUP, REPEATS, MIN_TOKENS,
@@ -38,7 +43,8 @@ import json, os
 shape = os.environ["SHAPE"]
 spec = {
     "model": shape, "synthetic_weights": not os.path.isdir(shape),
-    "modes": os.environ["MODES"].split(","), "providers": ["huggingface", "unsloth"],
+    "modes": os.environ["MODES"].split(","),
+    "providers": os.environ.get("PROVIDERS", "huggingface,unsloth").split(","),
     "max_seq_length": int(os.environ.get("SEQ", 2048)),
     "batch_size": int(os.environ.get("BATCH", 8)),
     "steps": int(os.environ.get("STEPS", 30)),
@@ -49,10 +55,14 @@ spec = {
     "dataset": os.environ.get("DATA", ".gpu/data/t0_mix_prompt_completion.jsonl"),
     "variant_timeout_s": int(os.environ.get("VARIANT_TIMEOUT_S", 300)),
     "name": f"GPU evidence {shape} {os.environ['MODES']}",
-    "invocation": "benchmarks/gpu/run_benchmarks.sh " + " ".join(
-        [shape, os.environ["MODES"]]),
+    "invocation": " ".join(
+        [f"{k}={os.environ[k]}" for k in ("SEQ", "BATCH", "STEPS", "WARMUP", "REPEATS",
+                                          "MIN_TOKENS", "PADDING", "PROVIDERS", "CHECK_PLAIN")
+         if k in os.environ] + ["benchmarks/gpu/run_benchmarks.sh", shape, os.environ["MODES"]]),
 }
 spec["dataset"] = os.path.abspath(spec["dataset"])
+if os.environ.get("CHECK_PLAIN") == "1":
+    spec["check_plain"] = True
 print(json.dumps(spec, indent=2))
 EOF
 cat "$run_dir/config.json"
@@ -79,8 +89,10 @@ for name in results.json results.md results.csv; do
   [ -f "$run_dir/$name" ] && cp "$run_dir/$name" "$out/"
 done
 (cd "$work" && tar -czf "$out/logs.tar.gz" run/events.jsonl run/config.json \
-   run/variants/*/variant.log run/variants/*/result.json plain-*.log 2>/dev/null)
+   run/variants/*/variant.log run/variants/*/result.json plain-*.log \
+   run/plain/plain_script.py run/plain/settings-*.json run/plain/plain-*.json \
+   run/plain/plain-*.log 2>/dev/null)
 echo "== $tag done in $(( $(date +%s) - start )) s =="
 [ -f "$run_dir/results.md" ] && sed -n '/^| provider/,/^$/p' "$run_dir/results.md" \
-  && sed -n '/^## Matching/,/^## Set-up/p' "$run_dir/results.md"
+  && sed -n '/^## Trust checks/,/^## Set-up/p' "$run_dir/results.md"
 exit 0

@@ -1,7 +1,9 @@
-"""Matching checks, the results table, and the JSON / Markdown / CSV export.
+"""Matching checks, trust checks, the results table, and the JSON / Markdown / CSV export.
 
 The table has one row per provider x mode (repeats averaged, their spread shown); every run is
-also listed on its own. A variant that failed stays in both, with its reason.
+also listed on its own. A variant that failed stays in both, with its reason. Trust checks say
+whether the numbers can be taken as they are: the engine against the plain script (check_plain),
+a CPU measurement (not GPU speed), too few measured steps, no warm-up.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec
 BASELINE = "huggingface"
 RESULT_FILES = ("results.json", "results.md", "results.csv")
 DATA_FACTS = ("dataset", "data_format", "num_examples", "distinct_rows", "rows_repeated",
-              "left_out_fully_masked", "token_stats")
+              "left_out_fully_masked", "token_stats", "batch_facts")
+PLAIN_BAND = (0.95, 1.05)  # engine / plain tokens/s outside this is flagged
+MIN_MEASURED_STEPS = 10
+CPU_REASON = ("measured on the CPU (no CUDA device): CPU step times say nothing about GPU "
+              "speed, and Unsloth's CPU backend runs none of its GPU kernels")
 
 
 # --- matching --------------------------------------------------------------------------------
@@ -128,6 +134,7 @@ def table_row(runs: list[dict], provider: str, mode: str) -> dict:
         process_wall_s=_mean([r["process_wall_s"] for r in ok]),
         train_wall_s=_mean([r["timing"]["train_wall_s"] for r in ok]),
         tokens_per_s=_mean(speeds), tokens_per_s_low=min(speeds), tokens_per_s_high=max(speeds),
+        tokens_per_s_total=_mean([r["timing"]["tokens_per_s_total"] for r in ok]),
         samples_per_s=_mean([r["samples_per_s"] for r in ok]),
         median_step_s=_mean([r["timing"]["median_step_s"] for r in ok]),
         peak_allocated_gib=_max([r["memory"]["max_allocated_gib"] for r in ok]),
@@ -157,12 +164,118 @@ def add_comparisons(rows: list[dict]) -> None:
         row["vram_reduction_pct"] = 100 * (1 - a / b) if a is not None and b else None
 
 
+# --- trust: the plain script, the device, the measurement ---------------------------------
+
+def _ok_plain(plain_runs: list[dict], provider: str, mode: str) -> dict | None:
+    return next((p for p in plain_runs if p["provider"] == provider and p["mode"] == mode
+                 and p["status"] == "ok"), None)
+
+
+def add_plain(rows: list[dict], plain_runs: list[dict]) -> None:
+    """Engine tokens/s over the plain script's, per provider and mode (median step and total)."""
+    for row in rows:
+        plain = _ok_plain(plain_runs, row["provider"], row["mode"])
+        if plain is None or not row.get("tokens_per_s"):
+            continue
+        t = plain["timing"]
+        row.update(plain_tokens_per_s=t["tokens_per_s"],
+                   plain_tokens_per_s_total=t["tokens_per_s_total"],
+                   engine_vs_plain_ratio=row["tokens_per_s"] / t["tokens_per_s"],
+                   engine_vs_plain_ratio_total=row["tokens_per_s_total"] / t["tokens_per_s_total"])
+
+
+def in_band(ratio: float | None) -> bool:
+    return ratio is not None and PLAIN_BAND[0] <= ratio <= PLAIN_BAND[1]
+
+
+def ratio_check(row: dict) -> dict:
+    """Flagged unless engine/plain tokens/s is within the band, by median step and in total."""
+    name = f"engine vs plain script tokens/s, {row['provider']} {row['mode']}"
+    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_total"))
+    if None in ratios:
+        return _check(name, False, "no ratio: the engine's or the plain script's run failed")
+    detail = (f"engine/plain {ratios[0]:.3f} by median step ({row['tokens_per_s']:,.0f} vs "
+              f"{row['plain_tokens_per_s']:,.0f}), {ratios[1]:.3f} in total "
+              f"({row['tokens_per_s_total']:,.0f} vs {row['plain_tokens_per_s_total']:,.0f}); "
+              f"band {PLAIN_BAND[0]}-{PLAIN_BAND[1]}")
+    return _check(name, in_band(ratios[0]) and in_band(ratios[1]), detail)
+
+
+def plain_run_checks(spec: BenchmarkSpec, plain: dict, engine: dict) -> list[dict]:
+    """The plain script trained what the engine trained, with the bare libraries only."""
+    where = f"{plain['provider']} {plain['mode']}"
+    ref, got = engine["loss"]["first_step"], plain["loss"]["first_step"]
+    off = abs(got - ref) / abs(ref) if None not in (ref, got) and ref else None
+    shared = sorted(set(plain["effective"]) & set(engine["effective"]))
+    differ = [f"{k}: engine {engine['effective'][k]!r}, plain {plain['effective'][k]!r}"
+              for k in shared if engine["effective"][k] != plain["effective"][k]]
+    same_tokens = plain["tokens"]["trainer_per_step"] == engine["tokens"]["trainer_per_step"]
+    return [
+        _check(f"plain script imports no ModelForge code, {where}", not plain["trainers_modules"],
+               "no `trainers` module was loaded in its process" if not plain["trainers_modules"]
+               else f"loaded: {', '.join(plain['trainers_modules'][:5])}"),
+        _check(f"plain script: same first-step loss, {where}",
+               off is not None and off <= spec.loss_rel_tolerance,
+               f"plain {got}, engine {ref}" + ("" if off is None else
+                                               f"; relative difference {off:.2e} (tolerance "
+                                               f"{spec.loss_rel_tolerance:g})")),
+        _check(f"plain script: same token counts, {where}", same_tokens,
+               f"{sum(plain['tokens']['trainer_per_step'])} non-padding tokens, identical per "
+               "step" if same_tokens else "the trainers' per-step token counts differ"),
+        _check(f"plain script: same trainer settings, {where}", not differ,
+               f"{len(shared)} effective settings equal" if not differ else "; ".join(differ)),
+    ]
+
+
+def plain_checks(spec: BenchmarkSpec, rows: list[dict], runs: list[dict],
+                 plain_runs: list[dict]) -> list[dict]:
+    checks = []
+    for plain in plain_runs:
+        row = next((r for r in rows
+                    if r["provider"] == plain["provider"] and r["mode"] == plain["mode"]), None)
+        engine = next((r for r in runs if r["provider"] == plain["provider"]
+                       and r["mode"] == plain["mode"] and r["status"] == "ok"), None)
+        if plain["status"] != "ok" or row is None or engine is None:
+            checks.append(_check(f"plain script, {plain['provider']} {plain['mode']}", False,
+                                 plain.get("message") or "the engine's run of it failed"))
+            continue
+        checks += [ratio_check(row), *plain_run_checks(spec, plain, engine)]
+    return checks
+
+
+def representative(runs: list[dict]) -> tuple[bool | None, str]:
+    """Whether the speed says anything about a GPU, and why (not)."""
+    devices = {r["device"]["device"] for r in runs if r["status"] == "ok"}
+    if not devices:
+        return None, "no run measured"
+    if "cpu" in devices:
+        return False, CPU_REASON
+    return True, "measured on " + ", ".join(sorted(
+        {r["device"].get("device_name") or "cuda" for r in runs if r["status"] == "ok"}))
+
+
+def measurement_checks(spec: BenchmarkSpec, fair: bool | None, why: str) -> list[dict]:
+    return [
+        _check("representative of GPU speed", bool(fair), why),
+        _check(f"at least {MIN_MEASURED_STEPS} measured steps", spec.steps >= MIN_MEASURED_STEPS,
+               f"{spec.steps} measured steps" + ("" if spec.steps >= MIN_MEASURED_STEPS else
+                                                 ": a median of so few steps is noise")),
+        _check("warm-up steps left out", spec.warmup_steps > 0,
+               f"{spec.warmup_steps} warm-up steps" + ("" if spec.warmup_steps else
+                                                       ": compilation and first-use costs are "
+                                                       "in the measured steps")),
+    ]
+
+
 def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dict],
-          command: str, planned: int) -> dict:
+          command: str, planned: int, plain_runs: list[dict] = ()) -> dict:
+    plain_runs = list(plain_runs)
     rows = [table_row([r for r in runs if r["provider"] == p and r["mode"] == m], p, m)
             for m in spec.modes for p in spec.providers
             if any(r["provider"] == p and r["mode"] == m for r in runs)]
     add_comparisons(rows)
+    add_plain(rows, plain_runs)
+    fair, why = representative(runs)
     match = {m: matching(spec, runs, m) for m in spec.modes if any(r["mode"] == m for r in runs)}
     for row in rows:
         row["matched"] = match[row["mode"]]["verdict"]
@@ -177,8 +290,22 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
         "environment": {**environment,
                         "device": first_ok["device"] if first_ok else None,
                         "torch_cuda": first_ok["torch_cuda"] if first_ok else None},
-        "command": command, "table": rows, "matching": match, "runs": runs,
+        "command": command, "table": rows, "matching": match,
+        "representative": fair, "representative_reason": why,
+        "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
+        "engine_vs_plain_ratio_total": _ratios(rows, "engine_vs_plain_ratio_total"),
+        "checks": measurement_checks(spec, fair, why) + plain_checks(spec, rows, runs, plain_runs),
+        "runs": runs, "plain_runs": plain_runs,
     }
+
+
+def _ratios(rows: list[dict], key: str) -> dict:
+    """{provider: {mode: ratio}} for the rows that have one."""
+    out: dict = {}
+    for row in rows:
+        if row.get(key) is not None:
+            out.setdefault(row["provider"], {})[row["mode"]] = row[key]
+    return out
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -189,14 +316,30 @@ def fmt(value, pattern: str = "{:.1f}", empty: str = "-") -> str:
 
 TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "tokens/s",
                 "speedup vs HF", "peak VRAM GiB", "VRAM saved vs HF", "MFU", "first-step loss",
-                "matching"]
+                "engine/plain (median / total)", "matching"]
+NOT_GPU_SPEED = "tokens/s (CPU: not GPU speed)"
+
+
+def table_header(summary: dict) -> list[str]:
+    """The table's header; on a CPU its speed column says so (the CLI prints this table)."""
+    if summary.get("representative") is False:
+        return [NOT_GPU_SPEED if h == "tokens/s" else h for h in TABLE_HEADER]
+    return TABLE_HEADER
+
+
+def plain_cell(row: dict) -> str:
+    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_total"))
+    if None in ratios:
+        return "-"
+    flag = "" if in_band(ratios[0]) and in_band(ratios[1]) else " FLAGGED"
+    return f"{ratios[0]:.3f} / {ratios[1]:.3f}{flag}"
 
 
 def table_cells(row: dict) -> list[str]:
     if row["status"] == "failed":
         reason = (row.get("reason") or "").replace("|", "/").replace("\n", " ")[:160]
         mode = MODE_LABELS.get(row["mode"], row["mode"])
-        return [row["provider"], mode, f"FAILED: {reason}"] + ["-"] * 8 + [row["matched"]]
+        return [row["provider"], mode, f"FAILED: {reason}"] + ["-"] * 9 + [row["matched"]]
     spread = "" if row["runs_ok"] < 2 else \
         f" ({row['tokens_per_s_low']:.0f}-{row['tokens_per_s_high']:.0f})"
     return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
@@ -206,7 +349,7 @@ def table_cells(row: dict) -> list[str]:
             fmt(row.get("speedup"), "{:.2f}x"), fmt(row.get("peak_allocated_gib"), "{:.2f}"),
             fmt(row.get("vram_reduction_pct"), "{:.1f}%"),
             fmt(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
-            fmt(row.get("first_step_loss"), "{:.4f}"), row["matched"]]
+            fmt(row.get("first_step_loss"), "{:.4f}"), plain_cell(row), row["matched"]]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -224,8 +367,30 @@ def run_cells(run: dict) -> list[str]:
             f"{t['median_step_s']:.3f} ({t['min_step_s']:.3f}-{t['max_step_s']:.3f})",
             f"{t['measured_steps']}", fmt(run["memory"]["max_allocated_gib"], "{:.2f}"),
             fmt(run["memory"]["max_reserved_gib"], "{:.2f}"),
-            fmt(run["memory"]["nvml_peak_used_gib"], "{:.2f}"),
+            fmt(run["memory"].get("nvml_peak_used_gib"), "{:.2f}"),  # the plain script has none
             fmt(run["loss"]["first_step"], "{:.4f}")]
+
+
+def data_lines(summary: dict) -> list[str]:
+    """What the rows were: lengths, padding and loss tokens."""
+    data, spec = summary["data"], summary["spec"]
+    stats, facts = data.get("token_stats") or {}, data.get("batch_facts")
+    lines = [f"- {stats.get('count')} rows fed, drawn from {data.get('distinct_rows')} eligible"
+             + (" (repeated to fill every step)" if data.get("rows_repeated") else "") + " of "
+             f"`{data.get('dataset')}`; tokens per row min / median / max {stats.get('min')} / "
+             f"{stats.get('median')} / {stats.get('max')} (p95 {stats.get('p95')}); "
+             f"{stats.get('truncated', 0)} truncated at {spec['max_seq_length']}"]
+    if facts:
+        loss = "completion-only loss" if spec["completion_only_loss"] else "full-sequence loss"
+        lines += [f"- padding: {100 * facts['padding_share_when_padded']:.1f}% of the token slots "
+                  f"of batches padded to their longest row (runs that pad; padding-free runs "
+                  f"have none)",
+                  f"- loss tokens: {100 * facts['loss_token_share']:.1f}% of the tokens ({loss})"]
+    return lines
+
+
+def check_lines(checks: list[dict]) -> list[str]:
+    return [f"- {c['check']}: {'ok' if c['ok'] else 'FLAGGED'}: {c['detail']}" for c in checks]
 
 
 def markdown(summary: dict) -> str:
@@ -242,14 +407,23 @@ def markdown(summary: dict) -> str:
         parts += [f"**Synthetic weights**: random-init {synthetic['family']} built from the "
                   f"public config.json of {synthetic['values_from']}. Speed and memory are the "
                   "architecture's; the loss values are not a trained model's.", ""]
-    parts += [_md_table(TABLE_HEADER, [table_cells(r) for r in summary["table"]]), "",
+    if summary.get("representative") is False:
+        parts += [f"**Not representative of GPU speed**: {summary['representative_reason']}.",
+                  ""]
+    plain = summary.get("plain_runs") or []
+    parts += [_md_table(table_header(summary), [table_cells(r) for r in summary["table"]]), "",
               "tokens/s: non-padding tokens per second, mean tokens per step over the median "
               "step time after the warm-up (range over repeats in brackets). Peak VRAM: "
               "torch.cuda.max_memory_allocated. MFU: model FLOPs (formula below) over the GPU's "
-              "dense bf16 peak.", "", "## Runs", "",
+              "dense bf16 peak. engine/plain: the engine's tokens/s over the plain script's "
+              "(bare libraries, same rows and settings), by median step and by total measured "
+              f"time; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
               _md_table(["run", "status", "tokens/s", "median step s (min-max)", "steps",
                          "max allocated GiB", "max reserved GiB", "NVML used GiB",
-                         "first-step loss"], [run_cells(r) for r in summary["runs"]]), "",
+                         "first-step loss"], [run_cells(r) for r in summary["runs"]]
+                        + [run_cells(r) for r in plain]), "",
+              "## Data", "", *data_lines(summary), "",
+              "## Trust checks", "", *check_lines(summary.get("checks", [])), "",
               "## Matching", ""]
     for mode, result in summary["matching"].items():
         parts.append(f"- **{mode}**: {result['verdict']}" +
@@ -269,7 +443,7 @@ def markdown(summary: dict) -> str:
     if flops:
         parts.append(f"- MFU formula: {flops['formula']}; peak {flops['peak_tflops']} TFLOP/s "
                      f"({flops['peak_source']})")
-    for run in summary["runs"]:
+    for run in summary["runs"] + plain:
         parts.append(f"- {run['name']}: `{run.get('command', '')}`")
     return "\n".join(parts) + "\n"
 

@@ -6,11 +6,14 @@ Reads RUN_DIR/config.json (a BenchmarkSpec) and, top to bottom:
      in a separate process) and the tokenized rows in training order -> RUN_DIR/prepared.json;
   3. runs every repeat x mode x provider as a fresh `trainers.benchmark.variant` process, one
      after another; a variant that fails is kept, with its reason;
-  4. checks matching and writes RUN_DIR/results.json, results.md and results.csv (rewritten
+  4. with check_plain, runs the bare-library script (plain_script.py, copied to RUN_DIR/plain/
+     with its settings) once per provider x mode, each in a fresh process, on the same rows;
+  5. checks matching and writes RUN_DIR/results.json, results.md and results.csv (rewritten
      after every variant, so a stopped or killed benchmark keeps what it measured).
 Events (started, stage, variant_started, progress, variant_finished, variant_failed, then
-finished / stopped / failed) go to RUN_DIR/events.jsonl. Exit code 0 when the benchmark ran to
-its end (failed variants included), 1 when it could not.
+finished / stopped / failed) go to RUN_DIR/events.jsonl; the plain script's runs are `stage`
+events named plain_script. Exit code 0 when the benchmark ran to its end (failed variants
+included), 1 when it could not.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,13 +33,15 @@ from pathlib import Path
 from trainers.benchmark import report
 from trainers.benchmark.spec import SAMPLE_DATASET, BenchmarkSpec, build_spec
 from trainers.benchmark.variant import (PREPARED_FILE, RESULT_FILE, VARIANTS_DIR,
-                                        variant_name)
+                                        step_lengths, variant_name)
 from trainers.errors import DataError
 from trainers.events import EventWriter
 from trainers.runs.stop_flag import request_stop, stop_requested
 
 SYNTHETIC_DIR = "synthetic-model"
 VARIANT_LOG = "variant.log"
+PLAIN_DIR = "plain"
+PLAIN_SCRIPT = Path(__file__).with_name("plain_script.py")
 
 
 # --- preparing what every variant shares ---------------------------------------------------
@@ -91,6 +97,17 @@ def select_rows(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[dict], int]
     return ordered, len(long_enough)
 
 
+def batch_facts(rows: list[dict], spec: BenchmarkSpec) -> dict:
+    """What the batches hold: padding (when padded to the longest row) and loss tokens."""
+    steps = step_lengths(rows, spec.batch_size)
+    tokens = sum(sum(s) for s in steps)
+    slots = sum(max(s) * len(s) for s in steps)
+    loss = sum(sum(r["completion_mask"]) for r in rows) if spec.completion_only_loss else tokens
+    return {"tokens": tokens, "padded_slots": slots,
+            "padding_share_when_padded": 1 - tokens / slots, "loss_tokens": loss,
+            "loss_token_share": loss / tokens}
+
+
 def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
     """Model and tokenized rows, written to RUN_DIR/prepared.json for every variant to read."""
     from trainers import data as data_mod
@@ -113,6 +130,7 @@ def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
         "distinct_rows": distinct, "rows_repeated": distinct < len(ordered),
         "left_out_fully_masked": fully_masked,
         "token_stats": data_mod.token_stats(lengths, spec.max_seq_length),
+        "batch_facts": batch_facts(ordered, spec),
         "rows": [{"input_ids": r["input_ids"], "completion_mask": r["completion_mask"]}
                  for r in ordered],
     }
@@ -155,51 +173,127 @@ def _wait(proc: subprocess.Popen, run_dir: Path, timeout_s: float) -> str | None
     return None
 
 
+def run_process(cmd: list[str], env: dict, run_dir: Path, log_path: Path, result_path: Path,
+                base: dict, timeout_s: float) -> dict:
+    """Run one measured process to its end; its result file, or why there is none."""
+    result_path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, cwd=str(run_dir))
+        stopped = _wait(proc, run_dir, timeout_s)
+    wall = time.perf_counter() - started
+    if result_path.is_file():
+        result = {**base, **json.loads(result_path.read_text())}
+    else:
+        result = _failure(base, run_dir, log_path, proc.returncode, stopped)
+    extra_env = {k: env[k] for k in env if k.startswith("UNSLOTH_") and k not in os.environ}
+    result.update(process_wall_s=wall, returncode=proc.returncode,
+                  command=" ".join([*(f"{k}={v}" for k, v in extra_env.items()),
+                                    *map(shlex.quote, cmd)]),
+                  log=str(log_path))
+    return result
+
+
 def run_variant(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str,
                 repeat: int) -> dict:
     name = variant_name(provider, mode, repeat)
     out = run_dir / VARIANTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
-    (out / RESULT_FILE).unlink(missing_ok=True)
-    cmd = variant_command(run_dir, provider, mode, repeat)
-    env = variant_env(spec, provider)
-    started = time.perf_counter()
-    with open(out / VARIANT_LOG, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, cwd=str(run_dir))
-        stopped = _wait(proc, run_dir, spec.variant_timeout_s)
-    wall = time.perf_counter() - started
-    result = _read_result(out, name, provider, mode, repeat, proc.returncode, stopped)
-    extra_env = {k: env[k] for k in env if k.startswith("UNSLOTH_") and k not in os.environ}
-    result.update(process_wall_s=wall, returncode=proc.returncode,
-                  command=" ".join([*(f"{k}={v}" for k, v in extra_env.items()),
-                                    *map(shlex.quote, cmd)]),
-                  log=str(out / VARIANT_LOG))
-    return result
+    base = {"name": name, "provider": provider, "mode": mode, "repeat": repeat}
+    return run_process(variant_command(run_dir, provider, mode, repeat),
+                       variant_env(spec, provider), run_dir, out / VARIANT_LOG,
+                       out / RESULT_FILE, base, spec.variant_timeout_s)
 
 
-def _read_result(out: Path, name: str, provider: str, mode: str, repeat: int,
-                 returncode: int, stopped: str | None) -> dict:
-    path = out / RESULT_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    base = {"name": name, "provider": provider, "mode": mode, "repeat": repeat,
-            "status": "failed"}
-    if stopped is None and stop_requested(out.parent.parent):  # the signal reached it first
+def _failure(base: dict, run_dir: Path, log_path: Path, returncode: int,
+             stopped: str | None) -> dict:
+    base = {**base, "status": "failed"}
+    if stopped is None and stop_requested(run_dir):  # the signal reached it first
         stopped = "stopped: the benchmark was asked to stop"
     if stopped:
-        return {**base, "error_type": "stopped", "message": f"The variant was {stopped}.",
+        return {**base, "error_type": "stopped", "message": f"{base['name']} was {stopped}.",
                 "hint": "Raise variant_timeout_s, or lower steps." if "timed out" in stopped
                 else ""}
     from trainers.runs.process import exit_description
 
-    tail = _tail(out / VARIANT_LOG)
     killed = returncode is not None and returncode < 0
     return {**base, "error_type": "killed" if killed else "crashed",
-            "message": f"The variant process {exit_description(returncode)} without a result.",
+            "message": f"The process of {base['name']} {exit_description(returncode)} without a "
+                       "result.",
             "hint": "Killed from outside: often the out-of-memory killer (check dmesg); lower "
-                    "batch_size or max_seq_length." if killed else f"See {out / VARIANT_LOG}.",
-            "log_tail": tail}
+                    "batch_size or max_seq_length." if killed else f"See {log_path}.",
+            "log_tail": _tail(log_path)}
+
+
+# --- the plain script: the same run with the bare libraries ----------------------------------
+
+def plain_settings(spec: BenchmarkSpec, prepared: dict, run_dir: Path, mode: str) -> dict:
+    """Everything plain_script.py needs, from the spec: every SFTConfig argument explicit,
+    as the engine's variants set them (TRL's defaults change when unsloth is imported)."""
+    sft = {
+        "max_steps": spec.total_steps, "per_device_train_batch_size": spec.batch_size,
+        "gradient_accumulation_steps": 1, "learning_rate": spec.learning_rate,
+        "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.0,
+        "max_grad_norm": 1.0, "optim": spec.optimizer, "bf16": spec.precision == "bf16",
+        "fp16": spec.precision == "fp16", "gradient_checkpointing": spec.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False}, "seed": spec.seed,
+        "data_seed": spec.seed, "logging_steps": 1, "logging_first_step": True,
+        "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": True,
+        "include_num_input_tokens_seen": "non_padding", "remove_unused_columns": False,
+        "max_length": spec.max_seq_length, "packing": False, "dataset_num_proc": None,
+        "completion_only_loss": spec.completion_only_loss,
+        "train_sampling_strategy": "sequential",
+    }
+    if spec.padding == "padded":
+        sft["padding_free"] = False
+    elif spec.padding == "padding_free":
+        sft.update(padding_free=True, max_length=None)  # the rows are already truncated
+    return {
+        "about": "Settings for plain_script.py, generated by ModelForge from the benchmark's "
+                 "spec (the run directory's config.json).",
+        "mode": mode, "model_dir": prepared["model_dir"],
+        "tokenizer_dir": prepared["tokenizer_dir"], "rows_file": str(run_dir / PREPARED_FILE),
+        "precision": spec.precision, "load_in_4bit": mode == "qlora4",
+        "max_seq_length": spec.max_seq_length, "warmup_steps": spec.warmup_steps,
+        "gradient_checkpointing": spec.gradient_checkpointing,
+        "lora": {"r": spec.lora_r, "alpha": spec.lora_alpha, "dropout": 0.0,
+                 "target_modules": spec.target_modules},
+        "unsloth_environment": {"UNSLOTH_DISABLE_AUTO_PADDING_FREE": "1"}
+        if spec.padding == "padded" else {},
+        "sft_config": sft,
+    }
+
+
+def write_plain(spec: BenchmarkSpec, prepared: dict, run_dir: Path) -> Path:
+    """RUN_DIR/plain/: the script and one settings file per mode, to read and re-run."""
+    folder = run_dir / PLAIN_DIR
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(PLAIN_SCRIPT, folder / PLAIN_SCRIPT.name)
+    for mode in spec.modes:
+        (folder / f"settings-{mode}.json").write_text(
+            json.dumps(plain_settings(spec, prepared, run_dir, mode), indent=2))
+    return folder
+
+
+def run_plain(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str) -> dict:
+    folder = run_dir / PLAIN_DIR
+    name = f"plain-{provider}-{mode}"
+    cmd = [sys.executable, str(folder / PLAIN_SCRIPT.name), str(folder / f"settings-{mode}.json"),
+           provider, str(folder / f"{name}.json")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return run_process(cmd, env, run_dir, folder / f"{name}.log", folder / f"{name}.json",
+                       {"name": name, "provider": provider, "mode": mode}, spec.variant_timeout_s)
+
+
+def _plain_message(summary: dict, result: dict) -> str:
+    if result["status"] != "ok":
+        return f"{result['name']} FAILED: {result.get('message')}"
+    row = next((r for r in summary["table"]
+                if r["provider"] == result["provider"] and r["mode"] == result["mode"]), {})
+    ratio = row.get("engine_vs_plain_ratio")
+    return (f"{result['name']}: {result['timing']['tokens_per_s']:,.0f} tokens/s; engine/plain "
+            + ("-" if ratio is None else f"{ratio:.3f}"))
 
 
 def _tail(path: Path, max_bytes: int = 3000) -> str:
@@ -232,6 +326,12 @@ def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) 
     prepared = prepare(spec, run_dir, events)
     meta = {k: v for k, v in prepared.items() if k != "rows"}
     results: list[dict] = []
+    plain: list[dict] = []
+
+    def summary() -> dict:
+        return report.build(spec, meta, env, results, _runner_command(run_dir),
+                            planned=len(plan), plain_runs=plain)
+
     for index, (repeat, mode, provider) in enumerate(plan, start=1):
         if stop_requested(run_dir):
             break
@@ -242,9 +342,20 @@ def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) 
         results.append(result)
         kind = "variant_finished" if result["status"] == "ok" else "variant_failed"
         events.emit(kind, index=index, total=len(plan), **_variant_event(result))
-        report.write_all(run_dir, report.build(spec, meta, env, results, _runner_command(run_dir),
-                                               planned=len(plan)))
-    return report.build(spec, meta, env, results, _runner_command(run_dir), planned=len(plan))
+        report.write_all(run_dir, summary())
+    if getattr(spec, "check_plain", False):  # the field may be missing from an older spec
+        folder = write_plain(spec, prepared, run_dir)
+        for mode in spec.modes:
+            for provider in spec.providers:
+                if stop_requested(run_dir):
+                    break
+                events.emit("stage", name="plain_script",
+                            message=f"plain script (bare libraries, {folder}): {provider} {mode}")
+                plain.append(run_plain(spec, run_dir, provider, mode))
+                done = summary()
+                report.write_all(run_dir, done)
+                events.emit("stage", name="plain_script", message=_plain_message(done, plain[-1]))
+    return summary()
 
 
 def _runner_command(run_dir: Path) -> str:

@@ -1,0 +1,193 @@
+"""check_plain: the bare-library script runs after the engine's variants on the same rows, for
+both providers, and the report gives engine/plain tokens/s per provider and mode, flagged
+outside 0.95-1.05; CPU results are labelled not GPU speed; the data's padding and loss shares.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainers.benchmark import report
+from trainers.benchmark.runner import PLAIN_SCRIPT, batch_facts
+from trainers.benchmark.spec import BenchmarkSpec, build_spec
+
+needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
+                                   reason="unsloth is not installed")
+# BenchmarkSpec is being refactored elsewhere; check_plain is added to it once that lands
+needs_field = pytest.mark.skipif("check_plain" not in BenchmarkSpec.model_fields,
+                                 reason="BenchmarkSpec has no check_plain field yet")
+
+TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "lora_r": 4,
+        "lora_alpha": 8, "modes": ["lora16"], "check_plain": True}
+
+# Runs a script with every `trainers` import refused, so it fails if it needs ModelForge code.
+WITHOUT_TRAINERS = """
+import runpy, sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "trainers":
+            raise ImportError("trainers is refused here: " + name)
+sys.meta_path.insert(0, Refuse())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+# --- the report's logic, on hand-made values -------------------------------------------------
+
+def _row(engine: float, plain: float, engine_total: float, plain_total: float) -> dict:
+    return {"provider": "unsloth", "mode": "lora16", "tokens_per_s": engine,
+            "tokens_per_s_total": engine_total, "plain_tokens_per_s": plain,
+            "plain_tokens_per_s_total": plain_total, "engine_vs_plain_ratio": engine / plain,
+            "engine_vs_plain_ratio_total": engine_total / plain_total}
+
+
+def test_a_ratio_outside_the_band_is_flagged():
+    assert report.ratio_check(_row(100, 98, 100, 97))["ok"]
+    assert report.plain_cell(_row(100, 98, 100, 97)) == "1.020 / 1.031"
+    slow = _row(100, 80, 100, 98)  # by median step 1.25
+    assert not report.ratio_check(slow)["ok"] and report.plain_cell(slow).endswith("FLAGGED")
+    total_only = _row(100, 100, 90, 100)  # slow steps: only the total differs
+    assert not report.ratio_check(total_only)["ok"]
+    assert report.in_band(0.95) and report.in_band(1.05) and not report.in_band(1.051)
+    missing = {"provider": "huggingface", "mode": "lora16"}
+    assert not report.ratio_check(missing)["ok"] and report.plain_cell(missing) == "-"
+
+
+def test_cpu_runs_are_not_representative_and_short_measurements_are_flagged():
+    fair, why = report.representative([{"status": "ok", "device": {"device": "cpu"}}])
+    assert fair is False and "CPU" in why
+    checks = {c["check"]: c["ok"] for c in report.measurement_checks(
+        build_spec({"model": "m", "steps": 9, "warmup_steps": 0}), fair, why)}
+    assert checks == {"representative of GPU speed": False, "at least 10 measured steps": False,
+                      "warm-up steps left out": False}
+    gpu = [{"status": "ok", "device": {"device": "cuda", "device_name": "NVIDIA H200"}}]
+    fair, why = report.representative(gpu)
+    checks = report.measurement_checks(build_spec({"model": "m"}), fair, why)
+    assert fair is True and all(c["ok"] for c in checks) and "H200" in why
+
+
+def test_batch_facts_count_padding_and_loss_tokens():
+    rows = [{"input_ids": [1] * 2, "completion_mask": [0, 1]},
+            {"input_ids": [1] * 4, "completion_mask": [0, 0, 1, 1]},
+            {"input_ids": [1] * 3, "completion_mask": [0, 0, 1]}]
+    facts = batch_facts(rows, build_spec({"model": "m", "batch_size": 2}))
+    # steps [2, 4] and [3]: 9 tokens in 8 + 3 padded slots; 4 completion tokens
+    assert facts["padded_slots"] == 11
+    assert facts["padding_share_when_padded"] == pytest.approx(2 / 11)
+    assert facts["loss_token_share"] == pytest.approx(4 / 9)
+    full = batch_facts(rows, build_spec({"model": "m", "batch_size": 2,
+                                         "completion_only_loss": False}))
+    assert full["loss_token_share"] == 1.0
+
+
+# --- a tiny benchmark with check_plain, both providers ---------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory, demo_model):
+    run_dir = tmp_path_factory.mktemp("bench-plain") / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"model": str(demo_model), **TINY}))
+    done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+@needs_field
+def test_the_plain_script_is_in_the_run_dir_and_runs_without_modelforge(plain_run, tmp_path):
+    run_dir, summary = plain_run
+    script, settings = run_dir / "plain" / PLAIN_SCRIPT.name, run_dir / "plain/settings-lora16.json"
+    assert script.read_text() == PLAIN_SCRIPT.read_text()
+    sft = json.loads(settings.read_text())["sft_config"]
+    assert sft["gradient_accumulation_steps"] == 1 and sft["warmup_steps"] == 0
+    plain = {p["provider"]: p for p in summary["plain_runs"]}
+    assert set(plain) == {"huggingface", "unsloth"}
+    assert all(p["status"] == "ok" and p["trainers_modules"] == [] for p in plain.values())
+    assert plain["unsloth"]["unsloth_in_process"] and not plain["huggingface"]["unsloth_in_process"]
+    # Unsloth's SFTConfig default (2) did not apply: the settings are explicit
+    assert plain["unsloth"]["effective"]["gradient_accumulation_steps"] == 1
+    # the user's re-run, with every `trainers` import refused, trains the same
+    out = tmp_path / "again.json"
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TRAINERS, str(script), str(settings),
+                           "huggingface", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "PLAIN RESULT huggingface lora16" in done.stdout
+    again = json.loads(out.read_text())
+    assert again["loss"]["first_step"] == pytest.approx(
+        plain["huggingface"]["loss"]["first_step"], rel=1e-5)
+    assert again["tokens"] == plain["huggingface"]["tokens"]
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+@needs_field
+def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run):
+    run_dir, summary = plain_run
+    for provider in ("huggingface", "unsloth"):
+        assert summary["engine_vs_plain_ratio"][provider]["lora16"] > 0
+        assert summary["engine_vs_plain_ratio_total"][provider]["lora16"] > 0
+        engine = next(r for r in summary["runs"] if r["provider"] == provider)
+        plain = next(p for p in summary["plain_runs"] if p["provider"] == provider)
+        # same weights, same first rows: the same loss before any update
+        assert plain["loss"]["first_step"] == pytest.approx(engine["loss"]["first_step"],
+                                                            rel=1e-3)
+        assert plain["tokens"]["trainer_per_step"] == engine["tokens"]["trainer_per_step"] \
+            == engine["tokens"]["per_step"]
+    checks = {c["check"]: c for c in summary["checks"]}
+    for provider in ("huggingface", "unsloth"):
+        for name in ("plain script imports no ModelForge code", "plain script: same first-step "
+                     "loss", "plain script: same token counts", "plain script: same trainer "
+                     "settings"):
+            assert checks[f"{name}, {provider} lora16"]["ok"], checks[f"{name}, {provider} lora16"]
+        ratio = checks[f"engine vs plain script tokens/s, {provider} lora16"]
+        assert ratio["ok"] == (
+            report.in_band(summary["engine_vs_plain_ratio"][provider]["lora16"])
+            and report.in_band(summary["engine_vs_plain_ratio_total"][provider]["lora16"]))
+    md = (run_dir / "results.md").read_text()
+    assert "engine/plain (median / total)" in md and "| plain-unsloth-lora16 | ok |" in md
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+@needs_field
+def test_a_plain_run_far_from_the_engine_is_flagged_in_json_and_markdown(plain_run):
+    _, summary = plain_run
+    plain_runs = copy.deepcopy(summary["plain_runs"])
+    for run in plain_runs:
+        run["timing"]["tokens_per_s"] *= 1.3
+    prepared = {**summary["data"], "synthetic": summary["synthetic_weights"],
+                "model_dir": summary["model_dir"]}
+    again = report.build(build_spec(summary["spec"]), prepared, summary["environment"],
+                         summary["runs"], summary["command"], summary["planned_runs"], plain_runs)
+    flagged = [c["check"] for c in again["checks"] if not c["ok"]]
+    assert "engine vs plain script tokens/s, huggingface lora16" in flagged
+    assert "engine vs plain script tokens/s, unsloth lora16" in flagged
+    assert all(report.plain_cell(r).endswith("FLAGGED") for r in again["table"])
+    assert "engine vs plain script tokens/s, unsloth lora16: FLAGGED" in report.markdown(again)
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+@needs_field
+def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
+    run_dir, summary = plain_run
+    assert summary["representative"] is False and "CPU" in summary["representative_reason"]
+    md = (run_dir / "results.md").read_text()
+    assert "**Not representative of GPU speed**" in md
+    assert report.NOT_GPU_SPEED in md.split("\n\n| provider", 1)[1].split("\n")[0]
+    assert "at least 10 measured steps: FLAGGED" in md
+    facts = summary["data"]["batch_facts"]
+    assert 0 < facts["loss_token_share"] < 1 and 0 <= facts["padding_share_when_padded"] < 1
+    assert f"loss tokens: {100 * facts['loss_token_share']:.1f}% of the tokens" in md
+    stats = summary["data"]["token_stats"]
+    assert f"min / median / max {stats['min']} / {stats['median']} / {stats['max']}" in md

@@ -1,0 +1,277 @@
+"""A benchmark variant written with the bare libraries: no ModelForge code at all.
+
+  python plain_script.py SETTINGS.json PROVIDER OUT.json
+
+PROVIDER is huggingface (transformers + PEFT + bitsandbytes + TRL) or unsloth (Unsloth + TRL).
+SETTINGS.json (written by `modelforge bench --check-plain` beside this copy) holds the
+benchmark's values: the model and tokenizer directories, the rows file (the engine's
+tokenized rows, in training order), LoRA, the measurement's warm-up steps, and every SFTConfig
+argument, set explicitly (`import unsloth` changes TRL's defaults: gradient accumulation,
+weight decay, warm-up, seed, optimizer, learning rate). This file only imports what a user of
+the libraries imports, so its tokens/s is what those libraries give on these rows.
+
+Measured as the engine measures: a step clock (torch.cuda.synchronize, then perf_counter) read
+when training begins and at the end of every optimizer step, the warm-up steps left out,
+non-padding tokens of the rows each step trained; tokens/s over the median step and over the
+total measured time. Prints one line starting "PLAIN RESULT" and writes OUT.json.
+"""
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROVIDERS = ("huggingface", "unsloth")
+
+
+def read_settings(path: str, provider: str) -> dict:
+    settings = json.loads(Path(path).read_text())
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if provider == "unsloth":
+        os.environ.update(settings["unsloth_environment"])  # read when unsloth is imported
+    return settings
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def dtype_of(settings: dict):
+    import torch
+
+    return torch.float16 if settings["precision"] == "fp16" else torch.bfloat16
+
+
+def linear_names(model) -> list:
+    """target_modules "auto": every linear projection's name, except the LM head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if module is not head and (isinstance(module, torch.nn.Linear)
+                                        or type(module).__name__ in ("Linear4bit", "Linear8bitLt"))}
+    return sorted(names - {"lm_head", "score"})
+
+
+def targets(settings: dict, model) -> list:
+    lora = settings["lora"]
+    return linear_names(model) if lora["target_modules"] == "auto" else lora["target_modules"]
+
+
+def load_huggingface(settings: dict):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype, four_bit = dtype_of(settings), settings["load_in_4bit"]
+    kwargs = {"dtype": dtype, "attn_implementation": "sdpa"}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = AutoModelForCausalLM.from_pretrained(settings["model_dir"], **kwargs)
+    checkpointing = settings["gradient_checkpointing"]
+    if four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = settings["lora"]
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=targets(settings, model), bias="none",
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def load_unsloth(settings: dict):
+    from unsloth import FastLanguageModel
+
+    seed, length, lora = settings["sft_config"]["seed"], settings["max_seq_length"], \
+        settings["lora"]
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=settings["model_dir"], max_seq_length=length, dtype=dtype_of(settings),
+        load_in_4bit=settings["load_in_4bit"], random_state=seed)
+    return FastLanguageModel.get_peft_model(
+        model, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=targets(settings, model), bias="none", random_state=seed,
+        use_gradient_checkpointing="unsloth" if settings["gradient_checkpointing"] else False,
+        max_seq_length=length)
+
+
+def torch_lm_head_without_gpu() -> bool:
+    """TRL 1.15 computes the SFT loss with a Triton-only LM-head kernel, which fails on a
+    machine without a GPU ("0 active drivers"). There, use the same computation in PyTorch
+    (as the engine does, trainers/train/trl_cpu.py). Unsloth patches the loss itself."""
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    import trl.trainer.utils as trl_utils
+
+    class TorchChunkedLogProb:
+        @staticmethod
+        def apply(hidden, weight, bias, labels, temperature, chunk_size, softcap=None,
+                  logit_scale=1.0, outputs=("log_probs",)):
+            logits = torch.nn.functional.linear(hidden, weight, bias).float() * logit_scale
+            if softcap is not None:
+                logits = softcap * torch.tanh(logits / softcap)
+            all_lp = torch.log_softmax(logits / temperature, -1)
+            picked = all_lp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            want = set(outputs)
+            return (picked,
+                    -(all_lp.exp() * all_lp).sum(-1) if "entropy" in want else None,
+                    torch.logsumexp(2 * all_lp, -1).detach() if "log_sum_sq_probs" in want
+                    else None,
+                    (logits / temperature).mean(-1).detach() if "mean_logits" in want else None,
+                    (logits.argmax(-1) == labels) if "is_top1" in want else None)
+
+    trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+    return True
+
+
+def step_clock():
+    import torch
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        """Synchronised marks at the start and after each optimizer step; tokens and losses."""
+
+        def __init__(self):
+            self.marks, self.tokens_seen, self.losses = [], [], {}
+
+        def now(self) -> float:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.marks = [self.now()]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(self.now())
+            self.tokens_seen.append(int(state.num_input_tokens_seen or 0))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses[state.global_step] = float(logs["loss"])
+                print(f"step {state.global_step}/{args.max_steps} loss {logs['loss']:.4f} "
+                      f"{self.marks[-1] - self.marks[-2]:.4f} s", flush=True)
+
+    return StepClock()
+
+
+def step_tokens(rows: list, batch_size: int) -> list:
+    """Non-padding tokens of each step's rows, as the sequential sampler feeds them."""
+    lengths = [len(r["input_ids"]) for r in rows]
+    return [sum(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size)]
+
+
+def speed(marks: list, tokens: list, warmup: int) -> dict:
+    """Tokens/s after the warm-up: mean tokens per step over the median step, and in total."""
+    times = [b - a for a, b in zip(marks, marks[1:])]
+    measured, measured_tokens = times[warmup:], tokens[warmup:len(times)]
+    if not measured:
+        raise RuntimeError(f"{len(times)} steps ran, none after the {warmup} warm-up steps")
+    median = statistics.median(measured)
+    return {"step_times_s": [round(t, 5) for t in times], "warmup_steps": warmup,
+            "measured_steps": len(measured), "median_step_s": median,
+            "min_step_s": min(measured), "max_step_s": max(measured), "measured_time_s": sum(measured), "measured_tokens": sum(measured_tokens),
+            "tokens_per_s": statistics.fmean(measured_tokens) / median,
+            "tokens_per_s_total": sum(measured_tokens) / sum(measured)}
+
+
+def memory() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"max_allocated_gib": None, "max_reserved_gib": None}
+    return {"max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30}
+
+
+def trainer_settings(trainer) -> dict:
+    """What the trainer really uses, after the libraries applied their own defaults."""
+    args = trainer.args
+    value = lambda x: getattr(x, "value", x)  # noqa: E731 - enums as their strings
+    return {"trainer_class": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
+            "padding_free": bool(getattr(args, "padding_free", False)),
+            "collator": type(trainer.data_collator).__name__,
+            "optim": value(args.optim), "learning_rate": args.learning_rate,
+            "lr_scheduler_type": value(args.lr_scheduler_type),
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "gradient_checkpointing_args": bool(args.gradient_checkpointing),
+            "train_sampling_strategy": getattr(args, "train_sampling_strategy", None),
+            "max_length": getattr(args, "max_length", None), "bf16": bool(args.bf16),
+            "fp16": bool(args.fp16), "use_cpu": bool(args.use_cpu),
+            "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
+            "seed": args.seed}
+
+
+def main(argv: list) -> int:
+    if len(argv) != 3 or argv[1] not in PROVIDERS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    settings_path, provider, out_path = argv
+    settings = read_settings(settings_path, provider)
+    if provider == "unsloth":
+        import unsloth  # noqa: F401 - before transformers, TRL and PEFT, as Unsloth requires
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    rows = json.loads(Path(settings["rows_file"]).read_text())["rows"]
+    tokenizer = load_tokenizer(settings["tokenizer_dir"])
+    set_seed(settings["sft_config"]["seed"])
+    model = load_unsloth(settings) if provider == "unsloth" else load_huggingface(settings)
+    lm_head_replaced = provider == "huggingface" and torch_lm_head_without_gpu()
+    clock = step_clock()
+    output_dir = Path(out_path).resolve().parent / f"trainer-{provider}"
+    config = SFTConfig(**settings["sft_config"], output_dir=str(output_dir),
+                       use_cpu=not torch.cuda.is_available())  # as Unsloth's CPU backend sets
+    trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(rows), callbacks=[clock])
+    started = time.perf_counter()
+    trainer.train()
+    train_wall_s = time.perf_counter() - started
+    if provider == "huggingface" and "unsloth" in sys.modules:
+        raise RuntimeError("unsloth was imported in the huggingface process: not a stock baseline")
+    steps = len(clock.marks) - 1
+    tokens = step_tokens(rows, settings["sft_config"]["per_device_train_batch_size"])[:steps]
+    timing = speed(clock.marks, tokens, settings["warmup_steps"])
+    result = {
+        "provider": provider, "mode": settings["mode"], "status": "ok",
+        "timing": {**timing, "train_wall_s": train_wall_s},
+        "tokens": {"per_step": tokens,
+                   "trainer_per_step": [b - a for a, b in zip([0] + clock.tokens_seen,
+                                                               clock.tokens_seen)]},
+        "loss": {"first_step": clock.losses.get(1),
+                 "curve": [clock.losses.get(s) for s in range(1, steps + 1)]},
+        "effective": trainer_settings(trainer),
+        "trl_lm_head_replaced": lm_head_replaced,
+        "unsloth_in_process": "unsloth" in sys.modules,
+        # the proof that this script ran without ModelForge: no module of it was ever loaded
+        "trainers_modules": sorted(m for m in sys.modules if m.split(".")[0] == "trainers"),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "memory": memory(),
+        "command": " ".join([sys.executable, *sys.argv]),
+    }
+    Path(out_path).write_text(json.dumps(result, indent=2))
+    print(f"PLAIN RESULT {provider} {settings['mode']}: {timing['tokens_per_s']:,.0f} tokens/s "
+          f"(median step {timing['median_step_s']:.4f} s), {timing['tokens_per_s_total']:,.0f} "
+          f"tokens/s over {timing['measured_steps']} measured steps; first-step loss "
+          f"{result['loss']['first_step']}; written to {out_path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
