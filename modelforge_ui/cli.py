@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
@@ -101,49 +100,21 @@ def cmd_train(args) -> int:
 
 def follow_run(registry, run_id: str) -> int:
     """Start the worker, show progress until it ends, stop it gracefully on Ctrl-C."""
-    record = follow_job(registry, run_id, _print_event, "stopping at the next step")
+    from trainers.runs.jobs import follow
+
+    record = follow(registry, run_id, _print_event, lambda: print(
+        "\nstopping at the next step (Ctrl-C again to force)...", file=sys.stderr))
     return _report(record, Path(record["run_dir"]))
 
 
-def follow_job(registry, run_id: str, print_event, stop_message: str) -> dict:
-    """Launch a recorded job (training or benchmark), print its events until it ends, and
-    return its final record. The first Ctrl-C asks for a graceful stop, the second forces it."""
-    from trainers.runs import process as runs
-    from trainers.events import read_events
-
-    run = registry.get(run_id)
-    run_dir = Path(run["run_dir"])
-    proc = runs.launch(run_dir, kind=run["kind"])
-    registry.mark_running(run_id, proc.pid)
-    seen, stop_sent = 0, False
-    while True:
-        try:
-            for event in read_events(run_dir, after=seen):
-                seen = event["seq"] + 1
-                print_event(event)
-            if proc.poll() is not None:
-                for event in read_events(run_dir, after=seen):
-                    seen = event["seq"] + 1
-                    print_event(event)
-                break
-            time.sleep(0.3)
-        except KeyboardInterrupt:
-            if stop_sent:
-                runs.stop(run_dir, proc, grace_s=0)
-            else:
-                print(f"\n{stop_message} (Ctrl-C again to force)...", file=sys.stderr)
-                runs.request_stop(run_dir)
-                stop_sent = True
-    return registry.finish_from_events(run_id, proc.returncode)
-
-
 def _report(record: dict, run_dir: Path) -> int:
+    from trainers.runs.jobs import ADAPTER_STATUSES, adapter_path
     from trainers.runs.process import log_tail
 
     status = record["status"]
     summary = record.get("summary") or {}
-    if status in ("succeeded", "stopped"):
-        print(f"\n{status}: adapter saved in {summary.get('adapter_dir')}")
+    if status in ADAPTER_STATUSES:
+        print(f"\n{status}: adapter saved in {adapter_path(record)}")
         return 0
     print(f"\nfailed: {summary.get('message') or record.get('error')}", file=sys.stderr)
     if summary.get("hint"):

@@ -10,17 +10,16 @@ run history like a training run (kind "benchmark"); its results are RUN_DIR/resu
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import sys
+import typing
 from pathlib import Path
 
 from trainers.benchmark.spec import BenchmarkSpec, build_spec
 from trainers.config import load_config_file, parse_cli_value, with_absolute_paths
 from trainers.errors import ModelForgeError
 
-LIST_FIELDS = ("providers", "modes", "target_modules")
 HIDDEN_FIELDS = ("invocation",)
 
 
@@ -43,11 +42,19 @@ def add_bench_command(subparsers) -> None:
 
 
 def parse_flag(name: str, text: str):
-    if name in LIST_FIELDS and text != "auto" and not text.startswith("["):
+    """A flag's text as the field's value: a list field takes a,b (or JSON, or "auto"), a
+    text field the text as it is (a model named 1e5 stays a name), any other field JSON."""
+    annotation = BenchmarkSpec.model_fields[name].annotation
+    if _takes_list(annotation) and text != "auto" and not text.startswith("["):
         return [part.strip() for part in text.split(",") if part.strip()]
-    if name in ("model", "tokenizer", "dataset", "name"):
+    if annotation is str:
         return text
     return parse_cli_value(text)
+
+
+def _takes_list(annotation) -> bool:
+    kinds = [annotation, *typing.get_args(annotation)]
+    return any(typing.get_origin(kind) is list for kind in kinds)
 
 
 def spec_from_args(args) -> BenchmarkSpec:
@@ -59,12 +66,13 @@ def spec_from_args(args) -> BenchmarkSpec:
             raw[name] = parse_flag(name, text)
             words += ["--" + name.replace("_", "-"), text]
     raw["invocation"] = shlex.join(words)
-    return build_spec(with_absolute_paths(raw, keys=("model", "tokenizer", "dataset")))
+    return build_spec(with_absolute_paths(raw, BenchmarkSpec))
 
 
 def cmd_bench(args) -> int:
-    from trainers.runs.registry import RunRegistry
+    from trainers.runs.jobs import create_benchmark, follow
     from trainers.runs.process import default_data_dir
+    from trainers.runs.registry import RunRegistry
 
     try:
         spec = spec_from_args(args)
@@ -72,15 +80,11 @@ def cmd_bench(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     registry = RunRegistry(args.data_dir or default_data_dir())
-    config = spec.model_dump(mode="json")
-    run = registry.create(None, source="cli", kind="benchmark", config_dict=config)
+    run = create_benchmark(registry, spec, source="cli")
     run_dir = Path(run["run_dir"])
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    registry.rename(run["id"], spec.name or f"benchmark {spec.model}")
     print(f"benchmark {run['id']}: {run_dir}")
-    from modelforge_ui.cli import follow_job
-
-    record = follow_job(registry, run["id"], print_event, "stopping after the current variant")
+    record = follow(registry, run["id"], print_event, lambda: print(
+        "\nstopping after the current variant (Ctrl-C again to force)...", file=sys.stderr))
     return report_outcome(record, run_dir, args.out)
 
 

@@ -1,9 +1,12 @@
 """What a request may do: the bearer token, the allowed file roots, trust_remote_code.
 
-Paths from a request (dataset, a local model_name, output_dir, a preview's file) are read only
-under the allowed roots: the upload directory, the data directory's models/ and outputs/, and
-the directories the operator names. `../`, symlinks that lead out and absolute paths elsewhere
-are refused. The config that is stored and run holds the resolved absolute paths.
+Paths from a request are read only under the allowed roots: the upload directory, the data
+directory's models/ and outputs/, and the directories the operator names. `../`, symlinks that
+lead out and absolute paths elsewhere are refused. Which fields are paths, and of what kind, is
+marked in each schema (trainers.config.path_fields): a training config, a benchmark spec, a
+preview request. What is stored and run holds the resolved absolute paths. The API and the
+dashboard apply the same functions below: check_config_policy, check_spec_policy,
+check_preview_policy and check_run_model_policy.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from trainers.config import TrainConfig
+from pydantic import BaseModel
+
+from trainers.benchmark.spec import SAMPLE_DATASET, BenchmarkSpec
+from trainers.config import TrainConfig, path_fields
 from trainers.data import _looks_like_hub_id as looks_like_hub_dataset
 from trainers.errors import ConfigError, ModelForgeError, PathNotAllowedError
 from trainers.runs.output_dir import check_output_dir
+from trainers.tools.preview import PreviewRequest
 
 # A Hugging Face hub id: "name" or "owner/name" with letters, digits, '-', '_', '.' (the hub
 # allows 96 characters a part).
@@ -112,41 +119,101 @@ def is_local_model_path(name: str, models_dir: Path | None = None) -> bool:
     return models_dir is not None and (models_dir / name).is_dir()
 
 
-# --- a whole config ----------------------------------------------------------------------------
+# --- the policy, one rule each ----------------------------------------------------------------
 
-def check_config_policy(cfg: TrainConfig, settings) -> TrainConfig:
-    """Apply the server's rules to a valid config; return it with resolved absolute paths.
-
-    Raises NotPermittedError / PathRefused (403) or ConfigError (422, a missing file).
-    """
-    if cfg.trust_remote_code and not settings.allow_trust_remote_code:
+def check_trust_remote_code(wanted: bool, settings) -> None:
+    """NotPermittedError unless the operator allows running code from model repositories."""
+    if wanted and not settings.allow_trust_remote_code:
         raise NotPermittedError(
             "trust_remote_code",
             "trust_remote_code is disabled on this server: it would run Python code shipped "
             "inside the model repository.",
-            "Set trust_remote_code to false, or ask the operator to start the server with "
-            "--allow-trust-remote-code (MODELFORGE_ALLOW_TRUST_REMOTE_CODE=1).")
-    roots, base = settings.roots(), settings.uploads_dir
-    updates: dict = {}
-    if not looks_like_hub_dataset(cfg.dataset):
-        dataset = resolve_allowed_path(cfg.dataset, roots, base, "dataset")
-        if not dataset.is_file():
-            raise ConfigError([{"field": "dataset", "message":
-                                f"file {dataset} does not exist: upload it with POST "
-                                "/api/datasets or check the path"}])
-        updates["dataset"] = str(dataset)
-    if is_local_model_path(cfg.model_name, settings.models_dir):
-        model = resolve_allowed_path(cfg.model_name, roots, settings.models_dir, "model_name")
-        if not model.is_dir():
-            raise ConfigError([{"field": "model_name", "message":
-                                f"local model directory {model} does not exist: give a hub id "
-                                "such as meta-llama/Llama-3.2-3B or an existing directory"}])
-        updates["model_name"] = str(model)
-    if cfg.output_dir:
-        output_dir = resolve_allowed_path(cfg.output_dir, roots, settings.outputs_dir,
-                                          "output_dir")
+            "Set trust_remote_code to false (use a model that needs no code of its own), or ask "
+            "the operator to start the server with --allow-trust-remote-code "
+            "(MODELFORGE_ALLOW_TRUST_REMOTE_CODE=1).")
+
+
+# Where a relative path of each kind is looked for.
+_BASES = {"file": "uploads_dir", "model": "models_dir", "dir": "outputs_dir"}
+
+
+def is_local(kind: str, value: str, settings) -> bool:
+    """Whether a path field's value names something on this machine: a data set that is not a
+    hub id, a model that is not a hub id (or is one under the models directory), an output."""
+    if kind == "file":
+        return not looks_like_hub_dataset(value)
+    if kind == "model":
+        return is_local_model_path(value, settings.models_dir)
+    return True
+
+
+def allowed_path(kind: str, value: str, field: str, settings) -> Path:
+    """The real path of a local path field's value under the allowed roots, else PathRefused."""
+    return resolve_allowed_path(value, settings.roots(), getattr(settings, _BASES[kind]), field)
+
+
+def _with_allowed_paths(values: BaseModel, settings, skip: Iterable[str] = ()) -> BaseModel:
+    """`values` with each local path field (as its schema marks them) resolved. An empty value
+    where the schema's default is empty means "not set" (no output_dir, the model's own
+    tokenizer); any other empty value is refused as not a usable path."""
+    fields = type(values).model_fields
+    updates = {}
+    for name, kind in path_fields(type(values)).items():
+        value = getattr(values, name)
+        unset = value == "" == fields[name].default
+        if name not in skip and not unset and is_local(kind, value, settings):
+            updates[name] = str(allowed_path(kind, value, name, settings))
+    return values.model_copy(update=updates)
+
+
+# --- each kind of request ------------------------------------------------------------------------
+
+_MISSING = {
+    "dataset": (Path.is_file, "file {path} does not exist: upload it with POST /api/datasets or "
+                              "check the path"),
+    "model_name": (Path.is_dir, "local model directory {path} does not exist: give a hub id such "
+                                "as meta-llama/Llama-3.2-3B or an existing directory"),
+}
+
+
+def check_config_policy(cfg: TrainConfig, settings) -> TrainConfig:
+    """A valid training config under the server's rules, with resolved absolute paths.
+
+    Raises NotPermittedError / PathRefused (403) or ConfigError (422: a missing file, an
+    output_dir the registry would refuse).
+    """
+    check_trust_remote_code(cfg.trust_remote_code, settings)
+    resolved = _with_allowed_paths(cfg, settings)
+    kinds = path_fields(TrainConfig)
+    for field, (exists, message) in _MISSING.items():  # both required: never unset
+        path = Path(getattr(resolved, field))
+        if is_local(kinds[field], getattr(cfg, field), settings) and not exists(path):
+            raise ConfigError([{"field": field, "message": message.format(path=path)}])
+    if resolved.output_dir:
         # new or empty, outside models and runs: the same rule the registry applies at submit
-        check_output_dir(str(output_dir), settings.data_dir / "runs",
-                         updates.get("model_name", cfg.model_name))
-        updates["output_dir"] = str(output_dir)
-    return cfg.model_copy(update=updates)
+        check_output_dir(resolved.output_dir, settings.data_dir / "runs", resolved.model_name)
+    return resolved
+
+
+def check_spec_policy(spec: BenchmarkSpec, settings) -> BenchmarkSpec:
+    """A benchmark spec with its local paths resolved; the bundled sample data set and the
+    architecture name of synthetic weights are not paths."""
+    skip = {"dataset"} if spec.dataset == SAMPLE_DATASET else set()
+    skip |= {"model"} if spec.synthetic_weights else set()
+    return _with_allowed_paths(spec, settings, skip)
+
+
+def check_preview_policy(request: PreviewRequest, settings) -> PreviewRequest:
+    """A PreviewRequest (trainers.tools.preview) with its data set and model resolved."""
+    check_trust_remote_code(request.trust_remote_code, settings)
+    return _with_allowed_paths(request, settings)
+
+
+def check_run_model_policy(config: dict, settings) -> None:
+    """Loading a recorded run's model again (playground, export) obeys today's rules: a run
+    recorded by `modelforge train`, or under an earlier setting, may ask for more."""
+    check_trust_remote_code(bool(config.get("trust_remote_code")), settings)
+    model = str(config.get("model_name", ""))
+    kind = path_fields(TrainConfig)["model_name"]
+    if is_local(kind, model, settings):
+        allowed_path(kind, model, "model_name", settings)

@@ -10,6 +10,8 @@ import time
 
 import pandas as pd
 
+from trainers.runs.jobs import adapter_path
+
 HISTORY_COLUMNS = ["id", "name", "status", "provider", "model", "strategy", "duration",
                    "tokens/s", "peak VRAM (GiB)"]
 PLOT_COLUMNS = {"loss": "loss", "tokens_per_s": "tokens/s",
@@ -99,7 +101,7 @@ def progress_markdown(run: dict | None) -> str:
     if run["status"] == "succeeded":
         lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
                      f"{fmt_number(summary.get('tokens_per_s'))} tokens/s · adapter in "
-                     f"`{summary.get('adapter_dir')}`")
+                     f"`{adapter_path(run)}`")
     elif run["status"] in ("failed", "stopped", "interrupted"):
         lines.append(f"{summary.get('message', '')}")
         if summary.get("hint"):

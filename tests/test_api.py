@@ -15,6 +15,7 @@ import pytest
 
 from live_server import LiveServer, wait_status
 from trainers.config import check_config
+from trainers.errors import ConfigError
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 
 pytestmark = pytest.mark.slow
@@ -174,6 +175,25 @@ def test_upload_then_preview_without_importing_torch(client, demo_model):
     assert wrong.status_code == 422 and ".jsonl" in wrong.json()["message"]
     missing = client.post("/api/datasets", data={"nothing": "here"})
     assert missing.status_code == 422 and missing.json()["problems"][0]["field"] == "file"
+
+
+def test_the_dashboard_previews_with_the_apis_request_model():
+    """The dashboard asks from its form's config what the API is sent: one model, one set of
+    defaults (the training config's)."""
+    from trainers.tools.preview import PreviewRequest
+
+    form = {"dataset": "d.jsonl", "model_name": "m", "max_seq_length": -1,
+            "dataset_split": "test", "strategy": "dpo", "lora_r": 8}
+    request = PreviewRequest.from_config(form)
+    assert request == PreviewRequest(dataset="d.jsonl", model_name="m", max_seq_length=None,
+                                     split="test", strategy="dpo")  # -1: nothing to count
+    assert PreviewRequest(dataset="d.jsonl").model_dump() == {
+        "dataset": "d.jsonl", "n": 5, "model_name": "", "max_seq_length": None,
+        "split": "train", "column_mapping": {}, "strategy": "sft", "completion_only_loss": True,
+        "trust_remote_code": False}
+    with pytest.raises(ConfigError) as err:
+        PreviewRequest.from_config({"dataset": "d.jsonl", "dataset_split": 3})
+    assert err.value.problems[0]["field"] == "dataset_split"
 
 
 def test_doctor_over_http_and_cli(client):

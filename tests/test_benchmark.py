@@ -66,6 +66,35 @@ def test_spec_errors_name_the_field_and_the_fix():
     assert "at least 1" in err.value.problems[0]["message"]
 
 
+# The benchmark's defaults: committed results were measured with them.
+SPEC_DEFAULTS = {"max_seq_length": 2048, "dataset": "sample", "column_mapping": {},
+                 "completion_only_loss": True, "lora_r": 16, "lora_alpha": 32,
+                 "target_modules": "auto", "learning_rate": 2e-4, "gradient_checkpointing": True,
+                 "seed": 42, "name": ""}
+
+
+def test_spec_takes_the_fields_it_shares_with_the_training_config():
+    from trainers.benchmark.spec import BenchmarkSpec, shared_fields
+    from trainers.config import TrainConfig
+
+    assert set(shared_fields()) == set(SPEC_DEFAULTS)
+    for name in shared_fields():
+        mine, train = BenchmarkSpec.model_fields[name], TrainConfig.model_fields[name]
+        assert mine.annotation == train.annotation, name
+        assert mine.description.startswith(train.description), name
+        assert mine.default == SPEC_DEFAULTS[name], name
+    for bad in ({"lora_r": 0}, {"learning_rate": 2}, {"seed": -1}, {"lora_alpha": float("inf")},
+                {"target_modules": []}, {"max_seq_length": 8}):
+        with pytest.raises(ConfigError) as train_error:
+            TrainConfig(model_name="m", dataset="d.jsonl", **bad)
+        with pytest.raises(ConfigError) as spec_error:
+            build_spec({"model": "m", **bad})
+        assert spec_error.value.problems == train_error.value.problems, bad
+    with pytest.raises(ConfigError) as err:  # training infers -1 from the data; a benchmark cannot
+        build_spec({"model": "m", "max_seq_length": -1})
+    assert "cannot be -1 in a benchmark" in err.value.problems[0]["message"]
+
+
 # --- synthetic weights ----------------------------------------------------------------------
 
 # Parameter counts of the published checkpoints (their safetensors metadata).

@@ -178,3 +178,38 @@ def test_malformed_config_file_says_where(tmp_path):
     path.write_text('{"model_name": "m",\n "dataset": }')
     with pytest.raises(ConfigError, match="not valid JSON.*line 2"):
         load_config_file(path)
+
+
+# --- path fields: marked once in the schema --------------------------------------------------
+
+def test_path_fields_are_marked_in_the_schemas():
+    from trainers.benchmark.spec import BenchmarkSpec
+    from trainers.config import path_fields
+    from trainers.tools.preview import PreviewRequest
+
+    assert path_fields(TrainConfig) == {"model_name": "model", "dataset": "file",
+                                        "output_dir": "dir"}
+    assert path_fields(BenchmarkSpec) == {"model": "model", "tokenizer": "model",
+                                          "dataset": "file"}
+    assert path_fields(PreviewRequest) == {"dataset": "file", "model_name": "model"}
+
+
+def test_with_absolute_paths_follows_the_marks(tmp_path, monkeypatch):
+    from trainers.benchmark.spec import BenchmarkSpec
+    from trainers.config import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    (tmp_path / "model").mkdir()
+    raw = {"model_name": "model", "dataset": "data.jsonl", "output_dir": "out/new",
+           "name": "data.jsonl"}
+    assert with_absolute_paths(raw) == {
+        "model_name": str(tmp_path / "model"), "dataset": str(tmp_path / "data.jsonl"),
+        "output_dir": str(tmp_path / "out" / "new"),  # need not exist yet
+        "name": "data.jsonl"}  # not a path field
+    hub = {"model_name": "meta-llama/Llama-3.2-3B", "dataset": "owner/set", "output_dir": ""}
+    assert with_absolute_paths(hub) == hub  # hub ids, and nothing that is not here, stay
+    spec = {"model": "model", "tokenizer": "model", "dataset": "data.jsonl", "lora_r": 4}
+    assert with_absolute_paths(spec, BenchmarkSpec) == {
+        "model": str(tmp_path / "model"), "tokenizer": str(tmp_path / "model"),
+        "dataset": str(tmp_path / "data.jsonl"), "lora_r": 4}

@@ -78,6 +78,83 @@ def test_hub_ids_are_not_paths(tmp_path):
     assert is_local_model_path("org/name", tmp_path)
 
 
+# --- the policy, one set of functions for every kind of request -----------------------------------
+
+def outside_values(tmp_path) -> dict[str, str]:
+    """An existing local path of each kind outside the allowed roots."""
+    (tmp_path / "elsewhere" / "model").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "data.jsonl").write_text('{"text": "hi"}\n')
+    return {"file": str(tmp_path / "elsewhere" / "data.jsonl"),
+            "model": str(tmp_path / "elsewhere" / "model"),
+            "dir": str(tmp_path / "elsewhere" / "out")}
+
+
+def requests_of_each_kind(demo_model) -> dict:
+    """(schema, values that pass the policy, its check) for each kind of request."""
+    from modelforge_ui.security import (check_config_policy, check_preview_policy,
+                                        check_spec_policy)
+    from trainers.benchmark.spec import BenchmarkSpec
+    from trainers.config import TrainConfig
+    from trainers.tools.preview import PreviewRequest
+
+    return {
+        TrainConfig: ({"model_name": str(demo_model), "dataset": str(SAMPLE_SFT)},
+                      check_config_policy),
+        BenchmarkSpec: ({"model": str(demo_model), "dataset": str(SAMPLE_SFT)},
+                        check_spec_policy),
+        PreviewRequest: ({"dataset": str(SAMPLE_SFT)}, check_preview_policy),
+    }
+
+
+def test_every_marked_path_field_is_held_to_the_roots(tmp_path, demo_model):
+    from trainers.config import path_fields
+
+    settings = Settings(data_dir=tmp_path / "data",
+                        allowed_roots=(SAMPLE_DIR, demo_model))
+    outside = outside_values(tmp_path)
+    for schema, (values, check) in requests_of_each_kind(demo_model).items():
+        assert check(schema(**values), settings)  # the starting values pass
+        for field, kind in path_fields(schema).items():
+            with pytest.raises(PathRefused) as info:
+                check(schema(**{**values, field: outside[kind]}), settings)
+            assert info.value.field == field, (schema.__name__, field)
+
+
+def test_what_is_not_a_path_is_left_alone(tmp_path):
+    from modelforge_ui.security import check_spec_policy
+    from trainers.benchmark.spec import build_spec
+
+    settings = Settings(data_dir=tmp_path / "data")
+    spec = build_spec({"model": "llama-3.2-1b", "synthetic_weights": True, "dataset": "sample"})
+    assert check_spec_policy(spec, settings) == spec  # an architecture and the bundled data
+    hub = build_spec({"model": "meta-llama/Llama-3.2-1B", "dataset": "owner/data"})
+    assert check_spec_policy(hub, settings) == hub
+
+
+def test_trust_remote_code_is_one_rule_for_configs_previews_and_recorded_runs(tmp_path):
+    from modelforge_ui.security import (NotPermittedError, check_config_policy,
+                                        check_preview_policy, check_run_model_policy)
+    from trainers.config import build_config
+    from trainers.tools.preview import PreviewRequest
+
+    strict = Settings(data_dir=tmp_path / "data", allowed_roots=(SAMPLE_DIR,))
+    lenient = Settings(data_dir=tmp_path / "data", allowed_roots=(SAMPLE_DIR,),
+                       allow_trust_remote_code=True)
+    hub = "meta-llama/Llama-3.2-3B"
+    cases = [(check_config_policy, build_config({"model_name": hub, "dataset": str(SAMPLE_SFT),
+                                                 "trust_remote_code": True})),
+             (check_preview_policy, PreviewRequest(dataset=str(SAMPLE_SFT), model_name=hub,
+                                                   trust_remote_code=True)),
+             (check_run_model_policy, {"model_name": hub, "trust_remote_code": True})]
+    messages = set()
+    for check, request in cases:
+        with pytest.raises(NotPermittedError) as info:
+            check(request, strict)
+        messages.add((info.value.message, info.value.hint))
+        check(request, lenient)
+    assert len(messages) == 1 and "--allow-trust-remote-code" in messages.pop()[1]
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 def test_listening_beyond_loopback_needs_a_token(tmp_path):

@@ -2,7 +2,9 @@
 
 The dashboard form, the REST API body, the CLI's config files and each run's saved
 `config.json` all come from `TrainConfig`. Each field is documented where it is declared; the
-`group` in its metadata places it in the dashboard form. Importing this module is cheap
+`group` in its metadata places it in the dashboard form, and `path` marks the fields that name
+a local file ("file"), model directory ("model") or output folder ("dir"): the server's path
+rules and the CLI's absolute paths follow those marks. Importing this module is cheap
 (pydantic and the standard library only), so the server can validate without torch.
 """
 
@@ -12,7 +14,7 @@ import difflib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,9 +26,11 @@ MAX_EPOCHS = 10000
 MAX_PROCESSES = 1024  # a static sanity cap; the run manager checks this machine's GPUs/CPUs
 
 
-def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
-    """A config field with its documentation and its place in the dashboard form."""
-    return Field(default, description=description, json_schema_extra={"group": group}, **kwargs)
+def _field(default: Any, group: str, description: str, path: str = "", **kwargs: Any) -> Any:
+    """A config field with its documentation, its place in the dashboard form and, for a
+    path, its kind: "file", "model" (a local directory or a hub id) or "dir" (an output)."""
+    extra = {"group": group, **({"path": path} if path else {})}
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
 
 class TrainConfig(BaseModel):
@@ -40,7 +44,8 @@ class TrainConfig(BaseModel):
         "Training back end. `huggingface`: transformers + peft + bitsandbytes + TRL. "
         "`unsloth`: Unsloth's FastLanguageModel (needs a fixed max_seq_length).")
     model_name: str = _field(
-        ..., "model", "Hub id (e.g. meta-llama/Llama-3.2-3B) or a local model directory.")
+        ..., "model", "Hub id (e.g. meta-llama/Llama-3.2-3B) or a local model directory.",
+        path="model")
     max_seq_length: int = _field(
         2048, "model",
         "Longest sequence in tokens; longer examples are truncated. -1 infers it from the data "
@@ -61,7 +66,8 @@ class TrainConfig(BaseModel):
     # --- data ---------------------------------------------------------------------------
     dataset: str = _field(
         ..., "data",
-        "A local .json, .jsonl, .csv or .parquet file, or a hub data set id (needs a network).")
+        "A local .json, .jsonl, .csv or .parquet file, or a hub data set id (needs a network).",
+        path="file")
     dataset_split: str = _field("train", "data", "Split to read from a hub data set.")
     column_mapping: dict[str, str] = _field(
         {}, "data",
@@ -149,7 +155,7 @@ class TrainConfig(BaseModel):
     output_dir: str = _field(
         "", "advanced",
         "Where the adapter goes: a new or empty folder that no other run and no model uses; "
-        "empty = the run's own directory.")
+        "empty = the run's own directory.", path="dir")
     name: str = _field("", "advanced", "A label for the run in the history; empty = automatic.")
 
     @model_validator(mode="before")
@@ -212,16 +218,22 @@ _RANGE_RULES = [
 ]
 
 
+def field_problems(values: BaseModel, names) -> list[dict]:
+    """The rules of TrainConfig's fields `names`, on any model that has those fields (the
+    benchmark spec takes some of them from here), each problem with its fix."""
+    # 1e999 in JSON and .inf in YAML read as infinity, and NaN slips past every comparison
+    infinite = [name for name in names if isinstance(getattr(values, name), float)
+                and not math.isfinite(getattr(values, name))]
+    problems = [_problem(name, f"got {getattr(values, name)}; must be a finite number, e.g. the "
+                               f"default {type(values).model_fields[name].default}")
+                for name in infinite]
+    return problems + [_problem(f, msg) for f, ok, msg in _RANGE_RULES
+                       if f in names and f not in infinite and not ok(values)]
+
+
 def config_problems(cfg: TrainConfig) -> list[dict]:
     """Every rule the field types alone do not express, each with its fix."""
-    # 1e999 in JSON and .inf in YAML read as infinity, and NaN slips past every comparison
-    infinite = [name for name, value in cfg
-                if isinstance(value, float) and not math.isfinite(value)]
-    problems = [_problem(name, f"got {getattr(cfg, name)}; must be a finite number, e.g. the "
-                               f"default {TrainConfig.model_fields[name].default}")
-                for name in infinite]
-    problems += [_problem(f, msg) for f, ok, msg in _RANGE_RULES
-                 if f not in infinite and not ok(cfg)]
+    problems = field_problems(cfg, list(TrainConfig.model_fields))
     if cfg.bf16 and cfg.fp16:
         problems.append(_problem(
             "bf16", "bf16 and fp16 cannot both be on: keep bf16 (Ampere or newer GPUs) "
@@ -268,6 +280,25 @@ def preference_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "num_processes", "rlhf runs on one GPU: set num_processes to 1"))
     return problems
+
+
+# --- the fields other schemas share -------------------------------------------------------
+
+def config_field(name: str, note: str = "") -> Any:
+    """TrainConfig's field `name` as the type of a field in another schema (the benchmark spec,
+    the preview request): the same type, description (`note` appended) and path mark; not its
+    place in the dashboard form. That schema sets its own default and applies field_problems."""
+    field = TrainConfig.model_fields[name]
+    marks = {k: v for k, v in (field.json_schema_extra or {}).items() if k != "group"}
+    return Annotated[field.annotation, Field(description=f"{field.description} {note}".strip(),
+                                             json_schema_extra=marks or None)]
+
+
+def path_fields(schema: type[BaseModel] = TrainConfig) -> dict[str, str]:
+    """name -> "file" | "model" | "dir" for each field the schema marks as a path."""
+    marks = {name: info.json_schema_extra for name, info in schema.model_fields.items()}
+    return {name: extra["path"] for name, extra in marks.items()
+            if isinstance(extra, dict) and extra.get("path")}
 
 
 # --- presets ---------------------------------------------------------------------------------
@@ -384,14 +415,15 @@ def absolute_if_local(value: str) -> str:
     return str(path.resolve()) if path.exists() else value
 
 
-def with_absolute_paths(raw: dict[str, Any], keys=("model_name", "dataset", "output_dir")) -> dict:
-    """The config dict with its local paths made absolute, relative to the current directory."""
+def with_absolute_paths(raw: dict[str, Any], schema: type[BaseModel] = TrainConfig) -> dict:
+    """The config (or spec) dict with the local paths of its path fields made absolute,
+    relative to the current directory. An output folder ("dir") need not exist yet."""
     fixed = dict(raw)
-    for key in keys:
-        if isinstance(fixed.get(key), str):
-            fixed[key] = absolute_if_local(fixed[key])
-    if isinstance(fixed.get("output_dir"), str) and fixed["output_dir"]:
-        fixed["output_dir"] = str(Path(fixed["output_dir"]).expanduser().resolve())
+    for key, kind in path_fields(schema).items():
+        value = fixed.get(key)
+        if isinstance(value, str) and value:
+            fixed[key] = str(Path(value).expanduser().resolve()) if kind == "dir" \
+                else absolute_if_local(value)
     return fixed
 
 

@@ -16,33 +16,17 @@ import pandas as pd
 
 from modelforge_ui import views
 from modelforge_ui.form import ConfigForm
+from modelforge_ui.security import check_spec_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from trainers.benchmark.report import RESULT_FILES, TABLE_HEADER, table_cells
-from trainers.benchmark.spec import MODE_LABELS, SAMPLE_DATASET, BenchmarkSpec, build_spec
+from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec, build_spec
 from trainers.errors import ModelForgeError
+from trainers.runs.jobs import submit_benchmark
 
 
 def spec_form() -> ConfigForm:
     return ConfigForm(BenchmarkSpec, build_spec, default_group="benchmark",
                       open_groups=("benchmark",))
-
-
-def check_policy(app: Dashboard, spec: BenchmarkSpec) -> BenchmarkSpec:
-    """The server's path rules for the spec's local paths (as for a training config)."""
-    from modelforge_ui.security import is_local_model_path, resolve_allowed_path
-
-    settings, roots = app.settings, app.settings.roots()
-    updates = {}
-    if spec.dataset != SAMPLE_DATASET:
-        updates["dataset"] = str(resolve_allowed_path(spec.dataset, roots, settings.uploads_dir,
-                                                      "dataset"))
-    if not spec.synthetic_weights and is_local_model_path(spec.model, settings.models_dir):
-        updates["model"] = str(resolve_allowed_path(spec.model, roots, settings.models_dir,
-                                                    "model"))
-    if spec.tokenizer and is_local_model_path(spec.tokenizer, settings.models_dir):
-        updates["tokenizer"] = str(resolve_allowed_path(spec.tokenizer, roots,
-                                                        settings.models_dir, "tokenizer"))
-    return spec.model_copy(update=updates)
 
 
 def results(run: dict) -> dict | None:
@@ -176,11 +160,10 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     def start(*values):
         app.require_writable("run a benchmark")
         try:
-            spec = check_policy(app, form.validate(list(values)))
+            spec = check_spec_policy(form.validate(list(values)), app.settings)
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update()
-        run = app.manager.submit_job("benchmark", spec.model_dump(mode="json"), source="dashboard")
-        app.manager.registry.rename(run["id"], spec.name or f"benchmark {Path(spec.model).name}")
+        run = submit_benchmark(app.manager, spec, source="dashboard")
         return f"Queued benchmark `{run['id']}`.", choices(run["id"])
 
     def stop(run_id):

@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from modelforge_ui.form import problems_markdown
+from modelforge_ui.security import check_run_model_policy
 from trainers.errors import ModelForgeError
 
 READ_ONLY_NOTE = ("This server runs in **read-only demo mode**: you can look around, validate "
@@ -25,7 +26,6 @@ class Dashboard:
     def __init__(self, manager, settings):
         self.manager = manager
         self.settings = settings
-        self.cache: dict = {}  # slow reports shared by every session (the doctor's)
 
     @property
     def read_only(self) -> bool:
@@ -38,22 +38,12 @@ class Dashboard:
                            "Fix: the operator sets MODELFORGE_TOKEN and restarts it.")
 
     def require_model_policy(self, run: dict) -> None:
-        """Loading a run's model again (playground, export) obeys the server's rules of today:
-        a run recorded by `modelforge train`, or under an earlier setting, may ask for more."""
-        from modelforge_ui.security import is_local_model_path, resolve_allowed_path
-        from trainers.errors import ModelForgeError
-
-        config = run["config"]
-        if config.get("trust_remote_code") and not self.settings.allow_trust_remote_code:
-            raise gr.Error("This run's model needs trust_remote_code, which is disabled on this "
-                           "server. Fix: the operator starts it with --allow-trust-remote-code.")
-        model = str(config.get("model_name", ""))
-        if is_local_model_path(model, self.settings.models_dir):
-            try:
-                resolve_allowed_path(model, self.settings.roots(), self.settings.models_dir,
-                                     "model_name")
-            except ModelForgeError as exc:
-                raise gr.Error(f"{exc.message} {exc.hint}".strip()) from None
+        """Loading a run's model again (playground, export): security.check_run_model_policy,
+        its refusal shown as an error toast."""
+        try:
+            check_run_model_policy(run["config"], self.settings)
+        except ModelForgeError as exc:
+            raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
 
     # -- runs ------------------------------------------------------------------------------
     def runs(self, kind: str | None = None) -> list[dict]:

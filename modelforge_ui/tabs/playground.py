@@ -12,16 +12,14 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard
+from trainers.runs.jobs import ADAPTER_STATUSES
 from trainers.runs.process import child_env
-
-USABLE = ("succeeded", "stopped")
 
 
 def stream_module(module: str, args: list[str], stdin_text: str = "",
@@ -140,7 +138,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         export_log = gr.Textbox(label="Export log", lines=6)
 
     def choices():
-        return gr.update(choices=views.run_choices(app.runs(kind="train"), USABLE))
+        return gr.update(choices=views.run_choices(app.runs(kind="train"), ADAPTER_STATUSES))
 
     def run_generate(run_id, text, n_tokens, temp):
         yield from generate(app, run_id, text, n_tokens, temp)

@@ -9,6 +9,8 @@ import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard, make_zip, run_label
+from trainers.errors import ModelForgeError
+from trainers.runs.jobs import adapter_dir
 from trainers.runs.process import log_tail
 
 
@@ -84,8 +86,8 @@ def adapter_zip(app: Dashboard, run_id: str | None) -> str:
     run = app.get_run(run_id)
     if run is None:
         raise gr.Error("Pick a run first.")
-    adapter = (run.get("summary") or {}).get("adapter_dir")
-    if run["status"] not in ("succeeded", "stopped") or not adapter or \
-            not (Path(adapter) / "adapter_config.json").is_file():
-        raise gr.Error(f"Run {run_id} ({run['status']}) has no saved adapter to download.")
-    return str(make_zip(f"adapter-{run_label(run_id)}", {"adapter": Path(adapter)}))
+    try:
+        adapter = adapter_dir(run)
+    except ModelForgeError as exc:
+        raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
+    return str(make_zip(f"adapter-{run_label(run_id)}", {"adapter": adapter}))

@@ -11,16 +11,19 @@ import gradio as gr
 import pandas as pd
 
 from modelforge_ui import views
+from modelforge_ui.api.errors import ApiError
 from modelforge_ui.form import ConfigForm, problems_markdown
+from modelforge_ui.security import check_config_policy, check_preview_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
+from modelforge_ui.uploads import store_upload
 from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.runs.process import log_tail
+from trainers.tools.preview import PreviewRequest, run_preview
 
 DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
-PREVIEW_ROWS = 5
 
 
 def build(app: Dashboard, demo: gr.Blocks) -> None:
@@ -95,7 +98,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
 
     def validate(*values):
         try:
-            cfg = _policy(app, form.validate(list(values)))
+            cfg = check_config_policy(form.validate(list(values)), app.settings)
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update(), ""
         return ("**The config is valid.**", config_to_text(cfg, "yaml"),
@@ -141,7 +144,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
     def start(*values):
         app.require_writable("start a run")
         try:
-            cfg = _policy(app, form.validate(list(values)))
+            cfg = check_config_policy(form.validate(list(values)), app.settings)
             run = app.manager.submit(cfg, source="dashboard")
         except ModelForgeError as exc:
             return None, error_markdown(exc), views.progress_markdown(None)
@@ -240,54 +243,39 @@ def commands_markdown(cfg: TrainConfig, settings) -> str:
             f"**Same job through the REST API:**\n\n```shell\n{curl}\n```")
 
 
-def _policy(app: Dashboard, cfg: TrainConfig) -> TrainConfig:
-    from modelforge_ui.security import check_config_policy
-
-    return check_config_policy(cfg, app.settings)
-
-
 # --- data ---------------------------------------------------------------------------------------
 
 def _save_upload(app: Dashboard, path: str | None):
     """Store an upload as the API does (safe unique name, size limit) and point `dataset` at it."""
-    from modelforge_ui.api import ApiError, safe_filename, store_upload
-
     if not path:
         return gr.update(), ""
     app.require_writable("upload a data set")
     try:
         with open(path, "rb") as source:
-            dest = store_upload(source, safe_filename(Path(path).name), app.settings)
+            dest = store_upload(source, Path(path).name, app.settings)
     except ApiError as exc:
         return gr.update(), f"**{exc.message}**\n\nFix: {exc.hint}"
     return str(dest), f"Uploaded to `{dest}`. Press **Preview data** to check it."
 
 
 def _preview(app: Dashboard, form: ConfigForm, values: list):
-    """Detected format, rendered examples and token lengths, computed in a subprocess (as the
-    API's preview) under the same path rules."""
+    """Detected format, rendered examples and token lengths of the form's data set, computed
+    in a subprocess under the same request model and path rules as the API's preview."""
     raw, _ = form.to_dict(values)
     if not raw.get("dataset"):
         return ("**dataset** is required: upload a file or type a path first.",
                 gr.update(visible=False))
-    request = {"dataset": raw["dataset"], "model_name": raw.get("model_name", ""),
-               "n": PREVIEW_ROWS, "max_seq_length": raw.get("max_seq_length"),
-               "split": raw.get("dataset_split", "train"),
-               "column_mapping": raw.get("column_mapping") or {},
-               "strategy": raw.get("strategy", "sft"),
-               "completion_only_loss": raw.get("completion_only_loss", True),
-               "trust_remote_code": raw.get("trust_remote_code", False)}
     note = ""
     try:
-        request = _allowed_preview_request(app, request)
+        request = check_preview_policy(PreviewRequest.from_config(raw), app.settings)
         try:
             result = run_preview(request)
         except ModelForgeError as exc:
-            if not request["model_name"]:
+            if not request.model_name:
                 raise
             note = (f"Token-length statistics unavailable: {exc.message} "
                     f"Fix: {exc.hint or 'check model_name.'}")
-            result = run_preview({**request, "model_name": ""})
+            result = run_preview(request.model_copy(update={"model_name": ""}))
     except ModelForgeError as exc:
         return error_markdown(exc), gr.update(visible=False)
     if "token_stats" in result:
@@ -297,32 +285,6 @@ def _preview(app: Dashboard, form: ConfigForm, values: list):
     info = (f"**Format:** {result['format']} · **rows:** {result['num_rows']} · **examples:** "
             f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n{note}")
     return info, gr.update(value=pd.DataFrame(result["examples"]), visible=True)
-
-
-def run_preview(request: dict) -> dict:
-    from trainers.tools.preview import run_preview as run_in_subprocess
-
-    return run_in_subprocess(request)
-
-
-def _allowed_preview_request(app: Dashboard, request: dict) -> dict:
-    """The request with resolved paths, or PathRefused / NotPermittedError (as the API)."""
-    from modelforge_ui.security import (NotPermittedError, is_local_model_path,
-                                        looks_like_hub_dataset, resolve_allowed_path)
-
-    settings, roots = app.settings, app.settings.roots()
-    if not looks_like_hub_dataset(request["dataset"]):
-        request["dataset"] = str(resolve_allowed_path(request["dataset"], roots,
-                                                      settings.uploads_dir, "dataset"))
-    model = request["model_name"]
-    if model and is_local_model_path(model, settings.models_dir):
-        request["model_name"] = str(resolve_allowed_path(model, roots, settings.models_dir,
-                                                         "model_name"))
-    if request["trust_remote_code"] and not settings.allow_trust_remote_code:
-        raise NotPermittedError("trust_remote_code", "trust_remote_code is disabled on this "
-                                "server.", "Set it to false, or ask the operator to start the "
-                                "server with --allow-trust-remote-code.")
-    return request
 
 
 def _token_stats_markdown(stats: dict) -> str:

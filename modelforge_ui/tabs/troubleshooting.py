@@ -3,34 +3,29 @@ diagnostic bundle for bug reports."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from modelforge_ui import views
+from modelforge_ui.security import check_config_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown, make_zip, run_label
 from trainers.config import build_config, parse_config_text
 from trainers.diagnostics import diagnose_run
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.events import last_event, read_events
 from trainers.runs.process import log_tail
+from trainers.tools.doctor import cached_checks
 
 ENV_COLUMNS = ["check", "status", "value", "fix"]
 DIAGNOSABLE = ("failed", "interrupted", "stopped")
-ENV_CACHE_S = 300
 
 
 def environment_checks(app: Dashboard, refresh: bool = False) -> list[dict]:
-    """The environment report of trainers.tools.doctor, [{name, status, value, fix}, ...], kept for
-    five minutes (its torch probe takes seconds) unless `refresh`."""
-    from trainers.tools.doctor import run_checks
-
-    cached = app.cache.get("doctor")
-    if refresh or cached is None or time.time() - cached[0] > ENV_CACHE_S:
-        app.cache["doctor"] = cached = (time.time(), run_checks(app.settings.data_dir))
-    return cached[1]
+    """The environment report of trainers.tools.doctor, [{name, status, value, fix}, ...]: the
+    server's cached one (shared with GET /api/doctor) unless `refresh`."""
+    return cached_checks(app.settings.data_dir, refresh)[1]
 
 
 def environment_table(checks: list[dict]) -> pd.DataFrame:
@@ -41,8 +36,6 @@ def environment_table(checks: list[dict]) -> pd.DataFrame:
 def check_config_text(app: Dashboard, text: str) -> str:
     """Every problem of a pasted JSON/YAML config with its fix: the schema's rules, then the
     server's path and trust_remote_code rules (as POST /api/config/check)."""
-    from modelforge_ui.security import check_config_policy
-
     if not (text or "").strip():
         return "Paste a config (JSON or YAML) first."
     try:

@@ -2,16 +2,17 @@
 
 Everything that makes the comparison matched is here once and given to every variant alike:
 the same tokenized examples in the same order, seed, LoRA rank/alpha/targets (dropout 0),
-optimizer, gradient checkpointing and padding treatment. Importing this is cheap (pydantic only).
+optimizer, gradient checkpointing and padding treatment. The fields a training run has too
+(LoRA, learning rate, seed, sequence length, data) take their type, description and rules from
+TrainConfig; their defaults are the benchmark's own, so committed results stay reproducible.
+Importing this is cheap (pydantic only).
 """
 
-from __future__ import annotations
-
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainers.config import plain_problem
+from trainers.config import TrainConfig, config_field, field_problems, plain_problem
 from trainers.errors import ConfigError
 
 PROVIDERS = ("huggingface", "unsloth")
@@ -33,13 +34,14 @@ class BenchmarkSpec(BaseModel):
     # --- model ---------------------------------------------------------------------------
     model: str = _field(
         ..., "A local model directory, a hub id, or (with synthetic_weights) an architecture "
-             "such as llama-3.2-1b or meta-llama/Llama-3.2-3B.")
+             "such as llama-3.2-1b or meta-llama/Llama-3.2-3B.",
+        json_schema_extra={"path": "model"})
     synthetic_weights: bool = _field(
         False, "Random-init weights from the architecture's public config.json values: no "
                "download. Speed and memory are real; the loss values are not a model's.")
     tokenizer: str = _field(
         "", "Tokenizer directory or hub id; empty = the model's own (with synthetic weights: "
-            "the bundled demo tokenizer, ids 0-2047).")
+            "the bundled demo tokenizer, ids 0-2047).", json_schema_extra={"path": "model"})
 
     # --- what is compared ----------------------------------------------------------------
     providers: list[Literal["huggingface", "unsloth"]] = _field(
@@ -55,7 +57,7 @@ class BenchmarkSpec(BaseModel):
                   "library's own default (Unsloth turns padding-free on), labelled not matched.")
 
     # --- shape and length ----------------------------------------------------------------
-    max_seq_length: int = _field(2048, "Longest row in tokens; longer rows are truncated.")
+    max_seq_length: config_field("max_seq_length", "A benchmark needs a fixed length.") = 2048
     batch_size: int = _field(8, "Rows per optimizer step (no gradient accumulation).")
     steps: int = _field(30, "Measured steps, after the warm-up steps.")
     warmup_steps: int = _field(
@@ -63,27 +65,23 @@ class BenchmarkSpec(BaseModel):
     repeats: int = _field(1, "How many times each provider x mode runs, to show the spread.")
 
     # --- data ----------------------------------------------------------------------------
-    dataset: str = _field(
-        SAMPLE_DATASET, "\"sample\" (the bundled instructions) or a local .json/.jsonl/.csv/"
-                        ".parquet file of supervised examples.")
-    column_mapping: dict[str, str] = _field(
-        {}, "Maps standard fields to your columns, as in the training config.")
+    dataset: config_field("dataset", "Or \"sample\": the bundled instructions. A benchmark "
+                                     "needs supervised examples.") = SAMPLE_DATASET
+    column_mapping: config_field("column_mapping") = {}
     min_example_tokens: int = _field(
         0, "Leave out examples shorter than this many tokens (to measure long sequences).")
-    completion_only_loss: bool = _field(
-        True, "Loss on the completion tokens only, for prompt/completion data.")
+    completion_only_loss: config_field("completion_only_loss") = True
 
     # --- training settings shared by every variant ---------------------------------------
-    lora_r: int = _field(16, "LoRA rank.")
-    lora_alpha: float = _field(32, "LoRA alpha (scale = alpha / r). Dropout is always 0.")
-    target_modules: Union[Literal["auto"], list[str]] = _field(
-        "auto", "Modules with adapters; auto = every linear projection except the LM head.")
+    lora_r: config_field("lora_r") = 16
+    lora_alpha: config_field("lora_alpha", "LoRA dropout is always 0 in a benchmark.") = 32
+    target_modules: config_field("target_modules") = "auto"
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
                        "sgd"] = _field("adamw_torch_fused", "Optimizer, the same for every run.")
-    learning_rate: float = _field(2e-4, "Constant learning rate.")
-    gradient_checkpointing: bool = _field(
-        True, "Recompute activations in the backward pass (each provider's own implementation).")
-    seed: int = _field(42, "Seed for the data order, adapter init and synthetic weights.")
+    learning_rate: config_field("learning_rate", "Constant in a benchmark.") = 2e-4
+    gradient_checkpointing: config_field(
+        "gradient_checkpointing", "Each provider uses its own implementation.") = True
+    seed: config_field("seed", "It seeds the synthetic weights too.") = 42
 
     # --- judging -------------------------------------------------------------------------
     loss_rel_tolerance: float = _field(
@@ -95,7 +93,7 @@ class BenchmarkSpec(BaseModel):
     variant_timeout_s: int = _field(1800, "A variant running longer is stopped and failed.")
 
     # --- labels --------------------------------------------------------------------------
-    name: str = _field("", "A label for the benchmark in the history.")
+    name: config_field("name") = ""
     invocation: str = _field("", "The command that started the benchmark (filled by the CLI).")
 
     @field_validator("providers", "modes")
@@ -109,7 +107,8 @@ class BenchmarkSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> "BenchmarkSpec":
-        problems = [{"field": f, "message": m} for f, ok, m in _RULES if not ok(self)]
+        problems = field_problems(self, shared_fields()) + \
+            [{"field": f, "message": m} for f, ok, m in _RULES if not ok(self)]
         if problems:
             raise ConfigError(problems)
         return self
@@ -124,24 +123,27 @@ class BenchmarkSpec(BaseModel):
                 for p in self.providers]
 
 
+# The benchmark's own rules (TrainConfig's apply to the shared_fields() as well).
 _RULES = [
-    ("max_seq_length", lambda s: s.max_seq_length >= 16, "must be at least 16 (e.g. 2048)"),
+    ("max_seq_length", lambda s: s.max_seq_length != -1,
+     "cannot be -1 in a benchmark: every variant needs the same fixed length, e.g. 2048"),
     ("batch_size", lambda s: s.batch_size >= 1, "must be at least 1"),
     ("steps", lambda s: s.steps >= 1, "must be at least 1 (30 or more gives a stable median)"),
     ("warmup_steps", lambda s: s.warmup_steps >= 0, "must be 0 or more (3 is usual)"),
     ("repeats", lambda s: 1 <= s.repeats <= 10, "must be between 1 and 10"),
     ("min_example_tokens", lambda s: s.min_example_tokens >= 0, "must be 0 or more"),
-    ("lora_r", lambda s: s.lora_r >= 1, "must be at least 1"),
-    ("lora_alpha", lambda s: s.lora_alpha > 0, "must be greater than 0"),
-    ("learning_rate", lambda s: 0 < s.learning_rate <= 1, "must be above 0 and at most 1"),
     ("loss_rel_tolerance", lambda s: 0 < s.loss_rel_tolerance < 1,
      "must be above 0 and below 1 (0.01 = 1%)"),
     ("peak_tflops", lambda s: s.peak_tflops is None or s.peak_tflops > 0,
      "must be empty or above 0"),
     ("variant_timeout_s", lambda s: s.variant_timeout_s >= 10, "must be at least 10 seconds"),
-    ("target_modules", lambda s: s.target_modules == "auto" or len(s.target_modules) > 0,
-     "must be \"auto\" or a non-empty list such as [\"q_proj\", \"v_proj\"]"),
 ]
+
+
+def shared_fields() -> list[str]:
+    """The fields a training run has too: each is declared with config_field, so it has
+    TrainConfig's type, description and rules."""
+    return [name for name in BenchmarkSpec.model_fields if name in TrainConfig.model_fields]
 
 
 def build_spec(data: dict) -> BenchmarkSpec:

@@ -15,6 +15,8 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
@@ -252,6 +254,27 @@ def run_checks(data_dir: Path | None = None) -> list[dict]:
         data_dir = default_data_dir()
     return [check_os(), check_python(), *check_torch(probe_torch()), *check_packages(),
             check_memory(), check_disk(Path(data_dir)), check_hub()]
+
+
+CACHE_S = 300  # how long a server keeps the report: its torch probe takes seconds
+_cache: dict[str, tuple[float, list[dict]]] = {}
+_cache_lock = threading.Lock()
+
+
+def cached_checks(data_dir: Path, refresh: bool = False) -> tuple[float, list[dict]]:
+    """(checked_at, checks): the report the server's API and dashboard share, run again when
+    older than CACHE_S or when `refresh`."""
+    with _cache_lock:  # one probe at a time; the others wait for its answer
+        at, checks = _cache.get(str(data_dir), (0.0, []))
+        if refresh or time.time() - at > CACHE_S:
+            at, checks = _cache[str(data_dir)] = (time.time(), run_checks(data_dir))
+    return at, checks
+
+
+def worst_status(checks: list[dict]) -> str:
+    """"error" if any check failed, else "warn" if any warned, else "ok"."""
+    statuses = {c["status"] for c in checks}
+    return "error" if "error" in statuses else "warn" if "warn" in statuses else "ok"
 
 
 def format_report(checks: list[dict]) -> str:

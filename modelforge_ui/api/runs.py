@@ -1,0 +1,188 @@
+"""/api/start_training, /api/config/check and /api/runs/...: queue, follow, stop, rename,
+delete a run; its events, log and adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
+
+from modelforge_ui.api.errors import ApiError, not_found
+from modelforge_ui.security import NotPermittedError, PathRefused, check_config_policy
+from modelforge_ui.settings import Settings
+from trainers.config import PRESETS, TrainConfig, build_config
+from trainers.errors import ConfigError
+from trainers.runs.jobs import adapter_dir
+from trainers.runs.manager import RunManager
+from trainers.runs.registry import STATUSES
+
+EVENTS_PAGE = 1000
+
+
+class RenameRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="The run's new label.")
+
+
+def _json_body_doc(schema: dict, example: dict | None = None) -> dict:
+    """OpenAPI text for an endpoint that parses its JSON body itself."""
+    content = {"schema": schema}
+    if example:
+        content["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+
+
+def _parse_json(raw: bytes) -> object:
+    if not raw.strip():
+        raise ApiError(422, "config", "The request body is empty.",
+                       "Send the config as a JSON object, with Content-Type: application/json.",
+                       [{"field": "config", "message": "is empty: send a JSON object"}])
+
+    def no_constants(name: str):
+        raise ValueError(f"{name} is not a valid JSON number")
+
+    try:
+        return json.loads(raw, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_json", f"Malformed JSON: {exc.msg} at line {exc.lineno}, "
+                                        f"column {exc.colno}.",
+                       "Send one valid JSON object, e.g. {\"model_name\": ..., \"dataset\": ...}.")
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, NaN/Infinity, absurd nesting
+        raise ApiError(400, "bad_json", f"Malformed JSON: {str(exc)[:200]}.",
+                       "Send one valid UTF-8 JSON object.")
+
+
+def _validated_config(raw: bytes, preset: str | None, settings: Settings) -> TrainConfig:
+    cfg = build_config(_parse_json(raw), preset)  # a non-object gets build_config's message
+    return check_config_policy(cfg, settings)
+
+
+def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -> None:
+    config_doc = _json_body_doc(TrainConfig.model_json_schema(), {
+        "provider": "huggingface", "model_name": "meta-llama/Llama-3.2-3B",
+        "max_seq_length": 2048, "task": "text-generation", "strategy": "sft",
+        "dataset": "my_data.jsonl", "num_train_epochs": 3})
+
+    @router.post("/start_training", status_code=202, tags=["runs"], openapi_extra=config_doc)
+    async def start_training(request: Request, preset: str | None = Query(
+            None, description=f"Start from a preset: {', '.join(PRESETS)}.")) -> JSONResponse:
+        """Queue a training run. Returns 202 with the run id at once; the run starts when a
+        device is free. Invalid configs get 422 with one message per field."""
+        raw = await request.body()
+
+        def submit() -> dict:
+            return manager.submit(_validated_config(raw, preset, settings), source="api")
+
+        run = await run_in_threadpool(submit)
+        return JSONResponse(
+            {"run_id": run["id"], "status": run["status"], "name": run["name"],
+             "queue_position": manager.queue_position(run["id"])},
+            status_code=202, headers={"Location": f"/api/runs/{run['id']}"})
+
+    @router.post("/config/check", tags=["runs"], openapi_extra=config_doc)
+    async def check_config(request: Request, preset: str | None = None) -> dict:
+        """Validate a config (and the server's path rules) without starting anything."""
+        raw = await request.body()
+        try:
+            cfg = await run_in_threadpool(_validated_config, raw, preset, settings)
+        except (ConfigError, PathRefused, NotPermittedError) as exc:
+            return {"ok": False, "problems": exc.to_dict().get("problems", [])}
+        return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json")}
+
+    @router.get("/runs", tags=["runs"])
+    def list_runs(status: str | None = None, kind: str | None = None,
+                  limit: int = Query(100, ge=1, le=1000)) -> dict:
+        """Runs, newest first."""
+        statuses = tuple(s.strip() for s in status.split(",")) if status else ()
+        unknown = [s for s in statuses if s not in STATUSES]
+        if unknown:
+            raise ApiError(422, "invalid_request", f"Unknown status {unknown}.",
+                           f"Use any of {', '.join(STATUSES)}, comma-separated.",
+                           [{"field": "status", "message": f"allowed values are {STATUSES}"}])
+        found = manager.registry.list(kind=kind, statuses=statuses)
+        for run in found[:limit]:
+            run["queue_position"] = manager.queue_position(run["id"])
+        return {"runs": found[:limit], "total": len(found)}
+
+    def get_run(run_id: str) -> dict:
+        try:
+            return manager.get(run_id)
+        except KeyError:
+            raise not_found(run_id) from None
+
+    @router.get("/runs/{run_id}", tags=["runs"])
+    def run_detail(run_id: str) -> dict:
+        """Status, config, latest progress, summary (metrics, or the error and its fix)."""
+        return get_run(run_id)
+
+    @router.get("/runs/{run_id}/events", tags=["runs"])
+    def run_events(run_id: str, after: int = Query(0, ge=0),
+                   limit: int = Query(EVENTS_PAGE, ge=1, le=EVENTS_PAGE)) -> dict:
+        """Events with seq >= after. Poll with after = the returned next_after."""
+        try:
+            events = manager.events(run_id, after, limit)
+            status = manager.registry.get(run_id)["status"]
+        except KeyError:
+            raise not_found(run_id) from None
+        next_after = events[-1]["seq"] + 1 if events else after
+        return {"run_id": run_id, "status": status, "events": events, "next_after": next_after}
+
+    @router.post("/runs/{run_id}/stop", status_code=202, tags=["runs"])
+    def stop_run(run_id: str) -> dict:
+        """Queued: removed from the queue. Running: stops at the next step and saves the
+        adapter; forced after the grace time."""
+        get_run(run_id)
+        return manager.stop(run_id)
+
+    @router.patch("/runs/{run_id}", tags=["runs"])
+    def rename_run(run_id: str, body: RenameRequest) -> dict:
+        """Rename a run."""
+        get_run(run_id)
+        return manager.rename(run_id, body.name)
+
+    @router.delete("/runs/{run_id}", tags=["runs"])
+    def delete_run(run_id: str) -> dict:
+        """Delete a finished run's record and its run directory (adapter included). A custom
+        output_dir outside the run directory is left alone."""
+        get_run(run_id)
+        try:
+            manager.delete(run_id)
+        except ValueError as exc:
+            raise ApiError(409, "conflict", f"{exc}.",
+                           f"POST /api/runs/{run_id}/stop first.") from None
+        return {"deleted": run_id}
+
+    @router.get("/runs/{run_id}/log", tags=["runs"], response_class=PlainTextResponse)
+    def run_log(run_id: str, tail_bytes: int = Query(20000, ge=1, le=2**22)) -> str:
+        """The end of the worker's train.log (stdout and stderr)."""
+        from trainers.runs.process import log_tail
+
+        return log_tail(Path(get_run(run_id)["run_dir"]), tail_bytes)
+
+    @router.get("/runs/{run_id}/adapter", tags=["runs"], response_class=FileResponse)
+    def download_adapter(run_id: str) -> FileResponse:
+        """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
+        queued or running, 404 when it saved none."""
+        run = get_run(run_id)
+        path = _zip_dir(adapter_dir(run))
+        return FileResponse(path, media_type="application/zip",
+                            filename=f"{run['id']}-adapter.zip",
+                            background=BackgroundTask(os.unlink, path))
+
+
+def _zip_dir(directory: Path) -> str:
+    fd, path = tempfile.mkstemp(prefix="modelforge-adapter-", suffix=".zip")
+    with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(directory.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                zf.write(file, file.relative_to(directory).as_posix())
+    return path
