@@ -223,8 +223,11 @@ def test_environment_report_and_config_checker(client):
 
 
 def test_rename_and_delete(client, demo_model):
-    table, _ = client.predict(None, api_name="/history")
-    run_id = table["data"][-1][0]
+    # its own run (one that fails on its data at once), so no other test's runs matter
+    message, _ = client.predict(*form_values(demo_model, dataset=str(SAMPLE_PREFERENCES)),
+                                api_name="/start_run")
+    run_id = message.split("`")[1]
+    assert "**failed**" in wait_for(client)[0]
     table, picked = client.predict(run_id, "renamed run", api_name="/rename_run")
     assert next(r for r in table["data"] if r[0] == run_id)[1] == "renamed run"
     table, _ = client.predict(run_id, api_name="/delete_run")
