@@ -16,13 +16,10 @@ import pytest
 
 from trainers.benchmark import report
 from trainers.benchmark.runner import PLAIN_SCRIPT, batch_facts
-from trainers.benchmark.spec import BenchmarkSpec, build_spec
+from trainers.benchmark.spec import build_spec
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
-# BenchmarkSpec is being refactored elsewhere; check_plain is added to it once that lands
-needs_field = pytest.mark.skipif("check_plain" not in BenchmarkSpec.model_fields,
-                                 reason="BenchmarkSpec has no check_plain field yet")
 
 TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "lora_r": 4,
         "lora_alpha": 8, "modes": ["lora16"], "check_plain": True}
@@ -103,7 +100,6 @@ def plain_run(tmp_path_factory, demo_model):
 
 @pytest.mark.unsloth
 @needs_unsloth
-@needs_field
 def test_the_plain_script_is_in_the_run_dir_and_runs_without_modelforge(plain_run, tmp_path):
     run_dir, summary = plain_run
     script, settings = run_dir / "plain" / PLAIN_SCRIPT.name, run_dir / "plain/settings-lora16.json"
@@ -130,7 +126,6 @@ def test_the_plain_script_is_in_the_run_dir_and_runs_without_modelforge(plain_ru
 
 @pytest.mark.unsloth
 @needs_unsloth
-@needs_field
 def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run):
     run_dir, summary = plain_run
     for provider in ("huggingface", "unsloth"):
@@ -159,7 +154,6 @@ def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run)
 
 @pytest.mark.unsloth
 @needs_unsloth
-@needs_field
 def test_a_plain_run_far_from_the_engine_is_flagged_in_json_and_markdown(plain_run):
     _, summary = plain_run
     plain_runs = copy.deepcopy(summary["plain_runs"])
@@ -178,7 +172,6 @@ def test_a_plain_run_far_from_the_engine_is_flagged_in_json_and_markdown(plain_r
 
 @pytest.mark.unsloth
 @needs_unsloth
-@needs_field
 def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
     run_dir, summary = plain_run
     assert summary["representative"] is False and "CPU" in summary["representative_reason"]

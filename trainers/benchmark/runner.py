@@ -343,7 +343,7 @@ def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) 
         kind = "variant_finished" if result["status"] == "ok" else "variant_failed"
         events.emit(kind, index=index, total=len(plan), **_variant_event(result))
         report.write_all(run_dir, summary())
-    if getattr(spec, "check_plain", False):  # the field may be missing from an older spec
+    if spec.check_plain:
         folder = write_plain(spec, prepared, run_dir)
         for mode in spec.modes:
             for provider in spec.providers:

@@ -91,6 +91,10 @@ class BenchmarkSpec(BaseModel):
         None, "The GPU's dense peak for the precision, in TFLOP/s, for MFU; empty = from the "
               "built-in table by GPU name.")
     variant_timeout_s: int = _field(1800, "A variant running longer is stopped and failed.")
+    check_plain: bool = _field(
+        False, "After the engine's runs, run a plain script of the bare libraries (written to "
+               "RUN_DIR/plain/) per provider and mode on the same rows, and report engine/plain "
+               "tokens/s (flagged outside 0.95-1.05).")
 
     # --- labels --------------------------------------------------------------------------
     name: config_field("name") = ""
