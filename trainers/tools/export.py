@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from trainers.errors import ModelForgeError
-from trainers.tools.playground import adapter_dir
+from trainers.tools.playground import adapter_dir, emit, emit_failure
 
 MERGED_DIR = "merged"
 DTYPES = ("float16", "bfloat16")
@@ -26,10 +26,6 @@ DTYPES = ("float16", "bfloat16")
 
 class ExportError(ModelForgeError):
     error_type = "export"
-
-
-def _emit(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
 
 
 def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") -> Path:
@@ -43,12 +39,12 @@ def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") ->
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     adapter = adapter_dir(run_dir)
     out_dir = out_dir or run_dir / MERGED_DIR
-    _emit({"stage": "load", "message": f"loading {cfg['model_name']} in {dtype} on the CPU"})
+    emit({"stage": "load", "message": f"loading {cfg['model_name']} in {dtype} on the CPU"})
     model, tokenizer = get_provider(cfg.get("provider", "huggingface")).load_for_inference(
         cfg["model_name"], adapter, getattr(torch, dtype), bool(cfg.get("trust_remote_code")))
-    _emit({"stage": "merge", "message": f"merging the adapter from {adapter}"})
+    emit({"stage": "merge", "message": f"merging the adapter from {adapter}"})
     merged = model.merge_and_unload()
-    _emit({"stage": "save", "message": f"saving to {out_dir}"})
+    emit({"stage": "save", "message": f"saving to {out_dir}"})
     merged.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "MODELFORGE_EXPORT.json").write_text(json.dumps(
@@ -102,16 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = merge(args.run_dir.resolve(), args.out, args.dtype)
         result = {"done": True, "out_dir": str(out_dir)}
         if args.push_to_hub:
-            _emit({"stage": "push", "message": f"uploading to {args.push_to_hub}"})
+            emit({"stage": "push", "message": f"uploading to {args.push_to_hub}"})
             result["url"] = push(out_dir, args.push_to_hub, private=not args.public)
-        _emit(result)
+        emit(result)
         return 0
-    except ModelForgeError as exc:
-        _emit(exc.to_dict())
     except Exception as exc:  # noqa: BLE001 - the caller shows it; nothing is hidden
-        from trainers.diagnostics import diagnose_exception
-
-        _emit(diagnose_exception(exc))
+        emit_failure(exc)
     return 1
 
 

@@ -94,8 +94,18 @@ def stream(model, tokenizer, prompt: str, max_new_tokens: int = 64, temperature:
         raise errors[0]
 
 
-def _emit(obj: dict) -> None:
+def emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
+
+
+def emit_failure(exc: Exception) -> None:
+    """A one-shot tool's failure as its last JSON line: a typed error, or the diagnosis."""
+    if isinstance(exc, ModelForgeError):
+        emit(exc.to_dict())
+        return
+    from trainers.diagnostics import diagnose_exception
+
+    emit(diagnose_exception(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,16 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             for chunk in stream(model, tokenizer, prompt, int(request.get("max_new_tokens", 64)),
                                 float(request.get("temperature", 0.0)), which == "adapter"):
                 n += 1
-                _emit({"model": which, "text": chunk})
-            _emit({"model": which, "done": True, "chunks": n,
+                emit({"model": which, "text": chunk})
+            emit({"model": which, "done": True, "chunks": n,
                    "seconds": round(time.perf_counter() - started, 3)})
         return 0
-    except ModelForgeError as exc:
-        _emit(exc.to_dict())
     except Exception as exc:  # noqa: BLE001 - the caller shows it; nothing is hidden
-        from trainers.diagnostics import diagnose_exception
-
-        _emit(diagnose_exception(exc))
+        emit_failure(exc)
     return 1
 
 
