@@ -26,8 +26,8 @@ needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
 
 # A few cheap steps: 1 warm-up + 2 measured, short rows, small batches.
-TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "lora_r": 4,
-        "lora_alpha": 8, "modes": ["lora16"]}
+TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "repeats": 1,
+        "lora_r": 4, "lora_alpha": 8, "modes": ["lora16"]}
 
 
 def run_benchmark(run_dir: Path, spec: dict, env: dict | None = None) -> int:
@@ -43,9 +43,9 @@ def run_benchmark(run_dir: Path, spec: dict, env: dict | None = None) -> int:
 # --- spec -----------------------------------------------------------------------------------
 
 def test_spec_defaults_and_run_order():
-    spec = build_spec({"model": "m", "repeats": 2})
+    spec = build_spec({"model": "m"})
     assert spec.providers == ["huggingface", "unsloth"] and spec.modes == ["lora16", "qlora4"]
-    assert spec.total_steps == 33
+    assert spec.total_steps == 40 and spec.repeats == 2  # 10 warm-up + 30 measured, twice
     assert spec.variants()[:3] == [(1, "lora16", "huggingface"), (1, "lora16", "unsloth"),
                                    (1, "qlora4", "huggingface")]
     assert len(spec.variants()) == 8
@@ -202,6 +202,13 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
     assert evidence["active"] and evidence["unsloth_version"]
     assert len(hf["timing"]["step_times_s"]) == 3 and hf["timing"]["measured_steps"] == 2
     assert len(hf["loss"]["curve"]) == 3
+    for run in (hf, us):  # where each step's time went, for the slow-step evidence
+        costs = run["step_costs"]
+        assert len(costs["per_step"]) == 3 and costs["triton_hooks"]
+        for step, seconds in zip(costs["per_step"], run["timing"]["step_times_s"]):
+            assert step["host_s"] > 0 and step["gc_s"] >= 0 and step["loader_s"] >= 0
+            assert step["loader_s"] + step["host_s"] + step["sync_s"] == pytest.approx(
+                seconds, abs=2e-3)
 
 
 @pytest.mark.unsloth

@@ -259,7 +259,7 @@ def test_benchmark_from_the_dashboard(client, demo_model):
     form = spec_form()
     values = form.from_dict({"model": str(demo_model), "providers": ["huggingface"],
                              "modes": ["lora16"], "steps": 2, "warmup_steps": 1,
-                             "max_seq_length": 64, "batch_size": 2, "optimizer": "adamw_torch",
+                             "repeats": 1, "max_seq_length": 64, "batch_size": 2, "optimizer": "adamw_torch",
                              "name": "ui bench"})
     message, picker = client.predict(*values, api_name="/run_benchmark")
     run_id = message.split("`")[1]

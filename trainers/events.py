@@ -219,7 +219,8 @@ class VariantStarted(Event):
 
 
 class VariantFinished(_Variant):
-    tokens_per_s: float
+    tokens_per_s: float  # over the total measured time
+    tokens_per_s_median: float | None = None
     median_step_s: float
     max_allocated_gib: float | None = None
     first_step_loss: float | None = None

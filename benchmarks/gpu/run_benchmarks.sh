@@ -14,7 +14,7 @@
 # engine/plain tokens/s (results.md's table and trust checks; logs.tar.gz has run/plain/).
 # PROVIDERS (default huggingface,unsloth) picks the providers.
 #
-# Defaults are the evidence set-up: seq 2048, batch 8, 3 warm-up + 30 measured steps, each
+# Defaults are the evidence set-up: seq 2048, batch 8, 10 warm-up + 30 measured steps, each
 # configuration twice, padded batches for both providers, rows of at least 680 tokens from the
 # P3/T0 prompt/completion sample. Override with SEQ, BATCH, STEPS, WARMUP, REPEATS, MIN_TOKENS,
 # PADDING, DATA. RUNNER_LIMIT_S bounds the engine run (a stopped run still writes the results of
@@ -48,7 +48,7 @@ spec = {
     "max_seq_length": int(os.environ.get("SEQ", 2048)),
     "batch_size": int(os.environ.get("BATCH", 8)),
     "steps": int(os.environ.get("STEPS", 30)),
-    "warmup_steps": int(os.environ.get("WARMUP", 3)),
+    "warmup_steps": int(os.environ.get("WARMUP", 10)),
     "repeats": int(os.environ.get("REPEATS", 2)),
     "min_example_tokens": int(os.environ.get("MIN_TOKENS", 680)),
     "padding": os.environ.get("PADDING", "padded"),

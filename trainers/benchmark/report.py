@@ -22,6 +22,7 @@ RESULT_FILES = ("results.json", "results.md", "results.csv")
 DATA_FACTS = ("dataset", "data_format", "num_examples", "distinct_rows", "rows_repeated",
               "left_out_fully_masked", "token_stats", "batch_facts")
 PLAIN_BAND = (0.95, 1.05)  # engine / plain tokens/s outside this is flagged
+REPEAT_BAND_PCT = 5.0  # repeats further apart than this are flagged
 MIN_MEASURED_STEPS = 10
 CPU_REASON = ("measured on the CPU (no CUDA device): CPU step times say nothing about GPU "
               "speed, and Unsloth's CPU backend runs none of its GPU kernels")
@@ -121,7 +122,19 @@ def _mean(values: list) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def run_mfu(run: dict) -> float | None:
+    """Model FLOPs per second at the run's headline speed over the GPU's peak."""
+    from trainers.benchmark.flops import mfu
+
+    flops = run["flops"]
+    return mfu(flops["model_flops_per_token"] * run["timing"]["tokens_per_s_total"],
+               flops.get("peak_tflops"))
+
+
 def table_row(runs: list[dict], provider: str, mode: str) -> dict:
+    """One provider x mode. tokens_per_s, the headline, is tokens over total measured time
+    (every measured step counts, slow ones too), averaged over repeats; its range over repeats
+    is tokens_per_s_low/high; tokens_per_s_median is the median-step figure beside it."""
     ok = [r for r in runs if r["status"] == "ok"]
     failed = [r for r in runs if r["status"] != "ok"]
     row = {"provider": provider, "mode": mode, "runs": len(runs), "runs_ok": len(ok),
@@ -129,18 +142,20 @@ def table_row(runs: list[dict], provider: str, mode: str) -> dict:
            "reason": failed[0].get("message") if failed else None}
     if not ok:
         return row
-    speeds = [r["timing"]["tokens_per_s"] for r in ok]
+    totals = [r["timing"]["tokens_per_s_total"] for r in ok]
     row.update(
         process_wall_s=_mean([r["process_wall_s"] for r in ok]),
         train_wall_s=_mean([r["timing"]["train_wall_s"] for r in ok]),
-        tokens_per_s=_mean(speeds), tokens_per_s_low=min(speeds), tokens_per_s_high=max(speeds),
-        tokens_per_s_total=_mean([r["timing"]["tokens_per_s_total"] for r in ok]),
+        tokens_per_s=_mean(totals), tokens_per_s_low=min(totals), tokens_per_s_high=max(totals),
+        repeat_spread_pct=100 * (max(totals) - min(totals)) / _mean(totals)
+        if len(ok) > 1 else None,
+        tokens_per_s_median=_mean([r["timing"]["tokens_per_s"] for r in ok]),
         samples_per_s=_mean([r["samples_per_s"] for r in ok]),
         median_step_s=_mean([r["timing"]["median_step_s"] for r in ok]),
         peak_allocated_gib=_max([r["memory"]["max_allocated_gib"] for r in ok]),
         peak_reserved_gib=_max([r["memory"]["max_reserved_gib"] for r in ok]),
         nvml_peak_gib=_max([r["memory"]["nvml_peak_used_gib"] for r in ok]),
-        mfu=_mean([r["flops"]["mfu"] for r in ok]),
+        mfu=_mean([run_mfu(r) for r in ok]),
         first_step_loss=ok[0]["loss"]["first_step"],
         unsloth_evidence=ok[0]["provider_info"].get("unsloth"))
     return row
@@ -172,16 +187,17 @@ def _ok_plain(plain_runs: list[dict], provider: str, mode: str) -> dict | None:
 
 
 def add_plain(rows: list[dict], plain_runs: list[dict]) -> None:
-    """Engine tokens/s over the plain script's, per provider and mode (median step and total)."""
+    """Engine tokens/s over the plain script's, per provider and mode: by total measured time
+    (the headline, engine_vs_plain_ratio) and by median step (engine_vs_plain_ratio_median)."""
     for row in rows:
         plain = _ok_plain(plain_runs, row["provider"], row["mode"])
         if plain is None or not row.get("tokens_per_s"):
             continue
         t = plain["timing"]
-        row.update(plain_tokens_per_s=t["tokens_per_s"],
-                   plain_tokens_per_s_total=t["tokens_per_s_total"],
-                   engine_vs_plain_ratio=row["tokens_per_s"] / t["tokens_per_s"],
-                   engine_vs_plain_ratio_total=row["tokens_per_s_total"] / t["tokens_per_s_total"])
+        row.update(plain_tokens_per_s=t["tokens_per_s_total"],
+                   plain_tokens_per_s_median=t["tokens_per_s"],
+                   engine_vs_plain_ratio=row["tokens_per_s"] / t["tokens_per_s_total"],
+                   engine_vs_plain_ratio_median=row["tokens_per_s_median"] / t["tokens_per_s"])
 
 
 def in_band(ratio: float | None) -> bool:
@@ -189,16 +205,31 @@ def in_band(ratio: float | None) -> bool:
 
 
 def ratio_check(row: dict) -> dict:
-    """Flagged unless engine/plain tokens/s is within the band, by median step and in total."""
+    """Flagged unless engine/plain tokens/s is within the band, in total and by median step."""
     name = f"engine vs plain script tokens/s, {row['provider']} {row['mode']}"
-    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_total"))
+    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_median"))
     if None in ratios:
         return _check(name, False, "no ratio: the engine's or the plain script's run failed")
-    detail = (f"engine/plain {ratios[0]:.3f} by median step ({row['tokens_per_s']:,.0f} vs "
-              f"{row['plain_tokens_per_s']:,.0f}), {ratios[1]:.3f} in total "
-              f"({row['tokens_per_s_total']:,.0f} vs {row['plain_tokens_per_s_total']:,.0f}); "
+    detail = (f"engine/plain {ratios[0]:.3f} in total measured time ({row['tokens_per_s']:,.0f} "
+              f"vs {row['plain_tokens_per_s']:,.0f}), {ratios[1]:.3f} by median step "
+              f"({row['tokens_per_s_median']:,.0f} vs {row['plain_tokens_per_s_median']:,.0f}); "
               f"band {PLAIN_BAND[0]}-{PLAIN_BAND[1]}")
     return _check(name, in_band(ratios[0]) and in_band(ratios[1]), detail)
+
+
+def repeat_checks(rows: list[dict]) -> list[dict]:
+    """Repeats of one provider x mode must agree within REPEAT_BAND_PCT, or it is said."""
+    checks = []
+    for row in rows:
+        spread = row.get("repeat_spread_pct")
+        if spread is None:
+            continue
+        checks.append(_check(
+            f"repeats agree within {REPEAT_BAND_PCT:g}%, {row['provider']} {row['mode']}",
+            spread <= REPEAT_BAND_PCT,
+            f"{row['runs_ok']} repeats: {row['tokens_per_s_low']:,.0f} to "
+            f"{row['tokens_per_s_high']:,.0f} tokens/s, a spread of {spread:.1f}% of their mean"))
+    return checks
 
 
 def plain_run_checks(spec: BenchmarkSpec, plain: dict, engine: dict) -> list[dict]:
@@ -293,8 +324,9 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
         "command": command, "table": rows, "matching": match,
         "representative": fair, "representative_reason": why,
         "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
-        "engine_vs_plain_ratio_total": _ratios(rows, "engine_vs_plain_ratio_total"),
-        "checks": measurement_checks(spec, fair, why) + plain_checks(spec, rows, runs, plain_runs),
+        "engine_vs_plain_ratio_median": _ratios(rows, "engine_vs_plain_ratio_median"),
+        "checks": measurement_checks(spec, fair, why) + repeat_checks(rows)
+        + plain_checks(spec, rows, runs, plain_runs),
         "runs": runs, "plain_runs": plain_runs,
     }
 
@@ -315,8 +347,8 @@ def fmt(value, pattern: str = "{:.1f}", empty: str = "-") -> str:
 
 
 TABLE_HEADER = ["provider", "mode", "status", "wall s (whole)", "train s", "tokens/s",
-                "speedup vs HF", "peak VRAM GiB", "VRAM saved vs HF", "MFU", "first-step loss",
-                "engine/plain (median / total)", "matching"]
+                "tokens/s (median step)", "speedup vs HF", "peak VRAM GiB", "VRAM saved vs HF",
+                "MFU", "first-step loss", "engine/plain (total / median)", "matching"]
 NOT_GPU_SPEED = "tokens/s (CPU: not GPU speed)"
 
 
@@ -328,7 +360,7 @@ def table_header(summary: dict) -> list[str]:
 
 
 def plain_cell(row: dict) -> str:
-    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_total"))
+    ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_median"))
     if None in ratios:
         return "-"
     flag = "" if in_band(ratios[0]) and in_band(ratios[1]) else " FLAGGED"
@@ -339,14 +371,14 @@ def table_cells(row: dict) -> list[str]:
     if row["status"] == "failed":
         reason = (row.get("reason") or "").replace("|", "/").replace("\n", " ")[:160]
         mode = MODE_LABELS.get(row["mode"], row["mode"])
-        return [row["provider"], mode, f"FAILED: {reason}"] + ["-"] * 9 + [row["matched"]]
+        return [row["provider"], mode, f"FAILED: {reason}"] + ["-"] * 10 + [row["matched"]]
     spread = "" if row["runs_ok"] < 2 else \
         f" ({row['tokens_per_s_low']:.0f}-{row['tokens_per_s_high']:.0f})"
     return [row["provider"], MODE_LABELS.get(row["mode"], row["mode"]),
             row["status"] + (f" {row['runs_ok']}/{row['runs']}" if row["runs"] > 1 else ""),
             fmt(row.get("process_wall_s")), fmt(row.get("train_wall_s")),
             fmt(row.get("tokens_per_s"), "{:,.0f}") + spread,
-            fmt(row.get("speedup"), "{:.2f}x"), fmt(row.get("peak_allocated_gib"), "{:.2f}"),
+            fmt(row.get("tokens_per_s_median"), "{:,.0f}"), fmt(row.get("speedup"), "{:.2f}x"), fmt(row.get("peak_allocated_gib"), "{:.2f}"),
             fmt(row.get("vram_reduction_pct"), "{:.1f}%"),
             fmt(None if row.get("mfu") is None else 100 * row["mfu"], "{:.1f}%"),
             fmt(row.get("first_step_loss"), "{:.4f}"), plain_cell(row), row["matched"]]
@@ -361,9 +393,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 def run_cells(run: dict) -> list[str]:
     if run["status"] != "ok":
         return [run["name"], "failed", (run.get("message") or "")[:200].replace("|", "/"),
-                *["-"] * 6]
+                *["-"] * 7]
     t = run["timing"]
-    return [run["name"], "ok", fmt(t["tokens_per_s"], "{:,.0f}"),
+    return [run["name"], "ok", fmt(t["tokens_per_s_total"], "{:,.0f}"),
+            fmt(t["tokens_per_s"], "{:,.0f}"),
             f"{t['median_step_s']:.3f} ({t['min_step_s']:.3f}-{t['max_step_s']:.3f})",
             f"{t['measured_steps']}", fmt(run["memory"]["max_allocated_gib"], "{:.2f}"),
             fmt(run["memory"]["max_reserved_gib"], "{:.2f}"),
@@ -412,13 +445,15 @@ def markdown(summary: dict) -> str:
                   ""]
     plain = summary.get("plain_runs") or []
     parts += [_md_table(table_header(summary), [table_cells(r) for r in summary["table"]]), "",
-              "tokens/s: non-padding tokens per second, mean tokens per step over the median "
-              "step time after the warm-up (range over repeats in brackets). Peak VRAM: "
+              "tokens/s: non-padding tokens over the total time of the measured steps (after the "
+              "warm-up), mean of the repeats, their range in brackets; the median-step figure "
+              "(mean tokens per step over the median step time) is beside it. Peak VRAM: "
               "torch.cuda.max_memory_allocated. MFU: model FLOPs (formula below) over the GPU's "
               "dense bf16 peak. engine/plain: the engine's tokens/s over the plain script's "
-              "(bare libraries, same rows and settings), by median step and by total measured "
-              f"time; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
-              _md_table(["run", "status", "tokens/s", "median step s (min-max)", "steps",
+              "(bare libraries, same rows and settings), in total measured time and by median "
+              f"step; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
+              _md_table(["run", "status", "tokens/s", "tokens/s (median step)",
+                         "median step s (min-max)", "steps",
                          "max allocated GiB", "max reserved GiB", "NVML used GiB",
                          "first-step loss"], [run_cells(r) for r in summary["runs"]]
                         + [run_cells(r) for r in plain]), "",
@@ -504,3 +539,37 @@ def event_summary(summary: dict, run_dir: str | Path) -> dict:
             "matching": {m: r["verdict"] for m, r in summary["matching"].items()},
             "synthetic_weights": bool(summary.get("synthetic_weights")),
             "results": {n: str(Path(run_dir) / n) for n in RESULT_FILES}}
+
+
+def rebuild(results_json: str | Path) -> dict:
+    """The summary again from a results.json's own runs, with this version's report code (after
+    a change of method, every committed result can be re-rendered without re-measuring)."""
+    old = json.loads(Path(results_json).read_text(encoding="utf-8"))
+    spec = BenchmarkSpec(**old["spec"])
+    environment = {k: v for k, v in old["environment"].items() if k not in ("device", "torch_cuda")}
+    prepared = {**old["data"], "synthetic": old.get("synthetic_weights"),
+                "model_dir": old.get("model_dir")}
+    summary = build(spec, prepared, environment, old["runs"], old["command"],
+                    old["planned_runs"], old.get("plain_runs") or [])
+    summary["generated_at"] = old["generated_at"]
+    summary["rebuilt_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_file():
+        print("usage: python -m trainers.benchmark.report RESULTS_JSON\n"
+              "Rebuilds results.json, .md and .csv beside it from the runs it holds.",
+              file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    write_all(path.parent, rebuild(path))
+    print(f"rebuilt {', '.join(RESULT_FILES)} in {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -61,8 +61,10 @@ class BenchmarkSpec(BaseModel):
     batch_size: int = _field(8, "Rows per optimizer step (no gradient accumulation).")
     steps: int = _field(30, "Measured steps, after the warm-up steps.")
     warmup_steps: int = _field(
-        3, "Steps run first and left out of the steady-state numbers (compilation, caches).")
-    repeats: int = _field(1, "How many times each provider x mode runs, to show the spread.")
+        10, "Steps run first and left out of the measured numbers (compilation, caches; "
+            "Unsloth's compiled blocks settle over about 10 steps of rows of varying length).")
+    repeats: int = _field(2, "How many times each provider x mode runs; repeats further apart "
+                             "than 5% are flagged.")
 
     # --- data ----------------------------------------------------------------------------
     dataset: config_field("dataset", "Or \"sample\": the bundled instructions. A benchmark "
@@ -133,7 +135,7 @@ _RULES = [
      "cannot be -1 in a benchmark: every variant needs the same fixed length, e.g. 2048"),
     ("batch_size", lambda s: s.batch_size >= 1, "must be at least 1"),
     ("steps", lambda s: s.steps >= 1, "must be at least 1 (30 or more gives a stable median)"),
-    ("warmup_steps", lambda s: s.warmup_steps >= 0, "must be 0 or more (3 is usual)"),
+    ("warmup_steps", lambda s: s.warmup_steps >= 0, "must be 0 or more (10 is usual)"),
     ("repeats", lambda s: 1 <= s.repeats <= 10, "must be between 1 and 10"),
     ("min_example_tokens", lambda s: s.min_example_tokens >= 0, "must be 0 or more"),
     ("loss_rel_tolerance", lambda s: 0 < s.loss_rel_tolerance < 1,

@@ -119,7 +119,10 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int):
         """Synchronised step marks, token counts, the loss of every step, NVML samples."""
 
         def __init__(self):
+            from trainers.benchmark.step_costs import StepCosts
+
             self.clock = _Clock()
+            self.costs = StepCosts()
             self.marks: list[float] = []
             self.tokens_seen: list[int] = []
             self.losses: dict[int, float] = {}
@@ -128,15 +131,22 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.marks = [self.clock.now()]
+            self.costs.train_began(self.marks[0])
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.costs.step_began()
 
         def on_step_end(self, args, state, control, **kwargs):
+            self.costs.host_done()
             self.marks.append(self.clock.now())
+            self.costs.step_ended(self.marks[-1])
             self.tokens_seen.append(int(state.num_input_tokens_seen or 0))
             if state.global_step % 10 == 0:  # NVML is slow-ish: every 10th step, and at the end
                 self.sample_nvml()
 
         def on_train_end(self, args, state, control, **kwargs):
             self.sample_nvml()
+            self.costs.close()
 
         def sample_nvml(self):
             used, self.nvml_reason = device_memory_used()
@@ -233,7 +243,7 @@ def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
     measured = per_step[warmup:warmup + speed["measured_steps"]]
     per_token = sum(measured) / speed["measured_tokens"]
     peak = peak_override or flops.peak_tflops(device_name)
-    value = flops.mfu(per_token * speed["tokens_per_s"], peak)
+    value = flops.mfu(per_token * speed["tokens_per_s_total"], peak)  # at the headline speed
     return {"formula": flops.FORMULA, "linear_macs_per_token": macs,
             "attention_layers": layers, "attention_width": width,
             "model_flops_per_token": per_token, "peak_tflops": peak,
@@ -310,6 +320,7 @@ def summarise(spec: BenchmarkSpec, loaded: dict, timer, lengths: list[list[int]]
         "loss": {"first_step": timer.losses.get(1),
                  "curve": [timer.losses.get(s) for s in range(1, trained + 1)]},
         "memory": memory_peaks(timer),
+        "step_costs": timer.costs.summary(spec.warmup_steps),
         "flops": flops_summary(loaded["model"], lengths, speed, spec.warmup_steps,
                                device.get("device_name"), spec.peak_tflops),
         "provider_info": loaded["provider"].info,
