@@ -28,6 +28,9 @@ PROVIDERS = ("huggingface", "unsloth")
 
 def read_settings(path: str, provider: str) -> dict:
     settings = json.loads(Path(path).read_text())
+    override = settings.get("provider_overrides", {}).get(provider, {})
+    settings["sft_config"].update(override.get("sft_config", {}))
+    settings.update({k: v for k, v in override.items() if k != "sft_config"})
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if provider == "unsloth":
         os.environ.update(settings["unsloth_environment"])  # read when unsloth is imported
@@ -212,6 +215,7 @@ def trainer_settings(trainer) -> dict:
             "train_sampling_strategy": getattr(args, "train_sampling_strategy", None),
             "max_length": getattr(args, "max_length", None), "bf16": bool(args.bf16),
             "fp16": bool(args.fp16), "use_cpu": bool(args.use_cpu),
+            "use_liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
             "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
             "seed": args.seed}
 

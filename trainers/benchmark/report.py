@@ -79,6 +79,20 @@ def setting_check(runs: list[dict], label: str, read, required: bool = True) -> 
     return _check(label, same, detail, required)
 
 
+def best_applied_check(runs: list[dict]) -> dict:
+    """For padding "best": each trainer really ran what the runner decided (a library may turn
+    a setting off by itself; Unsloth's CPU backend trains without padding-free)."""
+    off = []
+    for run in runs:
+        best, eff = run.get("best") or {}, run["effective"]
+        if best.get("padding_free") and not eff["padding_free"]:
+            off.append(f"{run['name']}: padding-free asked, the trainer ran padded batches")
+        if best.get("liger_kernel") and not eff.get("use_liger_kernel"):
+            off.append(f"{run['name']}: Liger kernels asked, not used")
+    return _check("each ran its best settings", not off,
+                  "; ".join(off) or "as decided (see Each at its best)", required=False)
+
+
 def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
     """Matched-ness of the runs of one mode: the baseline and at least one other must have run."""
     of_mode = [r for r in runs if r["mode"] == mode]
@@ -89,13 +103,13 @@ def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
         return {"matched": None, "verdict": "not checked",
                 "detail": f"fewer than two providers ran ({', '.join(failed)} failed)",
                 "checks": []}
-    as_shipped = spec.padding == "as_shipped"
+    unmatched = spec.padding in ("as_shipped", "best")  # not matched, by design
     checks = [
         token_check(ok),
         rows_check(ok, required=spec.padding == "padded"),
         loss_check(ok, spec.loss_rel_tolerance),
         setting_check(ok, "padding treatment (padding-free)",
-                      lambda r: r["effective"]["padding_free"], required=not as_shipped),
+                      lambda r: r["effective"]["padding_free"], required=not unmatched),
         setting_check(ok, "optimizer", lambda r: r["effective"]["optim"]),
         setting_check(ok, "trainable parameters",
                       lambda r: r["provider_info"].get("trainable_parameters")),
@@ -107,12 +121,17 @@ def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
         setting_check(ok, "loss tokens in the first batch (informational)",
                       lambda r: r.get("first_batch", {}).get("loss_tokens"), required=False),
     ]
+    if spec.padding == "best":
+        checks.append(best_applied_check(ok))
     matched = all(c["ok"] for c in checks if c["required"])
-    if as_shipped:
+    if spec.padding == "as_shipped":
         verdict = "as shipped (each library's defaults; not a matched comparison)"
+    elif spec.padding == "best":
+        verdict = ("each at its best (padding-free; checkpointing and kernels as each provider "
+                   "fits best, see each run's `best`; not a matched comparison)")
     else:
         verdict = "matched" if matched else "NOT MATCHED"
-    return {"matched": matched and not as_shipped, "verdict": verdict, "checks": checks}
+    return {"matched": matched and not unmatched, "verdict": verdict, "checks": checks}
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -322,6 +341,7 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
                         "device": first_ok["device"] if first_ok else None,
                         "torch_cuda": first_ok["torch_cuda"] if first_ok else None},
         "command": command, "table": rows, "matching": match,
+        "best_settings": prepared.get("best_settings") or {},
         "representative": fair, "representative_reason": why,
         "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
         "engine_vs_plain_ratio_median": _ratios(rows, "engine_vs_plain_ratio_median"),
@@ -422,6 +442,20 @@ def data_lines(summary: dict) -> list[str]:
     return lines
 
 
+def best_lines(summary: dict) -> list[str]:
+    """For padding "best": what each provider ran with, and why."""
+    best = summary.get("best_settings") or {}
+    if not best:
+        return []
+    lines = ["## Each at its best", ""]
+    for key, d in best.items():
+        lines.append(f"- {key}: padding-free; gradient checkpointing "
+                     f"{'on' if d['gradient_checkpointing'] else 'off'} "
+                     f"({d['gradient_checkpointing_reason']}); Liger kernels "
+                     f"{'on' if d['liger_kernel'] else 'off'} ({d['liger_kernel_reason']})")
+    return lines + [""]
+
+
 def check_lines(checks: list[dict]) -> list[str]:
     return [f"- {c['check']}: {'ok' if c['ok'] else 'FLAGGED'}: {c['detail']}" for c in checks]
 
@@ -459,6 +493,7 @@ def markdown(summary: dict) -> str:
                         + [run_cells(r) for r in plain]), "",
               "## Data", "", *data_lines(summary), "",
               "## Trust checks", "", *check_lines(summary.get("checks", [])), "",
+              *best_lines(summary),
               "## Matching", ""]
     for mode, result in summary["matching"].items():
         parts.append(f"- **{mode}**: {result['verdict']}" +
@@ -548,7 +583,7 @@ def rebuild(results_json: str | Path) -> dict:
     spec = BenchmarkSpec(**old["spec"])
     environment = {k: v for k, v in old["environment"].items() if k not in ("device", "torch_cuda")}
     prepared = {**old["data"], "synthetic": old.get("synthetic_weights"),
-                "model_dir": old.get("model_dir")}
+                "model_dir": old.get("model_dir"), "best_settings": old.get("best_settings")}
     summary = build(spec, prepared, environment, old["runs"], old["command"],
                     old["planned_runs"], old.get("plain_runs") or [])
     summary["generated_at"] = old["generated_at"]

@@ -18,7 +18,7 @@ from trainers.errors import ConfigError
 PROVIDERS = ("huggingface", "unsloth")
 MODES = ("lora16", "qlora4")
 MODE_LABELS = {"lora16": "16-bit LoRA", "qlora4": "QLoRA 4-bit"}
-PADDING = ("padded", "padding_free", "as_shipped")
+PADDING = ("padded", "padding_free", "as_shipped", "best")
 SAMPLE_DATASET = "sample"
 
 
@@ -51,10 +51,13 @@ class BenchmarkSpec(BaseModel):
                               "NF4 base model (bitsandbytes, needs a CUDA GPU).")
     precision: Literal["bf16", "fp16"] = _field(
         "bf16", "Compute precision (fp16 only for GPUs without bf16).")
-    padding: Literal["padded", "padding_free", "as_shipped"] = _field(
-        "padded", "padded: every batch padded to its longest row, for both providers. "
-                  "padding_free: rows concatenated without padding, for both. as_shipped: each "
-                  "library's own default (Unsloth turns padding-free on), labelled not matched.")
+    padding: Literal["padded", "padding_free", "as_shipped", "best"] = _field(
+        "padded", "The comparison. padded: every batch padded to its longest row, for both "
+                  "providers (matched). padding_free: rows concatenated without padding, for "
+                  "both (matched). as_shipped: each library's own defaults (Unsloth turns "
+                  "padding-free on). best: each provider at its best: padding-free, no gradient "
+                  "checkpointing where the VRAM estimate says it fits, Liger kernels for "
+                  "Hugging Face where installed. as_shipped and best are labelled not matched.")
 
     # --- shape and length ----------------------------------------------------------------
     max_seq_length: config_field("max_seq_length", "A benchmark needs a fixed length.") = 2048

@@ -47,8 +47,11 @@ def step_lengths(rows: list[dict], batch_size: int) -> list[list[int]]:
     return [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
 
 
-def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str) -> TrainConfig:
-    """The training config every variant of this spec shares, but for provider and mode."""
+def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
+                 best: dict | None = None) -> TrainConfig:
+    """The training config every variant of this spec shares, but for provider and mode (and,
+    for padding "best", the runner's per-provider decision on gradient checkpointing)."""
+    checkpointing = best["gradient_checkpointing"] if best else spec.gradient_checkpointing
     return TrainConfig(
         provider=provider, model_name=model_dir, max_seq_length=spec.max_seq_length,
         strategy="qlora" if mode == "qlora4" else "sft", use_4bit=mode == "qlora4",
@@ -58,10 +61,11 @@ def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str) 
         per_device_train_batch_size=spec.batch_size, gradient_accumulation_steps=1,
         learning_rate=spec.learning_rate, lr_scheduler_type="constant", optim=spec.optimizer,
         bf16=spec.precision == "bf16", fp16=spec.precision == "fp16",
-        gradient_checkpointing=spec.gradient_checkpointing, seed=spec.seed, logging_steps=1)
+        gradient_checkpointing=checkpointing, seed=spec.seed, logging_steps=1)
 
 
-def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str) -> dict:
+def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str,
+                  best: dict | None = None) -> dict:
     """SFTConfig keyword arguments: the worker's, plus sequential order and the padding choice."""
     import torch
 
@@ -74,8 +78,10 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str) -> dic
                 use_cpu=not torch.cuda.is_available())  # what Unsloth's CPU backend sets too
     if spec.padding == "padded":
         args["padding_free"] = False
-    elif spec.padding == "padding_free":
+    elif spec.padding in ("padding_free", "best"):
         args.update(padding_free=True, max_length=None)  # rows are already truncated
+    if best and best["liger_kernel"]:
+        args["use_liger_kernel"] = True
     return args  # as_shipped: padding_free left to each library's default
 
 
@@ -182,6 +188,7 @@ def effective_settings(trainer) -> dict:
         "train_sampling_strategy": getattr(args, "train_sampling_strategy", None),
         "max_length": getattr(args, "max_length", None),
         "bf16": bool(args.bf16), "fp16": bool(args.fp16), "use_cpu": bool(args.use_cpu),
+        "use_liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
     }
 
 
@@ -262,24 +269,24 @@ def load(cfg: TrainConfig, prepared: dict) -> dict:
 
 
 def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: list[dict],
-                  timer, output_dir: Path):
+                  timer, output_dir: Path, best: dict | None = None):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     return SFTTrainer(model=loaded["model"],
-                      args=SFTConfig(**sft_arguments(spec, cfg, str(output_dir))),
+                      args=SFTConfig(**sft_arguments(spec, cfg, str(output_dir), best)),
                       processing_class=loaded["tokenizer"], train_dataset=Dataset.from_list(rows),
                       callbacks=[timer])
 
 
 def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig, mode: str,
-            repeat: int, events: EventWriter) -> dict:
+            repeat: int, events: EventWriter, best: dict | None = None) -> dict:
     name = variant_name(cfg.provider, mode, repeat)
     loaded = load(cfg, prepared)
     rows = prepared["rows"]
     timer = make_step_timer(events, name, spec.total_steps)
     output_dir = run_dir / VARIANTS_DIR / name / "trainer"
-    trainer = build_trainer(spec, cfg, loaded, rows, timer, output_dir)
+    trainer = build_trainer(spec, cfg, loaded, rows, timer, output_dir, best)
     effective = effective_settings(trainer)
     if effective["gradient_accumulation_steps"] != 1:
         # tokens/s counts one batch per optimizer step (step_lengths); importing unsloth makes
@@ -297,7 +304,7 @@ def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig
     result["timing"]["train_wall_s"] = train_wall_s
     return {"name": name, "provider": cfg.provider, "mode": mode, "repeat": repeat,
             "status": "ok", "pid": os.getpid(), **result, "effective": effective,
-            "first_batch": first_batch}
+            "first_batch": first_batch, **({"best": best} if best else {})}
 
 
 def summarise(spec: BenchmarkSpec, loaded: dict, timer, lengths: list[list[int]]) -> dict:
@@ -340,8 +347,9 @@ def run(run_dir: Path, provider: str, mode: str, repeat: int) -> int:
     try:
         spec = BenchmarkSpec(**json.loads((run_dir / "config.json").read_text()))
         prepared = json.loads((run_dir / PREPARED_FILE).read_text())
-        cfg = train_config(spec, prepared["model_dir"], provider, mode)
-        result = measure(run_dir, spec, prepared, cfg, mode, repeat, events)
+        best = prepared.get("best_settings", {}).get(f"{provider}-{mode}")
+        cfg = train_config(spec, prepared["model_dir"], provider, mode, best)
+        result = measure(run_dir, spec, prepared, cfg, mode, repeat, events, best)
         code = 0
     except BaseException as exc:  # noqa: BLE001 - every failure becomes the variant's result
         traceback.print_exc()
