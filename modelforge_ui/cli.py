@@ -87,9 +87,11 @@ def cmd_train(args) -> int:
               "outside its queue, and may compete with its jobs for the GPU (submit it to the "
               "server with POST /api/start_training to queue it)", file=sys.stderr)
     from trainers.runs.manager import check_fits, visible_gpus
+    from trainers.runs.preflight import check_gpu_only
 
     try:
         check_fits(cfg, visible_gpus() or ["cpu"])
+        check_gpu_only(cfg, visible_gpus() or ["cpu"])
         run = registry.create(cfg, source="cli")
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -114,7 +116,9 @@ def _report(record: dict, run_dir: Path) -> int:
     status = record["status"]
     summary = record.get("summary") or {}
     if status in ADAPTER_STATUSES:
-        print(f"\n{status}: adapter saved in {adapter_path(record)}")
+        at = f" at step {summary['steps']}" if status == "stopped" and summary.get("steps") \
+            else ""
+        print(f"\n{status}{at}: adapter saved in {adapter_path(record)}")
         return 0
     print(f"\nfailed: {summary.get('message') or record.get('error')}", file=sys.stderr)
     if summary.get("hint"):

@@ -358,13 +358,42 @@ def plain_problem(err: dict, valid_fields: list[str] | None = None,
 
 def _problems_from_validation_error(exc: ValidationError) -> list[dict]:
     problems: list[dict] = []
+    listed = False  # the valid fields are listed once, with the first unknown key
     for err in exc.errors():
         inner = err.get("ctx", {}).get("error")
         if isinstance(inner, ConfigError):
             problems.extend(inner.problems)
-        else:
-            problems.append(plain_problem(err, field_names()))
+            continue
+        unknown = err.get("type") == "extra_forbidden"
+        problem = plain_problem(err, field_names() if unknown and not listed else None)
+        if unknown and listed:
+            close = difflib.get_close_matches(problem["field"], field_names(), n=1)
+            problem["message"] += (f" Did you mean '{close[0]}'?" if close else
+                                   " See the valid fields above.")
+        listed = listed or unknown
+        problems.append(problem)
     return problems
+
+
+# A stand-in for a required field that is missing or invalid, so the rules can still be judged.
+_PLACEHOLDERS = {"model_name": "model", "dataset": "data.jsonl"}
+
+
+def _rule_problems_beside(merged: dict, problems: list[dict]) -> list[dict]:
+    """The rule violations of the fields that did parse, when others did not (an unknown key,
+    a wrong type): every problem is reported at once instead of one fix later. A rule about a
+    field already reported is left out (its value here would be the default, not the user's)."""
+    bad = {p["field"] for p in problems}
+    rest = {k: v for k, v in merged.items() if k in TrainConfig.model_fields and k not in bad}
+    for name, placeholder in _PLACEHOLDERS.items():
+        rest.setdefault(name, placeholder)
+    try:
+        TrainConfig(**rest)
+    except ConfigError as exc:
+        return [p for p in exc.problems if p["field"] not in bad]
+    except ValidationError as exc:  # a value that only fails beside the others
+        return [p for p in _problems_from_validation_error(exc) if p["field"] not in bad]
+    return []
 
 
 def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig:
@@ -384,7 +413,8 @@ def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig
     try:
         return TrainConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError(_problems_from_validation_error(exc)) from None
+        problems = _problems_from_validation_error(exc)
+        raise ConfigError(problems + _rule_problems_beside(merged, problems)) from None
     except ConfigError:
         raise
 

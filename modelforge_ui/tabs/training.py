@@ -13,6 +13,7 @@ import pandas as pd
 from modelforge_ui import views
 from modelforge_ui.api.errors import ApiError
 from modelforge_ui.form import ConfigForm, problems_markdown
+from modelforge_ui.log_view import clean_tail
 from modelforge_ui.security import check_config_policy, check_preview_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from modelforge_ui.uploads import store_upload
@@ -20,10 +21,12 @@ from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.preflight import preflight_problems
 from trainers.runs.process import log_tail
 from trainers.tools.preview import PreviewRequest, run_preview
 
 DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
+LOG_LINES = 14  # the log box shows them all: the newest line is always in view
 
 
 def build(app: Dashboard, demo: gr.Blocks) -> None:
@@ -79,8 +82,10 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                                       y="GPU memory (GiB)",
                                       title="GPU memory allocated (GiB; empty on a CPU)",
                                       height=220)
-            log_box = gr.Textbox(label="Log tail (train.log)", lines=12, max_lines=12,
-                                 autoscroll=True, elem_id="log-tail")
+            log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
+                                       "warnings left out: the Runs tab shows train.log whole)",
+                                 lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
+                                 elem_id="log-tail")
     timer = gr.Timer(1.0)
     upload, preview_button = data_ui["upload"], data_ui["preview"]
     preview_info, preview_table = data_ui["info"], data_ui["table"]
@@ -101,6 +106,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             cfg = check_config_policy(form.validate(list(values)), app.settings)
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update(), ""
+        late = preflight_problems(cfg, app.manager.devices)  # what Start / the worker refuse
+        if late:
+            return problems_markdown(late), config_to_text(cfg, "yaml"), ""
         return ("**The config is valid.**", config_to_text(cfg, "yaml"),
                 commands_markdown(cfg, app.settings))
 
@@ -180,7 +188,8 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
                 empty["gpu_mem_allocated_gib"], "")
     frames = views.metric_frames(app.manager.events(run_id))
     return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
-            frames["gpu_mem_allocated_gib"], _last_lines(log_tail(Path(run["run_dir"]), 8000), 40))
+            frames["gpu_mem_allocated_gib"], clean_tail(log_tail(Path(run["run_dir"]), 20000),
+                                                        LOG_LINES))
 
 
 def demo_values(settings) -> dict:
@@ -191,10 +200,6 @@ def demo_values(settings) -> dict:
 
     return {"model_name": str(settings.demo_model_dir), "dataset": str(SAMPLE_SFT),
             "max_seq_length": 512}
-
-
-def _last_lines(text: str, n: int) -> str:
-    return "\n".join(text.splitlines()[-n:])
 
 
 # --- the form's helpers -------------------------------------------------------------------------
