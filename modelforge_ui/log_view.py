@@ -5,6 +5,7 @@ GET /api/runs/{id}/log show whole). No Gradio here: a plain function a test can 
 
 from __future__ import annotations
 
+import math
 import re
 
 # A tqdm bar: "Loading weights:  45%|####5     | 9/20 [00:00<00:00, 5790.84it/s]"
@@ -14,9 +15,11 @@ _WARNING = re.compile(r"^\S+:\d+: \w*Warning: |^[WI]\d{4} \d\d:\d\d:\d\d\.\d+ |"
                       r"^\s*warnings\.warn\(|^\w*Warning: |deprecated", re.IGNORECASE)
 
 
-def clean_tail(text: str, lines: int = 14, truncated: bool = True) -> str:
-    """The last `lines` lines worth reading, newest last. `truncated`: `text` was cut from a
-    longer log, so its first line may be a fragment and is dropped."""
+def clean_tail(text: str, lines: int = 14, truncated: bool = True, width: int = 0) -> str:
+    """The newest lines worth reading, newest last, that fill at most `lines` rows of a box
+    `width` characters wide (0: one row a line), so the box never needs scrolling and the
+    newest line is always in view. `truncated`: `text` was cut from a longer log, so its first
+    line may be a fragment and is dropped."""
     rows = text.split("\n")
     if truncated and len(rows) > 1:
         rows = rows[1:]
@@ -36,9 +39,16 @@ def clean_tail(text: str, lines: int = 14, truncated: bool = True) -> str:
         if _PROGRESS_BAR.search(row):
             continue
         kept.append(row)
-    shown = kept[-lines:]
-    if hidden:
-        note = f"({hidden} library warning{'s' if hidden != 1 else ''} hidden here; " \
-               "all of them are in train.log)"
-        shown = [note] + (kept[-(lines - 1):] if lines > 1 else [])
-    return "\n".join(shown)
+    note = [f"({hidden} library warning{'s' if hidden != 1 else ''} hidden here; all of them "
+            "are in train.log)"] if hidden else []
+    budget = lines - len(note)
+    shown: list[str] = []
+    for row in reversed(kept):  # newest first, until the box's rows are used up
+        need = max(1, math.ceil(len(row) / width)) if width else 1
+        if shown and need > budget:
+            break
+        shown.insert(0, row if need <= budget else row[-budget * width:])
+        budget -= need
+        if budget <= 0:
+            break
+    return "\n".join(note + shown)

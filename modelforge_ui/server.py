@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_router,
                                install_error_handlers)
+from modelforge_ui.api.docs import install_offline_docs, swagger_ui_dir
 from modelforge_ui.http_guard import HttpGuard
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
@@ -48,8 +49,11 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> FastAPI
                   f"({', '.join(still)}); the next server on {settings.data_dir} re-attaches "
                   "them.", file=sys.stderr, flush=True)
 
+    offline_docs = swagger_ui_dir() is not None
     app = FastAPI(title="ModelForge", description=API_DESCRIPTION, version=_version(),
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None if offline_docs else "/docs",
+                  redoc_url=None)
+    install_offline_docs(app)  # /docs from the installed swagger-ui-bundle: works offline
     app.state.manager = manager
     app.state.settings = settings
     install_error_handlers(app)

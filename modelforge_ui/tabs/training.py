@@ -26,7 +26,8 @@ from trainers.runs.process import log_tail
 from trainers.tools.preview import PreviewRequest, run_preview
 
 DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
-LOG_LINES = 14  # the log box shows them all: the newest line is always in view
+LOG_LINES = 16  # rows of the log box; the tail fills at most these (LOG_WIDTH characters a
+LOG_WIDTH = 64  # row at 1400 px), so the box never scrolls and the newest line is in view
 
 
 def build(app: Dashboard, demo: gr.Blocks) -> None:
@@ -75,16 +76,19 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
             empty = views.metric_frames([])
-            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss", height=220)
+            # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px)
+            axes = dict(x_axis_format="d", x_title="step", height=220)
+            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss",
+                                    y_title="loss", **axes)
             speed_plot = gr.LinePlot(empty["tokens_per_s"], x="step", y="tokens/s",
-                                     title="Tokens per second", height=220)
+                                     title="Tokens per second", y_title="tokens/s",
+                                     y_axis_format="~s", **axes)
             memory_plot = gr.LinePlot(empty["gpu_mem_allocated_gib"], x="step",
-                                      y="GPU memory (GiB)",
-                                      title="GPU memory allocated (GiB; empty on a CPU)",
-                                      height=220)
+                                      y="GPU memory (GiB)", y_title="GiB",
+                                      title="GPU memory allocated (GiB; empty on a CPU)", **axes)
             log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
                                        "warnings left out: the Runs tab shows train.log whole)",
-                                 lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
+                                 lines=LOG_LINES, max_lines=LOG_LINES + 4, autoscroll=True,
                                  elem_id="log-tail")
     timer = gr.Timer(1.0)
     upload, preview_button = data_ui["upload"], data_ui["preview"]
@@ -189,7 +193,7 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     frames = views.metric_frames(app.manager.events(run_id))
     return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
             frames["gpu_mem_allocated_gib"], clean_tail(log_tail(Path(run["run_dir"]), 20000),
-                                                        LOG_LINES))
+                                                        LOG_LINES, width=LOG_WIDTH))
 
 
 def demo_values(settings) -> dict:
@@ -289,7 +293,33 @@ def _preview(app: Dashboard, form: ConfigForm, values: list):
         note = "Token-length statistics need the model's tokenizer: fill in **model_name**."
     info = (f"**Format:** {result['format']} · **rows:** {result['num_rows']} · **examples:** "
             f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n{note}")
-    return info, gr.update(value=pd.DataFrame(result["examples"]), visible=True)
+    frame = preview_frame(result["examples"])
+    return info, gr.update(value=frame, visible=True, column_widths=preview_widths(frame))
+
+
+PREVIEW_CELL_CHARS = 600  # longer texts are cut in the table (the run trains on all of it)
+
+
+def preview_frame(examples: list[dict]) -> pd.DataFrame:
+    """The rendered examples with every column in view (prompt and completion side by side,
+    the source line narrow), each cell cut to PREVIEW_CELL_CHARS."""
+    frame = pd.DataFrame(examples)
+
+    def cut(value):
+        text = value if isinstance(value, str) else json.dumps(value, default=str) \
+            if isinstance(value, (list, dict)) else value
+        if isinstance(text, str) and len(text) > PREVIEW_CELL_CHARS:
+            return text[:PREVIEW_CELL_CHARS] + f"... ({len(text):,} characters)"
+        return text
+
+    return frame.map(cut)
+
+
+def preview_widths(frame: pd.DataFrame) -> list[str]:
+    """A narrow line column; the text columns share the rest, so none is pushed off-screen."""
+    text = [c for c in frame.columns if c != "line"]
+    share = f"{(100 - 8 * ('line' in frame.columns)) / max(1, len(text)):.0f}%"
+    return ["8%" if c == "line" else share for c in frame.columns]
 
 
 def _token_stats_markdown(stats: dict) -> str:
