@@ -116,11 +116,36 @@ def _version() -> str:
         return "dev"
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (the OS's words), or None when it is free. Checked
+    before anything starts, so a busy port is one plain line, not uvicorn's traceback after the
+    "serving" banner."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return exc.strerror or str(exc)
+            return None  # another problem (an unknown address): uvicorn reports it
+    return None
+
+
 def serve(settings: Settings) -> int:
     """Run the server until it is stopped; the exit code for the command that started it
     (2 when it could not start, e.g. another server already uses the data directory)."""
     import uvicorn
 
+    busy = port_in_use(settings.host, settings.port)
+    if busy:
+        print(f"error: port {settings.port} is in use on {settings.host} ({busy}): pass --port "
+              f"with a free one (e.g. --port {settings.port + 1}), or stop what listens there",
+              file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
     except ModelForgeError as exc:

@@ -85,6 +85,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         gr.Markdown("### Environment")
         env_refresh = gr.Button("Check again", size="sm", scale=0, elem_id="env-refresh")
     env_table = gr.Dataframe(headers=ENV_COLUMNS, interactive=False, wrap=True,
+                             column_widths=["14%", "7%", "37%", "42%"],  # the fix is read whole
                              elem_id="env-report")
     with gr.Row():
         with gr.Column():
