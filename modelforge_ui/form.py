@@ -160,10 +160,12 @@ class ConfigForm:
 
     def __init__(self, model: type[BaseModel] = TrainConfig,
                  build: Callable[[dict], BaseModel] = build_config,
-                 default_group: str = "advanced", open_groups: tuple = OPEN_GROUPS):
+                 default_group: str = "advanced", open_groups: tuple = OPEN_GROUPS,
+                 titles: dict[str, str] | None = None):
         self.specs = field_specs(model, default_group)
         self.build = build
         self.open_groups = open_groups
+        self.titles = titles or {}  # accordion titles of groups GROUPS does not name
         self.components: list[gr.components.Component] = []
 
     def render(self, extras: dict[str, Callable[[], None]] | None = None,
@@ -172,8 +174,8 @@ class ConfigForm:
         `extras[group]()` adds more inside that group's accordion (e.g. the data upload);
         `initial` holds starting values other than the schema's defaults."""
         known = [g for g, _ in GROUPS]
-        groups = GROUPS + [(g, g.title()) for g in dict.fromkeys(s.group for s in self.specs)
-                           if g not in known]
+        groups = GROUPS + [(g, self.titles.get(g, g.title()))
+                           for g in dict.fromkeys(s.group for s in self.specs) if g not in known]
         by_name = {}
         for group, title in groups:
             specs = [s for s in self.specs if s.group == group]
