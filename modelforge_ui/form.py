@@ -18,7 +18,7 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from trainers.config import PRESETS, TrainConfig, build_config
+from trainers.config import ADAPTIVE_DEFAULTS, PRESETS, TrainConfig, build_config
 from trainers.errors import ConfigError
 
 GROUPS = [("model", "Model and provider"), ("data", "Data"), ("lora", "LoRA"),
@@ -205,6 +205,8 @@ class ConfigForm:
         for spec, shown in zip(self.specs, values):
             if spec.required and (shown is None or str(shown).strip() == ""):
                 continue
+            if spec.name in ADAPTIVE_DEFAULTS and shown == spec.to_display(spec.default):
+                continue  # left at its default: it adapts to the other fields
             try:
                 data[spec.name] = spec.to_value(shown)
             except ConfigError as exc:

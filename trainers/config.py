@@ -129,7 +129,9 @@ class TrainConfig(BaseModel):
     dpo_loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = _field(
         "sigmoid", "advanced", "dpo: the preference loss (sigmoid is the DPO paper's).")
     max_prompt_length: int = _field(
-        512, "advanced", "dpo/rlhf: prompts are cut to this many tokens (from the left).")
+        512, "advanced", "dpo/rlhf: prompts are cut to this many tokens (from the left). Left "
+        "unset, it is 512, or half of max_seq_length when 512 would leave fewer than 16 tokens "
+        "for the answers.")
     reward_model_steps: int = _field(
         -1, "advanced", "rlhf: optimizer steps of the reward-model stage; -1 = one epoch.")
     max_new_tokens: int = _field(
@@ -164,6 +166,20 @@ class TrainConfig(BaseModel):
         """`strategy: qlora` turns 4-bit on; an explicit `use_4bit: false` beside it is an error."""
         if isinstance(data, dict) and data.get("strategy") == "qlora" and "use_4bit" not in data:
             data = {**data, "use_4bit": True}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_defaults(cls, data: Any) -> Any:
+        """A default the user did not set adapts to the values they did set (only an explicit
+        conflict is an error): max_prompt_length becomes half of a short max_seq_length."""
+        if not isinstance(data, dict) or "max_prompt_length" in data:
+            return data
+        seq = data.get("max_seq_length", cls.model_fields["max_seq_length"].default)
+        default = cls.model_fields["max_prompt_length"].default
+        if data.get("strategy") in ("dpo", "rlhf") and type(seq) is int and seq >= 16 \
+                and default > seq - 16:
+            data = {**data, "max_prompt_length": seq // 2}
         return data
 
     @model_validator(mode="after")
@@ -324,6 +340,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def field_names() -> list[str]:
     return list(TrainConfig.model_fields)
+
+
+# Fields whose default adapts to the others (TrainConfig._adaptive_defaults): a form that shows
+# the default leaves them out unless the user changed them.
+ADAPTIVE_DEFAULTS = ("max_prompt_length",)
 
 
 _REQUEST_PARTS = ("body", "query", "path", "header")  # where FastAPI says an error sits
