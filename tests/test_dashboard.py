@@ -166,10 +166,10 @@ def test_start_follow_history_details_and_adapter(client, demo_model):
     assert "ui run" in status
     out = wait_for(client)
     assert "**succeeded**" in out[0] and "step **4 / 4**" in out[0]
-    loss = out[1]["data"]
+    loss = out[1]["value"]["data"]  # an update: the x range is the run's steps
     assert [row[0] for row in loss] == [1, 2, 3, 4] and all(row[1] > 0 for row in loss)
-    assert len(out[2]["data"]) == 4  # tokens/s per step
-    assert out[3]["data"] == []  # no GPU here: no memory points, not zeros
+    assert len(out[2]["value"]["data"]) == 4  # tokens/s per step
+    assert out[3] is None  # no GPU here: no memory plot, not zeros
     assert "train" in out[4].lower()  # the log tail
 
     table, picked = client.predict(None, api_name="/history")

@@ -75,16 +75,15 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                                         interactive=not app.read_only)
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
-            empty = views.metric_frames([])
-            # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px)
+            # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px);
+            # no value until a run has two points (see plot_value)
             axes = dict(x_axis_format="d", x_title="step", height=220)
-            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss",
-                                    y_title="loss", **axes)
-            speed_plot = gr.LinePlot(empty["tokens_per_s"], x="step", y="tokens/s",
+            loss_plot = gr.LinePlot(None, x="step", y="loss", title="Loss",
+                                    y_title="loss", elem_id="loss-plot", **axes)
+            speed_plot = gr.LinePlot(None, x="step", y="tokens/s",
                                      title="Tokens per second", y_title="tokens/s",
-                                     y_axis_format="~s", **axes)
-            memory_plot = gr.LinePlot(empty["gpu_mem_allocated_gib"], x="step",
-                                      y="GPU memory (GiB)", y_title="GiB",
+                                     y_axis_format="~s", elem_id="speed-plot", **axes)
+            memory_plot = gr.LinePlot(None, x="step", y="GPU memory (GiB)", y_title="GiB",
                                       title="GPU memory allocated (GiB; empty on a CPU)", **axes)
             log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
                                        "warnings left out: the Runs tab shows train.log whole)",
@@ -187,13 +186,24 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     """What the timer updates: status text, the three plots and the log tail."""
     run = app.get_run(run_id)
     if run is None:
-        empty = views.metric_frames([])
-        return (views.progress_markdown(None), empty["loss"], empty["tokens_per_s"],
-                empty["gpu_mem_allocated_gib"], "")
+        return views.progress_markdown(None), None, None, None, ""
     frames = views.metric_frames(app.manager.events(run_id))
-    return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
-            frames["gpu_mem_allocated_gib"], clean_tail(log_tail(Path(run["run_dir"]), 20000),
-                                                        LOG_LINES, width=LOG_WIDTH))
+    total = views.number((run.get("progress") or {}).get("total_steps"))
+    return (views.progress_markdown(run), plot_value(frames["loss"], total),
+            plot_value(frames["tokens_per_s"], total),
+            plot_value(frames["gpu_mem_allocated_gib"], total),
+            clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH))
+
+
+def plot_value(frame: pd.DataFrame, total_steps) -> dict | None:
+    """A live plot's update. Nothing until two points: a plot lays out its axes when first
+    drawn and later only swaps the data, so one drawn empty or from a single point (a
+    degenerate range, labels like 7.6015) clipped its labels and lost its axis titles at 1400
+    px. The x range is the whole run (at least 10 steps), so the ticks are whole steps."""
+    if len(frame) < 2:
+        return None
+    last = int(frame["step"].max())
+    return gr.update(value=frame, x_lim=[0, max(int(total_steps or 0), last, 10)])
 
 
 def demo_values(settings) -> dict:
