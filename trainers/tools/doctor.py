@@ -253,13 +253,25 @@ def hub_reachable(endpoint: str, timeout_s: float = HUB_TIMEOUT_S) -> str | None
     import socket
     from urllib.parse import urlparse
 
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as Late
+
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
+
+    def connect() -> None:  # the name lookup too: create_connection's timeout does not cover it
         with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-            return None
+            pass
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(connect).result(timeout=timeout_s + 0.5)
+        return None
+    except Late:
+        return f"no answer within {timeout_s:.0f} s"
     except OSError as exc:
         return str(exc) or type(exc).__name__
+    finally:
+        pool.shutdown(wait=False)
 
 
 def check_hub() -> dict:
