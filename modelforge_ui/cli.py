@@ -1,7 +1,7 @@
 """The `modelforge` command. Imports stay light: torch loads only in worker processes.
 
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
-  modelforge demo-model DIR                                      the offline demo model
+  modelforge demo-model [DIR] [--config FILE]                   the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
   modelforge doctor                                              the environment report
 """
@@ -41,7 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo-model", help="write the small random-init demo model")
-    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("out_dir", type=Path, nargs="?",
+                      help="where to write it (default: DATA_DIR/models/demo, the folder "
+                           "`modelforge run --demo` uses: under the server's allowed roots, so "
+                           "the Playground can load the runs trained on it)")
+    demo.add_argument("--config", type=Path, metavar="FILE",
+                      help="also write an example training config for it to FILE (.json/.yaml)")
+    demo.add_argument("--data-dir", type=Path, help="the data directory (default: "
+                                                    "MODELFORGE_HOME or ~/.local/share/modelforge)")
     demo.set_defaults(func=cmd_demo_model)
 
     from modelforge_ui.cli_commands import add_server_commands
@@ -87,9 +94,11 @@ def cmd_train(args) -> int:
               "outside its queue, and may compete with its jobs for the GPU (submit it to the "
               "server with POST /api/start_training to queue it)", file=sys.stderr)
     from trainers.runs.manager import check_fits, visible_gpus
+    from trainers.runs.preflight import check_gpu_only
 
     try:
         check_fits(cfg, visible_gpus() or ["cpu"])
+        check_gpu_only(cfg, visible_gpus() or ["cpu"])
         run = registry.create(cfg, source="cli")
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -114,7 +123,9 @@ def _report(record: dict, run_dir: Path) -> int:
     status = record["status"]
     summary = record.get("summary") or {}
     if status in ADAPTER_STATUSES:
-        print(f"\n{status}: adapter saved in {adapter_path(record)}")
+        at = f" at step {summary['steps']}" if status == "stopped" and summary.get("steps") \
+            else ""
+        print(f"\n{status}{at}: adapter saved in {adapter_path(record)}")
         return 0
     print(f"\nfailed: {summary.get('message') or record.get('error')}", file=sys.stderr)
     if summary.get("hint"):
@@ -159,13 +170,31 @@ def _progress_bar(event: dict) -> None:
 # --- demo model ----------------------------------------------------------------------------
 
 def cmd_demo_model(args) -> int:
+    from trainers.runs.process import default_data_dir
     from trainers.tools.demo import SAMPLE_SFT, build_demo_model
 
-    out = build_demo_model(args.out_dir)
+    out = args.out_dir
+    if out is None:  # the server's own demo folder: kept when it is already there
+        out = (getattr(args, "data_dir", None) or default_data_dir()) / "models" / "demo"
+        if (out / "config.json").is_file():
+            print(f"demo model already in {out}")
+        else:
+            build_demo_model(out)
+            print(f"demo model written to {out}")
+    else:
+        build_demo_model(out)
+        print(f"demo model written to {out}")
     example = {"provider": "huggingface", "model_name": str(out.resolve()), "max_seq_length": 512,
                "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
                "num_train_epochs": 1, "lora_r": 16, "lora_alpha": 32}
-    print(f"demo model written to {out}\nexample config:\n{json.dumps(example, indent=2)}")
+    text = json.dumps(example, indent=2)
+    if getattr(args, "config", None):
+        from trainers.config import build_config, save_config
+
+        save_config(build_config(example), args.config)
+        print(f"example config written to {args.config}")
+    else:
+        print(f"example config:\n{text}")
     return 0
 
 

@@ -18,7 +18,7 @@ import gradio as gr
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from trainers.config import PRESETS, TrainConfig, build_config
+from trainers.config import ADAPTIVE_DEFAULTS, PRESETS, TrainConfig, build_config
 from trainers.errors import ConfigError
 
 GROUPS = [("model", "Model and provider"), ("data", "Data"), ("lora", "LoRA"),
@@ -160,10 +160,12 @@ class ConfigForm:
 
     def __init__(self, model: type[BaseModel] = TrainConfig,
                  build: Callable[[dict], BaseModel] = build_config,
-                 default_group: str = "advanced", open_groups: tuple = OPEN_GROUPS):
+                 default_group: str = "advanced", open_groups: tuple = OPEN_GROUPS,
+                 titles: dict[str, str] | None = None):
         self.specs = field_specs(model, default_group)
         self.build = build
         self.open_groups = open_groups
+        self.titles = titles or {}  # accordion titles of groups GROUPS does not name
         self.components: list[gr.components.Component] = []
 
     def render(self, extras: dict[str, Callable[[], None]] | None = None,
@@ -172,8 +174,8 @@ class ConfigForm:
         `extras[group]()` adds more inside that group's accordion (e.g. the data upload);
         `initial` holds starting values other than the schema's defaults."""
         known = [g for g, _ in GROUPS]
-        groups = GROUPS + [(g, g.title()) for g in dict.fromkeys(s.group for s in self.specs)
-                           if g not in known]
+        groups = GROUPS + [(g, self.titles.get(g, g.title()))
+                           for g in dict.fromkeys(s.group for s in self.specs) if g not in known]
         by_name = {}
         for group, title in groups:
             specs = [s for s in self.specs if s.group == group]
@@ -203,6 +205,8 @@ class ConfigForm:
         for spec, shown in zip(self.specs, values):
             if spec.required and (shown is None or str(shown).strip() == ""):
                 continue
+            if spec.name in ADAPTIVE_DEFAULTS and shown == spec.to_display(spec.default):
+                continue  # left at its default: it adapts to the other fields
             try:
                 data[spec.name] = spec.to_value(shown)
             except ConfigError as exc:

@@ -73,7 +73,7 @@ def _roots_text(roots: Iterable[Path]) -> str:
 
 
 def resolve_allowed_path(path: str, roots: Iterable[Path], base: Path | None = None,
-                         field: str = "path") -> Path:
+                         field: str = "path", hint: str | None = None) -> Path:
     """The real absolute path of `path` if it lies under one of `roots`, else PathRefused.
 
     Relative paths are taken relative to `base` (the upload directory). Any `..` is refused
@@ -81,9 +81,9 @@ def resolve_allowed_path(path: str, roots: Iterable[Path], base: Path | None = N
     elsewhere is refused too.
     """
     roots = [Path(r) for r in roots]
-    hint = (f"Upload the file with POST /api/datasets, or put it under an allowed root "
-            f"({_roots_text(roots)}); the operator can add one with --allowed-root or "
-            "MODELFORGE_ALLOWED_ROOTS.")
+    hint = hint or (f"Upload the file with POST /api/datasets, or put it under an allowed root "
+                    f"({_roots_text(roots)}); the operator can add one with --allowed-root or "
+                    "MODELFORGE_ALLOWED_ROOTS.")
     if not path or "\x00" in path:
         raise PathRefused(field, f"{field} is not a usable path.", hint)
     raw = Path(path)
@@ -147,9 +147,19 @@ def is_local(kind: str, value: str, settings) -> bool:
     return True
 
 
+def model_root_hint(settings) -> str:
+    """How a local model directory becomes readable: a data set's upload hint does not fit."""
+    return (f"Put the model under {settings.models_dir} (where `modelforge demo-model` writes "
+            f"by default), or restart the server with --allowed-root DIR (or "
+            f"MODELFORGE_ALLOWED_ROOTS) naming the folder that holds it; the allowed roots now: "
+            f"{_roots_text(settings.roots())}.")
+
+
 def allowed_path(kind: str, value: str, field: str, settings) -> Path:
     """The real path of a local path field's value under the allowed roots, else PathRefused."""
-    return resolve_allowed_path(value, settings.roots(), getattr(settings, _BASES[kind]), field)
+    hint = model_root_hint(settings) if kind == "model" else None
+    return resolve_allowed_path(value, settings.roots(), getattr(settings, _BASES[kind]), field,
+                                hint)
 
 
 def _with_allowed_paths(values: BaseModel, settings, skip: Iterable[str] = ()) -> BaseModel:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_router,
                                install_error_handlers)
+from modelforge_ui.api.docs import install_offline_docs, swagger_ui_dir
 from modelforge_ui.http_guard import HttpGuard
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
@@ -48,8 +49,11 @@ def create_app(settings: Settings, manager: RunManager | None = None) -> FastAPI
                   f"({', '.join(still)}); the next server on {settings.data_dir} re-attaches "
                   "them.", file=sys.stderr, flush=True)
 
+    offline_docs = swagger_ui_dir() is not None
     app = FastAPI(title="ModelForge", description=API_DESCRIPTION, version=_version(),
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None if offline_docs else "/docs",
+                  redoc_url=None)
+    install_offline_docs(app)  # /docs from the installed swagger-ui-bundle: works offline
     app.state.manager = manager
     app.state.settings = settings
     install_error_handlers(app)
@@ -112,11 +116,36 @@ def _version() -> str:
         return "dev"
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (the OS's words), or None when it is free. Checked
+    before anything starts, so a busy port is one plain line, not uvicorn's traceback after the
+    "serving" banner."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return exc.strerror or str(exc)
+            return None  # another problem (an unknown address): uvicorn reports it
+    return None
+
+
 def serve(settings: Settings) -> int:
     """Run the server until it is stopped; the exit code for the command that started it
     (2 when it could not start, e.g. another server already uses the data directory)."""
     import uvicorn
 
+    busy = port_in_use(settings.host, settings.port)
+    if busy:
+        print(f"error: port {settings.port} is in use on {settings.host} ({busy}): pass --port "
+              f"with a free one (e.g. --port {settings.port + 1}), or stop what listens there",
+              file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
     except ModelForgeError as exc:

@@ -95,13 +95,17 @@ def progress_markdown(run: dict | None) -> str:
         lines.append(f"step **{step} / {total}**{pct} · elapsed "
                      f"{fmt_duration(progress.get('elapsed_s'))} · ETA {eta}"
                      f" · loss {fmt_number(progress.get('loss'), 4)}"
-                     f" · {fmt_number(progress.get('tokens_per_s'))} tokens/s")
+                     f" · {fmt_number(progress.get('tokens_per_s'))} tokens/s "
+                     f"({_interval(run)})")
     elif run["status"] == "running":
         lines.append("loading the model and data...")
+    lines += [f"**Warning:** {w}" for w in run_warnings(run)]
     if run["status"] == "succeeded":
         lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
-                     f"{fmt_number(summary.get('tokens_per_s'))} tokens/s · adapter in "
-                     f"`{adapter_path(run)}`")
+                     f"{fmt_number(summary.get('tokens_per_s'))} tokens/s (whole run) · "
+                     f"adapter in `{adapter_path(run)}`")
+    elif run["status"] == "stopped" and summary.get("adapter_dir"):
+        lines.append(stopped_line(run))
     elif run["status"] in ("failed", "stopped", "interrupted"):
         lines.append(f"{summary.get('message', '')}")
         if summary.get("hint"):
@@ -109,6 +113,31 @@ def progress_markdown(run: dict | None) -> str:
         for remedy in summary.get("remedies") or []:
             lines.append(f"- {remedy}")
     return "\n\n".join(lines)
+
+
+def _interval(run: dict) -> str:
+    """What a progress event's tokens/s covers: the steps since the previous event."""
+    every = number((run.get("config") or {}).get("logging_steps")) or 1
+    return "last step" if every == 1 else f"last {every} steps"
+
+
+def run_warnings(run: dict) -> list[str]:
+    """What the worker said differs from the config (e.g. Unsloth's CPU backend replacing the
+    optimizer), from the started event: shown with the run, so runs compared are not silently
+    unlike."""
+    found = (run.get("started_event") or {}).get("warnings")
+    return [str(w) for w in found if w] if isinstance(found, list) else []
+
+
+def stopped_line(run: dict) -> str:
+    """A run stopped on request still saves its adapter: say where, and at which step."""
+    summary = run.get("summary") or {}
+    step, total = number(summary.get("steps")), number(summary.get("total_steps"))
+    at = f"stopped at step {step}" + (f" of {total}" if total else "") if step is not None \
+        else "stopped"
+    return (f"{at}; adapter saved in `{summary.get('adapter_dir')}` · train loss "
+            f"{fmt_number(summary.get('train_loss'), 4)} · "
+            f"{fmt_number(summary.get('tokens_per_s'))} tokens/s (whole run)")
 
 
 def metric_frames(events: list[dict]) -> dict[str, pd.DataFrame]:

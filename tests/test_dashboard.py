@@ -166,10 +166,10 @@ def test_start_follow_history_details_and_adapter(client, demo_model):
     assert "ui run" in status
     out = wait_for(client)
     assert "**succeeded**" in out[0] and "step **4 / 4**" in out[0]
-    loss = out[1]["data"]
+    loss = out[1]["value"]["data"]  # an update: the x range is the run's steps
     assert [row[0] for row in loss] == [1, 2, 3, 4] and all(row[1] > 0 for row in loss)
-    assert len(out[2]["data"]) == 4  # tokens/s per step
-    assert out[3]["data"] == []  # no GPU here: no memory points, not zeros
+    assert len(out[2]["value"]["data"]) == 4  # tokens/s per step
+    assert out[3] is None  # no GPU here: no memory plot, not zeros
     assert "train" in out[4].lower()  # the log tail
 
     table, picked = client.predict(None, api_name="/history")
@@ -272,8 +272,12 @@ def test_benchmark_from_the_dashboard(client, demo_model):
         time.sleep(2)
     status, table, speed, memory, curves, report, files = out[:7]
     assert "**succeeded**" in status and "huggingface-lora16-r1" in status
-    assert table["data"][0][:3] == ["huggingface", "16-bit LoRA", "ok"]
+    assert table["headers"][:3] == ["variant", "tokens/s (whole measured time; CPU: not GPU "
+                                           "speed)", "speedup"]
+    assert table["data"][0][0] == "Hugging Face · 16-bit LoRA" and table["data"][0][-1] == "ok"
+    assert "**16-bit LoRA: Hugging Face only**" in out[8]  # the verdict (State is not returned)
     assert speed["data"][0][0] == "huggingface · 16-bit LoRA" and speed["data"][0][1] > 0
+    curves = curves.get("value", curves)  # an update: the plot's colors name every variant
     assert [row[1] for row in curves["data"]] == [1, 2, 3]  # warm-up + measured steps
     assert report.startswith("# Benchmark:")
     assert sorted(Path(f).name for f in files) == ["results.csv", "results.json", "results.md"]

@@ -187,23 +187,20 @@ def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
 
 
 def test_readme_cli_example_as_written(tmp_path):
-    """The README's snippet, with its relative paths, run from a directory of its own."""
-    import shutil
+    """The README's snippet, run from a directory of its own: the demo model lands under the
+    data directory's models/, so the Playground of a server on that data directory can load
+    the run (a model in ./demo-model was refused there, with a hint about uploading data)."""
+    from modelforge_ui.security import check_run_model_policy
+    from modelforge_ui.settings import Settings
 
-    from trainers.tools.demo import SAMPLE_SFT
-
-    (tmp_path / "trainers" / "sample_data").mkdir(parents=True)
-    shutil.copy(SAMPLE_SFT, tmp_path / "trainers" / "sample_data" / "instructions.jsonl")
-    made = run_cli(["demo-model", "./demo-model"], tmp_path / "home", cwd=tmp_path)
+    home = tmp_path / "home"
+    made = run_cli(["demo-model", "--config", "config.json"], home, cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
-    (tmp_path / "config.json").write_text(
-        '{"provider": "huggingface", "model_name": "./demo-model", "max_seq_length": 2048,\n'
-        ' "task": "text-generation", "strategy": "sft", '
-        '"dataset": "trainers/sample_data/instructions.jsonl",\n'
-        ' "num_train_epochs": 3, "lora_r": 16, "lora_alpha": 32}\n')
-    result = run_cli(["train", "config.json", "--set", "max_steps=3"], tmp_path / "home",
-                     cwd=tmp_path)
+    assert f"demo model written to {home / 'models' / 'demo'}" in made.stdout
+    again = run_cli(["demo-model", "--config", "config.json"], home, cwd=tmp_path)
+    assert "demo model already in" in again.stdout  # built once, kept
+    result = run_cli(["train", "config.json", "--set", "max_steps=3"], home, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    run = only_run(tmp_path / "home")
-    assert run["config"]["model_name"] == str(tmp_path / "demo-model")
-    assert run["config"]["dataset"] == str(tmp_path / "trainers/sample_data/instructions.jsonl")
+    run = only_run(home)
+    assert run["config"]["model_name"] == str(home / "models" / "demo")
+    check_run_model_policy(run["config"], Settings(data_dir=home))  # playable: no refusal

@@ -129,7 +129,9 @@ class TrainConfig(BaseModel):
     dpo_loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = _field(
         "sigmoid", "advanced", "dpo: the preference loss (sigmoid is the DPO paper's).")
     max_prompt_length: int = _field(
-        512, "advanced", "dpo/rlhf: prompts are cut to this many tokens (from the left).")
+        512, "advanced", "dpo/rlhf: prompts are cut to this many tokens (from the left). Left "
+        "unset, it is 512, or half of max_seq_length when 512 would leave fewer than 16 tokens "
+        "for the answers.")
     reward_model_steps: int = _field(
         -1, "advanced", "rlhf: optimizer steps of the reward-model stage; -1 = one epoch.")
     max_new_tokens: int = _field(
@@ -164,6 +166,20 @@ class TrainConfig(BaseModel):
         """`strategy: qlora` turns 4-bit on; an explicit `use_4bit: false` beside it is an error."""
         if isinstance(data, dict) and data.get("strategy") == "qlora" and "use_4bit" not in data:
             data = {**data, "use_4bit": True}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_defaults(cls, data: Any) -> Any:
+        """A default the user did not set adapts to the values they did set (only an explicit
+        conflict is an error): max_prompt_length becomes half of a short max_seq_length."""
+        if not isinstance(data, dict) or "max_prompt_length" in data:
+            return data
+        seq = data.get("max_seq_length", cls.model_fields["max_seq_length"].default)
+        default = cls.model_fields["max_prompt_length"].default
+        if data.get("strategy") in ("dpo", "rlhf") and type(seq) is int and seq >= 16 \
+                and default > seq - 16:
+            data = {**data, "max_prompt_length": seq // 2}
         return data
 
     @model_validator(mode="after")
@@ -326,6 +342,11 @@ def field_names() -> list[str]:
     return list(TrainConfig.model_fields)
 
 
+# Fields whose default adapts to the others (TrainConfig._adaptive_defaults): a form that shows
+# the default leaves them out unless the user changed them.
+ADAPTIVE_DEFAULTS = ("max_prompt_length",)
+
+
 _REQUEST_PARTS = ("body", "query", "path", "header")  # where FastAPI says an error sits
 
 
@@ -358,13 +379,42 @@ def plain_problem(err: dict, valid_fields: list[str] | None = None,
 
 def _problems_from_validation_error(exc: ValidationError) -> list[dict]:
     problems: list[dict] = []
+    listed = False  # the valid fields are listed once, with the first unknown key
     for err in exc.errors():
         inner = err.get("ctx", {}).get("error")
         if isinstance(inner, ConfigError):
             problems.extend(inner.problems)
-        else:
-            problems.append(plain_problem(err, field_names()))
+            continue
+        unknown = err.get("type") == "extra_forbidden"
+        problem = plain_problem(err, field_names() if unknown and not listed else None)
+        if unknown and listed:
+            close = difflib.get_close_matches(problem["field"], field_names(), n=1)
+            problem["message"] += (f" Did you mean '{close[0]}'?" if close else
+                                   " See the valid fields above.")
+        listed = listed or unknown
+        problems.append(problem)
     return problems
+
+
+# A stand-in for a required field that is missing or invalid, so the rules can still be judged.
+_PLACEHOLDERS = {"model_name": "model", "dataset": "data.jsonl"}
+
+
+def _rule_problems_beside(merged: dict, problems: list[dict]) -> list[dict]:
+    """The rule violations of the fields that did parse, when others did not (an unknown key,
+    a wrong type): every problem is reported at once instead of one fix later. A rule about a
+    field already reported is left out (its value here would be the default, not the user's)."""
+    bad = {p["field"] for p in problems}
+    rest = {k: v for k, v in merged.items() if k in TrainConfig.model_fields and k not in bad}
+    for name, placeholder in _PLACEHOLDERS.items():
+        rest.setdefault(name, placeholder)
+    try:
+        TrainConfig(**rest)
+    except ConfigError as exc:
+        return [p for p in exc.problems if p["field"] not in bad]
+    except ValidationError as exc:  # a value that only fails beside the others
+        return [p for p in _problems_from_validation_error(exc) if p["field"] not in bad]
+    return []
 
 
 def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig:
@@ -384,7 +434,8 @@ def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig
     try:
         return TrainConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError(_problems_from_validation_error(exc)) from None
+        problems = _problems_from_validation_error(exc)
+        raise ConfigError(problems + _rule_problems_beside(merged, problems)) from None
     except ConfigError:
         raise
 

@@ -22,6 +22,7 @@ from trainers.config import PRESETS, TrainConfig, build_config
 from trainers.errors import ConfigError
 from trainers.runs.jobs import adapter_dir
 from trainers.runs.manager import RunManager
+from trainers.runs.preflight import preflight_problems
 from trainers.runs.registry import STATUSES
 
 EVENTS_PAGE = 1000
@@ -96,6 +97,10 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
             cfg = await run_in_threadpool(_validated_config, raw, preset, settings)
         except (ConfigError, PathRefused, NotPermittedError) as exc:
             return {"ok": False, "problems": exc.to_dict().get("problems", [])}
+        # what Start would refuse, or the worker fail on: GPU-only settings, unreadable data
+        late = await run_in_threadpool(preflight_problems, cfg, manager.devices)
+        if late:
+            return {"ok": False, "problems": late}
         return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json")}
 
     @router.get("/runs", tags=["runs"])

@@ -14,19 +14,77 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from modelforge_ui import views
+from modelforge_ui import benchmark_view, views
 from modelforge_ui.form import ConfigForm
 from modelforge_ui.security import check_spec_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
-from trainers.benchmark.report import RESULT_FILES, TABLE_HEADER, table_cells
+from trainers.benchmark.report import RESULT_FILES
 from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec, build_spec
-from trainers.errors import ModelForgeError
+from trainers.benchmark.variant import variant_name
+from trainers.errors import ConfigError, ModelForgeError
 from trainers.runs.jobs import submit_benchmark
+
+# What a person sets for most benchmarks, open at the top; the rest is collapsed.
+ESSENTIALS = ("model", "synthetic_weights", "providers", "modes", "max_seq_length",
+              "batch_size", "steps", "repeats")
+ESSENTIAL_GROUP, MORE_GROUP = "essentials", "more"
+TITLES = {ESSENTIAL_GROUP: "Model, providers, modes and shape",
+          MORE_GROUP: "More settings (data, LoRA, optimizer, judging: the same for every variant)"}
+HIDDEN = ("invocation",)  # the CLI fills it with its command line; not an input
+GPU_ONLY_MODES = {"qlora4": "QLoRA 4-bit loads the base model with bitsandbytes, which needs "
+                            "a CUDA GPU"}
+GPU_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 
 
 def spec_form() -> ConfigForm:
-    return ConfigForm(BenchmarkSpec, build_spec, default_group="benchmark",
-                      open_groups=("benchmark",))
+    """The spec's form: the essentials open first, the rest collapsed, `invocation` left out
+    (an empty one is what a dashboard run records)."""
+    form = ConfigForm(BenchmarkSpec, build_spec, default_group="benchmark",
+                      open_groups=(ESSENTIAL_GROUP,), titles=TITLES)
+    form.specs = [s for s in form.specs if s.name not in HIDDEN]
+    for spec in form.specs:
+        spec.group = ESSENTIAL_GROUP if spec.name in ESSENTIALS else MORE_GROUP
+    return form
+
+
+def gpu_only_problems(spec: BenchmarkSpec, devices: list[str]) -> list[dict]:
+    """The spec's choices that cannot run on a machine without a GPU, refused before the run."""
+    if devices != ["cpu"]:
+        return []
+    problems = [{"field": "modes", "message": f"{mode}: {why}, and this machine has none: "
+                 "choose lora16 only"} for mode, why in GPU_ONLY_MODES.items()
+                if mode in spec.modes]
+    if spec.optimizer in GPU_ONLY_OPTIMIZERS:
+        problems.append({"field": "optimizer", "message": f"{spec.optimizer} needs bitsandbytes "
+                         "on a CUDA GPU, and this machine has none: use adamw_torch_fused"})
+    return problems
+
+
+def initial_values(app: Dashboard) -> dict:
+    """The form's starting values on this server: the demo model with --demo, and no GPU-only
+    mode on a machine without a GPU."""
+    values: dict = {}
+    if getattr(app.settings, "demo", False):
+        values.update(model=str(app.settings.demo_model_dir), max_seq_length=256,
+                      batch_size=4, steps=10)
+    if app.manager.devices == ["cpu"]:
+        values["modes"] = [m for m in BenchmarkSpec.model_fields["modes"].default
+                           if m not in GPU_ONLY_MODES]
+    return values
+
+
+def mark_gpu_only(form: ConfigForm, app: Dashboard) -> None:
+    """On a machine without a GPU the GPU-only modes stay visible, labelled unavailable with
+    the reason (choosing one is refused before the run, naming it)."""
+    if app.manager.devices != ["cpu"]:
+        return
+    modes = form.component("modes")
+    modes.choices = [(f"{value} (unavailable: needs a CUDA GPU, none here)"
+                      if value in GPU_ONLY_MODES else label, value)
+                     for label, value in modes.choices]
+    modes.info = (f"{modes.info} This machine has no GPU: "
+                  + "; ".join(f"{m} is unavailable ({why})" for m, why in GPU_ONLY_MODES.items())
+                  + ".")
 
 
 def results(run: dict) -> dict | None:
@@ -64,20 +122,23 @@ def variant_label(provider: str, mode: str) -> str:
 
 
 def result_views(summary: dict | None) -> tuple:
-    """(table, tokens/s bars, VRAM bars, loss overlay) of a results.json."""
+    """(table, tokens/s bars, VRAM bars, loss overlay) of a results.json (read defensively:
+    see modelforge_ui.benchmark_view)."""
     if summary is None:
-        return (pd.DataFrame(columns=TABLE_HEADER), _bars([], "tokens/s"),
+        return (benchmark_view.empty_table(), _bars([], "tokens/s"),
                 _bars([], "peak VRAM GiB"), _curves([]))
-    rows = summary["table"]
-    table = pd.DataFrame([table_cells(r) for r in rows], columns=TABLE_HEADER)
-    speed = _bars([(variant_label(r["provider"], r["mode"]), r.get("tokens_per_s"))
+    rows = [r for r in summary.get("table") or [] if isinstance(r, dict)]
+    table = benchmark_view.compact_table(summary)
+    key = benchmark_view.speed_key(summary)
+    speed = _bars([(variant_label(r.get("provider"), r.get("mode")), views.number(r.get(key)))
                    for r in rows], "tokens/s")
-    memory = _bars([(variant_label(r["provider"], r["mode"]), r.get("peak_allocated_gib"))
-                    for r in rows], "peak VRAM GiB")
-    curves = _curves([(run["name"], step, loss) for run in summary["runs"]
-                      if run["status"] == "ok"
-                      for step, loss in enumerate(run["loss"]["curve"], start=1)
-                      if loss is not None])
+    memory = _bars([(variant_label(r.get("provider"), r.get("mode")),
+                     views.number(r.get("peak_allocated_gib"))) for r in rows], "peak VRAM GiB")
+    runs = [r for r in summary.get("runs") or [] if isinstance(r, dict) and r.get("status") == "ok"]
+    curves = _curves([(run.get("name"), step, loss) for run in runs
+                      for step, loss in enumerate((run.get("loss") or {}).get("curve") or [],
+                                                  start=1)
+                      if views.number(loss) is not None])
     return table, speed, memory, curves
 
 
@@ -97,7 +158,8 @@ def _curves(points: list[tuple]) -> pd.DataFrame | None:
 
 
 def refresh(app: Dashboard, run_id: str | None, shown: str | None):
-    """Everything the results side shows; skipped when nothing changed since `shown`."""
+    """Everything the results side shows; skipped when nothing changed since `shown`. Then
+    the verdict, and the picker's labels (a run's status in them follows the run)."""
     run = app.get_run(run_id)
     events = app.manager.events(run_id) if run else []
     results_file = Path(run["run_dir"]) / "results.json" if run else None
@@ -105,15 +167,49 @@ def refresh(app: Dashboard, run_id: str | None, shown: str | None):
                       results_file.stat().st_mtime if results_file and results_file.is_file()
                       else None])
     if key == shown:
-        return (gr.skip(),) * 8 + (key,)
+        return (gr.skip(),) * 8 + (key, gr.skip(), gr.skip())
     summary = results(run) if run else None
     table, speed, memory, curves = result_views(summary)
     report = (Path(run["run_dir"]) / "results.md").read_text(encoding="utf-8") \
         if summary and (Path(run["run_dir"]) / "results.md").is_file() else ""
     files = [str(Path(run["run_dir"]) / n) for n in RESULT_FILES
              if (Path(run["run_dir"]) / n).is_file()] if run else []
-    return (status_markdown(run, events), table, speed, memory, curves, report, files or None,
-            gr.skip(), key)
+    picker = gr.update(choices=views.run_choices(app.runs(kind="benchmark"), kind="benchmark"))
+    return (status_markdown(run, events), table, speed, memory,
+            curve_update(curves, planned_variants(run)), report,
+            files or None, gr.skip(), key,
+            benchmark_view.verdict_markdown(summary, run and run["status"]), picker)
+
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def planned_variants(run: dict | None) -> list[str]:
+    """The variant names the benchmark will run, in order, from its recorded spec."""
+    spec = (run or {}).get("config") or {}
+    try:
+        return [variant_name(p, m, r) for r, m, p in BenchmarkSpec(**spec).variants()]
+    except Exception:  # noqa: BLE001 - another version's spec: the names come with the results
+        return []
+
+
+def curve_update(curves: pd.DataFrame | None, planned: list[str]):
+    """The loss overlay, with every planned variant named from the start: the plot fixes its
+    colors (and legend) when it is first drawn, then only swaps the data, so a variant that
+    finished later got no line until a reload. A variant not finished yet is one empty point
+    (loss NaN: no line, but its legend entry and color are there)."""
+    names = list(dict.fromkeys(planned + (list(curves["run"]) if curves is not None else [])))
+    if not names:
+        return None
+    waiting = [n for n in names if curves is None or n not in set(curves["run"])]
+    if waiting:
+        empty = pd.DataFrame({"run": pd.Series(waiting, dtype="object"),
+                              "step": pd.Series([1] * len(waiting), dtype="int64"),
+                              "loss": pd.Series([float("nan")] * len(waiting), dtype="float64")})
+        curves = empty if curves is None else pd.concat([curves, empty], ignore_index=True)
+    return gr.update(value=curves,
+                     color_map={n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)})
 
 
 def build(app: Dashboard, tab: gr.Tab) -> None:
@@ -121,35 +217,41 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     shown = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2):
-            gr.Markdown("Every variant gets the same tokenized rows, seed, LoRA settings, "
-                        "optimizer and padding; each runs in its own process.")
-            inputs = form.render()
             with gr.Row():
                 run_button = gr.Button("Run benchmark", variant="primary",
                                        interactive=not app.read_only, elem_id="bench-run")
-                stop_button = gr.Button("Stop", variant="stop", interactive=not app.read_only)
+                stop_button = gr.Button("Stop", variant="stop", interactive=not app.read_only,
+                                        elem_id="bench-stop")
             message = gr.Markdown(elem_id="bench-message")
+            gr.Markdown("Every variant gets the same tokenized rows, seed, LoRA settings, "
+                        "optimizer and padding; each runs in its own process.")
+            inputs = form.render(initial=initial_values(app))
+            mark_gpu_only(form, app)
         with gr.Column(scale=3):
             picked = gr.Dropdown(label="Benchmark", choices=[], allow_custom_value=True,
                                  elem_id="bench-run-picker")
+            verdict = gr.Markdown(elem_id="bench-verdict")
             status = gr.Markdown(status_markdown(None, []), elem_id="bench-status")
             empty = result_views(None)
-            table = gr.Dataframe(empty[0], label="Results", interactive=False, wrap=True,
-                                 elem_id="bench-table")
+            table = gr.Dataframe(empty[0], label="Results (the verdict's numbers, per variant)",
+                                 interactive=False, wrap=True, elem_id="bench-table",
+                                 column_widths=benchmark_view.COLUMN_WIDTHS)
             with gr.Row():
                 # Bars start at 0, or their lengths would exaggerate the differences.
                 speed = gr.BarPlot(empty[1], x="variant", y="tokens/s", title="Tokens per second",
-                                   y_lim=[0, None], height=240)
+                                   y_lim=[0, None], height=240, y_axis_format="~s")
                 memory = gr.BarPlot(empty[2], x="variant", y="peak VRAM GiB", y_lim=[0, None],
                                     title="Peak VRAM (GiB; empty on a CPU)", height=240)
             curves = gr.LinePlot(empty[3], x="step", y="loss", color="run",
-                                 title="Loss per step, every variant", height=260)
+                                 title="Loss per step, every variant", height=260,
+                                 x_axis_format="d", elem_id="bench-curves")
             files = gr.File(label="Export (results.json, .md, .csv)", file_count="multiple",
                             interactive=False)
             with gr.Accordion("Report (results.md)", open=False):
                 report = gr.Markdown()
     timer = gr.Timer(2.0)
-    outputs = [status, table, speed, memory, curves, report, files, message, shown]
+    outputs = [status, table, speed, memory, curves, report, files, message, shown, verdict,
+               picked]
 
     def choices(current=None):
         runs = app.runs(kind="benchmark")
@@ -161,6 +263,8 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         app.require_writable("run a benchmark")
         try:
             spec = check_spec_policy(form.validate(list(values)), app.settings)
+            if gpu_only_problems(spec, app.manager.devices):
+                raise ConfigError(gpu_only_problems(spec, app.manager.devices))
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update()
         run = submit_benchmark(app.manager, spec, source="dashboard")

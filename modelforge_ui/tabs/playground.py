@@ -114,6 +114,27 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
         yield "\n".join(log), "Exporting..."
 
 
+def unplayable_reason(app: Dashboard, run: dict) -> str | None:
+    """Why the Playground would refuse this run's model under the server's rules, or None."""
+    from modelforge_ui.security import check_run_model_policy
+    from trainers.errors import ModelForgeError
+
+    try:
+        check_run_model_policy(run["config"], app.settings)
+    except ModelForgeError as exc:
+        return f"{exc.message} Fix: {exc.hint}" if exc.hint else exc.message
+    return None
+
+
+def playable_choices(app: Dashboard) -> list[tuple[str, str]]:
+    """The finished runs, newest first; one the Playground cannot load says so in its label
+    (the reason shows when it is picked)."""
+    runs = [r for r in app.runs(kind="train") if r["status"] in ADAPTER_STATUSES]
+    return [(label + (" · NOT PLAYABLE here (pick it for the reason)"
+                      if unplayable_reason(app, run) else ""), run_id)
+            for (label, run_id), run in zip(views.run_choices(runs, ADAPTER_STATUSES), runs)]
+
+
 def build(app: Dashboard, tab: gr.Tab) -> None:
     picked = gr.Dropdown(label="Run (finished)", choices=[], allow_custom_value=True,
                          elem_id="playground-run")
@@ -138,7 +159,14 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         export_log = gr.Textbox(label="Export log", lines=6)
 
     def choices():
-        return gr.update(choices=views.run_choices(app.runs(kind="train"), ADAPTER_STATUSES))
+        return gr.update(choices=playable_choices(app))
+
+    def picked_note(run_id):
+        run = app.get_run(run_id)
+        reason = unplayable_reason(app, run) if run else None
+        return f"**This run cannot be played here:** {reason}" if reason else ""
+
+    picked.change(picked_note, picked, status, api_name=False)
 
     def run_generate(run_id, text, n_tokens, temp):
         yield from generate(app, run_id, text, n_tokens, temp)

@@ -13,6 +13,7 @@ import pandas as pd
 from modelforge_ui import views
 from modelforge_ui.api.errors import ApiError
 from modelforge_ui.form import ConfigForm, problems_markdown
+from modelforge_ui.log_view import clean_tail
 from modelforge_ui.security import check_config_policy, check_preview_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from modelforge_ui.uploads import store_upload
@@ -20,10 +21,13 @@ from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.preflight import preflight_problems
 from trainers.runs.process import log_tail
 from trainers.tools.preview import PreviewRequest, run_preview
 
 DATA_TYPES = list(EXTENSIONS)  # the formats trainers.data reads
+LOG_LINES = 16  # rows of the log box; the tail fills at most these (LOG_WIDTH characters a
+LOG_WIDTH = 64  # row at 1400 px), so the box never scrolls and the newest line is in view
 
 
 def build(app: Dashboard, demo: gr.Blocks) -> None:
@@ -71,16 +75,20 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                                         interactive=not app.read_only)
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
-            empty = views.metric_frames([])
-            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss", height=220)
-            speed_plot = gr.LinePlot(empty["tokens_per_s"], x="step", y="tokens/s",
-                                     title="Tokens per second", height=220)
-            memory_plot = gr.LinePlot(empty["gpu_mem_allocated_gib"], x="step",
-                                      y="GPU memory (GiB)",
-                                      title="GPU memory allocated (GiB; empty on a CPU)",
-                                      height=220)
-            log_box = gr.Textbox(label="Log tail (train.log)", lines=12, max_lines=12,
-                                 autoscroll=True, elem_id="log-tail")
+            # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px);
+            # no value until a run has two points (see plot_value)
+            axes = dict(x_axis_format="d", x_title="step", height=220)
+            loss_plot = gr.LinePlot(None, x="step", y="loss", title="Loss",
+                                    y_title="loss", elem_id="loss-plot", **axes)
+            speed_plot = gr.LinePlot(None, x="step", y="tokens/s",
+                                     title="Tokens per second", y_title="tokens/s",
+                                     y_axis_format="~s", elem_id="speed-plot", **axes)
+            memory_plot = gr.LinePlot(None, x="step", y="GPU memory (GiB)", y_title="GiB",
+                                      title="GPU memory allocated (GiB; empty on a CPU)", **axes)
+            log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
+                                       "warnings left out: the Runs tab shows train.log whole)",
+                                 lines=LOG_LINES, max_lines=LOG_LINES + 4, autoscroll=True,
+                                 elem_id="log-tail")
     timer = gr.Timer(1.0)
     upload, preview_button = data_ui["upload"], data_ui["preview"]
     preview_info, preview_table = data_ui["info"], data_ui["table"]
@@ -101,6 +109,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             cfg = check_config_policy(form.validate(list(values)), app.settings)
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update(), ""
+        late = preflight_problems(cfg, app.manager.devices)  # what Start / the worker refuse
+        if late:
+            return problems_markdown(late), config_to_text(cfg, "yaml"), ""
         return ("**The config is valid.**", config_to_text(cfg, "yaml"),
                 commands_markdown(cfg, app.settings))
 
@@ -175,12 +186,24 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     """What the timer updates: status text, the three plots and the log tail."""
     run = app.get_run(run_id)
     if run is None:
-        empty = views.metric_frames([])
-        return (views.progress_markdown(None), empty["loss"], empty["tokens_per_s"],
-                empty["gpu_mem_allocated_gib"], "")
+        return views.progress_markdown(None), None, None, None, ""
     frames = views.metric_frames(app.manager.events(run_id))
-    return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
-            frames["gpu_mem_allocated_gib"], _last_lines(log_tail(Path(run["run_dir"]), 8000), 40))
+    total = views.number((run.get("progress") or {}).get("total_steps"))
+    return (views.progress_markdown(run), plot_value(frames["loss"], total),
+            plot_value(frames["tokens_per_s"], total),
+            plot_value(frames["gpu_mem_allocated_gib"], total),
+            clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH))
+
+
+def plot_value(frame: pd.DataFrame, total_steps) -> dict | None:
+    """A live plot's update. Nothing until two points: a plot lays out its axes when first
+    drawn and later only swaps the data, so one drawn empty or from a single point (a
+    degenerate range, labels like 7.6015) clipped its labels and lost its axis titles at 1400
+    px. The x range is the whole run (at least 10 steps), so the ticks are whole steps."""
+    if len(frame) < 2:
+        return None
+    last = int(frame["step"].max())
+    return gr.update(value=frame, x_lim=[0, max(int(total_steps or 0), last, 10)])
 
 
 def demo_values(settings) -> dict:
@@ -191,10 +214,6 @@ def demo_values(settings) -> dict:
 
     return {"model_name": str(settings.demo_model_dir), "dataset": str(SAMPLE_SFT),
             "max_seq_length": 512}
-
-
-def _last_lines(text: str, n: int) -> str:
-    return "\n".join(text.splitlines()[-n:])
 
 
 # --- the form's helpers -------------------------------------------------------------------------
@@ -284,7 +303,33 @@ def _preview(app: Dashboard, form: ConfigForm, values: list):
         note = "Token-length statistics need the model's tokenizer: fill in **model_name**."
     info = (f"**Format:** {result['format']} · **rows:** {result['num_rows']} · **examples:** "
             f"{result['num_examples']} · **columns:** {', '.join(result['columns'])}\n\n{note}")
-    return info, gr.update(value=pd.DataFrame(result["examples"]), visible=True)
+    frame = preview_frame(result["examples"])
+    return info, gr.update(value=frame, visible=True, column_widths=preview_widths(frame))
+
+
+PREVIEW_CELL_CHARS = 600  # longer texts are cut in the table (the run trains on all of it)
+
+
+def preview_frame(examples: list[dict]) -> pd.DataFrame:
+    """The rendered examples with every column in view (prompt and completion side by side,
+    the source line narrow), each cell cut to PREVIEW_CELL_CHARS."""
+    frame = pd.DataFrame(examples)
+
+    def cut(value):
+        text = value if isinstance(value, str) else json.dumps(value, default=str) \
+            if isinstance(value, (list, dict)) else value
+        if isinstance(text, str) and len(text) > PREVIEW_CELL_CHARS:
+            return text[:PREVIEW_CELL_CHARS] + f"... ({len(text):,} characters)"
+        return text
+
+    return frame.map(cut)
+
+
+def preview_widths(frame: pd.DataFrame) -> list[str]:
+    """A narrow line column; the text columns share the rest, so none is pushed off-screen."""
+    text = [c for c in frame.columns if c != "line"]
+    share = f"{(100 - 8 * ('line' in frame.columns)) / max(1, len(text)):.0f}%"
+    return ["8%" if c == "line" else share for c in frame.columns]
 
 
 def _token_stats_markdown(stats: dict) -> str:

@@ -9,12 +9,14 @@ import gradio as gr
 import pandas as pd
 
 from modelforge_ui import views
+from modelforge_ui.form import problems_markdown
 from modelforge_ui.security import check_config_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown, make_zip, run_label
 from trainers.config import build_config, parse_config_text
 from trainers.diagnostics import diagnose_run
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.events import last_event, read_events
+from trainers.runs.preflight import preflight_problems
 from trainers.runs.process import log_tail
 from trainers.tools.doctor import cached_checks
 
@@ -39,9 +41,12 @@ def check_config_text(app: Dashboard, text: str) -> str:
     if not (text or "").strip():
         return "Paste a config (JSON or YAML) first."
     try:
-        check_config_policy(build_config(parse_config_text(text)), app.settings)
+        cfg = check_config_policy(build_config(parse_config_text(text)), app.settings)
     except ModelForgeError as exc:
         return error_markdown(exc)
+    late = preflight_problems(cfg, app.manager.devices)  # what Start / the worker refuse
+    if late:
+        return problems_markdown(late)
     return "**No problems: the config is valid.**"
 
 
@@ -85,6 +90,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         gr.Markdown("### Environment")
         env_refresh = gr.Button("Check again", size="sm", scale=0, elem_id="env-refresh")
     env_table = gr.Dataframe(headers=ENV_COLUMNS, interactive=False, wrap=True,
+                             column_widths=["14%", "7%", "37%", "42%"],  # the fix is read whole
                              elem_id="env-report")
     with gr.Row():
         with gr.Column():

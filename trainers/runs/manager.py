@@ -33,6 +33,7 @@ from trainers.runs import process as runs
 from trainers.config import TrainConfig
 from trainers.events import EVENTS_FILE, parse_event
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.preflight import check_gpu_only
 from trainers.runs.registry import RunRegistry
 
 
@@ -240,6 +241,7 @@ class RunManager:
     # -- submitting and stopping ------------------------------------------------------------
     def submit(self, cfg: TrainConfig, source: str = "api") -> dict:
         check_fits(cfg, self.devices)
+        check_gpu_only(cfg, self.devices)  # refused now, not five seconds into the run
         with self._lock:  # the queue's order is the order of the records' seq numbers
             run = self.registry.create(cfg, source=source)
             self._queue.append(run["id"])

@@ -199,12 +199,19 @@ def unsloth_conflicts() -> dict[str, str]:
     return broken
 
 
-def check_packages() -> list[dict]:
+# Optional packages that do nothing without a CUDA GPU: not suggested on a machine without one.
+GPU_ONLY = ("flash-attn", "xformers")
+
+
+def check_packages(gpu: bool = True) -> list[dict]:
     conflicts = unsloth_conflicts()
     checks = []
     for dist, required, install in PACKAGES:
         have = installed_version(dist)
-        if have is None:
+        if have is None and not gpu and dist in GPU_ONLY:
+            checks.append(_check(dist, "ok", "not installed: only useful with a CUDA GPU, and "
+                                             "this machine has none"))
+        elif have is None:
             checks.append(_check(dist, "error" if required else "warn", "missing", install))
         elif dist.lower() in conflicts:
             spec = conflicts[dist.lower()]
@@ -238,13 +245,50 @@ def check_memory() -> dict:
                   "" if total >= 8 else "Under 8 GiB RAM: loading even small models may fail.")
 
 
+HUB_TIMEOUT_S = 3.0
+
+
+def hub_reachable(endpoint: str, timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to the hub's host opens within `timeout_s`, else why not."""
+    import socket
+    from urllib.parse import urlparse
+
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as Late
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+
+    def connect() -> None:  # the name lookup too: create_connection's timeout does not cover it
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            pass
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(connect).result(timeout=timeout_s + 0.5)
+        return None
+    except Late:
+        return f"no answer within {timeout_s:.0f} s"
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        pool.shutdown(wait=False)
+
+
 def check_hub() -> dict:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline:
         return _check("hugging face hub", "warn", "offline (HF_HUB_OFFLINE=1)",
                       "Only local model directories and models already in the Hugging Face "
                       "cache load; unset HF_HUB_OFFLINE to download hub models.")
-    return _check("hugging face hub", "ok", "online mode (downloads allowed)")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    why = hub_reachable(endpoint)
+    if why is not None:
+        return _check("hugging face hub", "warn",
+                      f"online mode, but {endpoint} cannot be reached ({why[:120]})",
+                      "Without a network only local model directories and models already in "
+                      "the Hugging Face cache load: use those (or `modelforge run --demo`), and "
+                      "set HF_HUB_OFFLINE=1 so nothing waits for the network.")
+    return _check("hugging face hub", "ok", f"online: {endpoint} reachable (downloads allowed)")
 
 
 def run_checks(data_dir: Path | None = None) -> list[dict]:
@@ -252,7 +296,9 @@ def run_checks(data_dir: Path | None = None) -> list[dict]:
         from trainers.runs.process import default_data_dir
 
         data_dir = default_data_dir()
-    return [check_os(), check_python(), *check_torch(probe_torch()), *check_packages(),
+    torch_info = probe_torch()
+    return [check_os(), check_python(), *check_torch(torch_info),
+            *check_packages(gpu=bool(torch_info.get("cuda_available"))),
             check_memory(), check_disk(Path(data_dir)), check_hub()]
 
 

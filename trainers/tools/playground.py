@@ -94,6 +94,51 @@ def stream(model, tokenizer, prompt: str, max_new_tokens: int = 64, temperature:
         raise errors[0]
 
 
+# End-of-text markers that data sets carry as plain text (the bundled sample data ends every
+# completion with "<|endoftext|>"), so a tokenizer that does not know them as special tokens
+# decodes them as words: the answer ends there, and no marker is shown.
+END_MARKERS = ("<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>",
+               "</s>", "<eos>")
+
+
+def special_texts(tokenizer) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(markers that end the answer, special tokens that are dropped where they appear)."""
+    eos = getattr(tokenizer, "eos_token", None)
+    stop = tuple(dict.fromkeys([*END_MARKERS, *([eos] if eos else [])]))
+    specials = getattr(tokenizer, "all_special_tokens", None) or []
+    drop = tuple(t for t in specials if t and t not in stop)
+    return stop, drop
+
+
+def without_special(chunks: Iterator[str], stop: tuple[str, ...],
+                    drop: tuple[str, ...] = ()) -> Iterator[str]:
+    """The text of `chunks` up to the first end marker, special tokens removed. A chunk that
+    may be the start of a marker split over chunks ("<|", "endoftext|>") is held back until it
+    is known. The chunks after a marker are read (the generating thread must finish) but not
+    shown."""
+    markers = stop + drop
+    pending, ended = "", False
+    for chunk in chunks:
+        if ended:
+            continue
+        pending += chunk
+        for token in drop:
+            pending = pending.replace(token, "")
+        cut = min((pending.find(m) for m in stop if m in pending), default=-1)
+        if cut >= 0:
+            ended = True
+            if pending[:cut]:
+                yield pending[:cut]
+            continue
+        hold = max((n for m in markers for n in range(1, len(m)) if pending.endswith(m[:n])),
+                   default=0)
+        if len(pending) > hold:
+            yield pending[:len(pending) - hold]
+            pending = pending[len(pending) - hold:]
+    if not ended and pending:
+        yield pending
+
+
 def emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
@@ -122,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load(Path(argv[0]).resolve())
         for which in ("adapter", "base"):
             started, n = time.perf_counter(), 0
-            for chunk in stream(model, tokenizer, prompt, int(request.get("max_new_tokens", 64)),
-                                float(request.get("temperature", 0.0)), which == "adapter"):
+            chunks = stream(model, tokenizer, prompt, int(request.get("max_new_tokens", 64)),
+                            float(request.get("temperature", 0.0)), which == "adapter")
+            for chunk in without_special(chunks, *special_texts(tokenizer)):
                 n += 1
                 emit({"model": which, "text": chunk})
             emit({"model": which, "done": True, "chunks": n,
