@@ -1,10 +1,11 @@
 """What the Benchmark tab shows of a results.json: the verdict first, then a compact table with
 the columns that answer the question (tokens/s, speedup, VRAM saved, matched) first.
 
-Read defensively: results.json files of other versions lack keys (older ones have no `checks`
-or `tokens_per_s_total`), and a key of the wrong type shows as "-". The headline speed is
-tokens/s over the whole measured time (`tokens_per_s_total`) where the file has it, the median
-step's beside it; otherwise the median step's. No Gradio here: plain functions of the data.
+Read defensively: results.json files of other versions lack keys, and a key of the wrong type
+shows as "-". The headline speed is tokens/s over the whole measured time, the median step's
+beside it. Three schemas exist: today's rows have `tokens_per_s` (whole time) and
+`tokens_per_s_median`; rows of 2026-12-01 have `tokens_per_s` (median) and `tokens_per_s_total`;
+older ones only `tokens_per_s` (median). No Gradio here: plain functions of the data.
 """
 
 from __future__ import annotations
@@ -35,15 +36,23 @@ def _rows(summary: dict | None) -> list[dict]:
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
+def speed_keys(summary: dict | None) -> tuple[str, str | None]:
+    """(headline key, median-step key or None): the headline is tokens/s over the whole
+    measured time when the file has it, else the median step's (and no median beside it)."""
+    rows = _rows(summary)
+    if any(number(r.get("tokens_per_s_median")) for r in rows):
+        return "tokens_per_s", "tokens_per_s_median"
+    if any(number(r.get("tokens_per_s_total")) for r in rows):
+        return "tokens_per_s_total", "tokens_per_s"
+    return "tokens_per_s", None
+
+
 def speed_key(summary: dict | None) -> str:
-    """The headline speed: tokens/s over the whole measured time when recorded, else the
-    median step's."""
-    has_total = any(number(r.get("tokens_per_s_total")) for r in _rows(summary))
-    return "tokens_per_s_total" if has_total else "tokens_per_s"
+    return speed_keys(summary)[0]
 
 
 def speed_label(summary: dict | None) -> str:
-    label = "whole measured time" if speed_key(summary) == "tokens_per_s_total" else "median step"
+    label = "whole measured time" if speed_keys(summary)[1] else "median step"
     if (summary or {}).get("representative") is False:
         label += "; CPU: not GPU speed"
     return f"tokens/s ({label})"
@@ -109,7 +118,7 @@ def verdict_markdown(summary: dict | None, status: str | None = None) -> str:
             return "**Verdict:** when the first variants finish."
         return ""
     rows = _rows(summary)
-    key = speed_key(summary)
+    key, median_key = speed_keys(summary)
     lines = []
     modes = list(dict.fromkeys(r.get("mode") for r in rows))
     repeats = _repeats(summary)
@@ -117,7 +126,7 @@ def verdict_markdown(summary: dict | None, status: str | None = None) -> str:
         in_mode = [r for r in rows if r.get("mode") == mode]
         base = next((r for r in in_mode if r.get("provider") == BASELINE), None)
         others = [r for r in in_mode if r.get("provider") != BASELINE]
-        lines.append(_mode_verdict(mode, base, others, key, repeats))
+        lines.append(_mode_verdict(mode, base, others, key, repeats, median_key))
     if not lines:
         return "**Verdict:** no results yet."
     notes = []
@@ -134,7 +143,7 @@ def verdict_markdown(summary: dict | None, status: str | None = None) -> str:
         notes.append("checks not passed: " + "; ".join(
             f"{c.get('check')} ({_short(c.get('detail'), 120)})" for c in failed))
     speed = ("tokens/s over the whole measured time, the median step's in brackets"
-             if key == "tokens_per_s_total" else "tokens/s of the median step")
+             if speed_keys(summary)[1] else "tokens/s of the median step")
     text = "\n".join(f"- {line}" for line in lines)
     text += f"\n\nSpeeds are {speed}, after the warm-up steps."
     if notes:
@@ -142,7 +151,8 @@ def verdict_markdown(summary: dict | None, status: str | None = None) -> str:
     return "### Verdict\n\n" + text
 
 
-def _mode_verdict(mode, base: dict | None, others: list[dict], key: str, repeats) -> str:
+def _mode_verdict(mode, base: dict | None, others: list[dict], key: str, repeats,
+                  median_key: str | None = None) -> str:
     label = mode_name(mode)
     ok = lambda r: r is not None and r.get("status") != "failed" and number(r.get(key))  # noqa: E731
     each = f" · {repeats} repeats each" if repeats and repeats > 1 else \
@@ -166,8 +176,8 @@ def _mode_verdict(mode, base: dict | None, others: list[dict], key: str, repeats
                   f"{abs(saved):.0f}% {'less' if saved >= 0 else 'more'} peak VRAM")
         matched = _matched_words(row.get("matched"))
         median = ""
-        if key == "tokens_per_s_total":
-            m = speedup(row, base, "tokens_per_s")
+        if median_key:
+            m = speedup(row, base, median_key)
             median = f" ({_times(m)} by median step)" if m else ""
         mfu = ""
         if number(row.get("mfu")) is not None or number(base.get("mfu")) is not None:
@@ -187,7 +197,7 @@ def compact_table(summary: dict | None) -> pd.DataFrame:
     """One row per provider x mode, the answer's columns first; a failure's reason is cut to
     REASON_CHARS so it cannot widen the table."""
     rows = _rows(summary)
-    key = speed_key(summary)
+    key, median_key = speed_keys(summary)
     out = []
     for row in rows:
         base = _baseline(rows, row.get("mode"))
@@ -197,8 +207,8 @@ def compact_table(summary: dict | None) -> pd.DataFrame:
             spread = (f" ({_fmt(row.get('tokens_per_s_low'), '{:,.0f}')}-"
                       f"{_fmt(row.get('tokens_per_s_high'), '{:,.0f}')})")
         speed = _fmt(row.get(key), "{:,.0f}")
-        if key == "tokens_per_s_total" and number(row.get("tokens_per_s")):
-            speed += f" (median {_fmt(row.get('tokens_per_s'), '{:,.0f}')})"
+        if median_key and number(row.get(median_key)):
+            speed += f" (median {_fmt(row.get(median_key), '{:,.0f}')})"
         is_base = row.get("provider") == BASELINE
         status = str(row.get("status") or "-")
         if number(row.get("runs")) and row.get("runs") > 1 or status != "ok":

@@ -193,14 +193,20 @@ def test_the_table_puts_the_answer_first_and_cuts_a_long_failure():
     assert failed.startswith("failed 0/3: CUDA out of memory.") and len(failed) < 70
 
 
-def test_an_older_results_file_still_shows_its_verdict():
+def test_committed_and_older_results_files_show_their_verdicts():
     from modelforge_ui.benchmark_view import compact_table, verdict_markdown
 
-    summary = json.loads(BENCH_1B.read_text(encoding="utf-8"))  # no checks, no total speed
+    summary = json.loads(BENCH_1B.read_text(encoding="utf-8"))  # today's schema, rebuilt
     text = verdict_markdown(summary)
-    assert "**16-bit LoRA: Unsloth 2.15x faster, 27% less peak VRAM, matched**" in text
-    assert "**QLoRA 4-bit: Unsloth 2.44x faster, 54% less peak VRAM, matched**" in text
-    assert compact_table(summary).columns[1] == "tokens/s (median step)"
+    assert ("**16-bit LoRA: Unsloth 2.09x faster (2.15x faster by median step), 27% less peak "
+            "VRAM, matched**") in text
+    assert "**QLoRA 4-bit: Unsloth 2.13x faster (2.44x faster by median step)" in text
+    assert compact_table(summary).columns[1] == "tokens/s (whole measured time)"
+    oldest = _summary()  # before the whole-time figure was recorded: the median step only
+    for row in oldest["table"]:
+        row.pop("tokens_per_s_total", None)
+    assert "**16-bit LoRA: Unsloth 2.14x faster, 27% less peak VRAM" in verdict_markdown(oldest)
+    assert compact_table(oldest).columns[1] == "tokens/s (median step)"
     assert verdict_markdown({"table": "not a list"}) == "**Verdict:** no results yet."
 
 
