@@ -115,7 +115,8 @@ def test_validate_shows_every_problem_with_the_api_texts(client, server, demo_mo
 
 def test_valid_config_shows_yaml_and_the_cli_and_curl_commands(client, demo_model):
     out = client.predict(*form_values(demo_model), api_name="/validate_config")
-    assert out[0] == "**The config is valid.**"
+    assert out[0].startswith("**The config is valid.**\n\n**GPU memory estimate:** peak about ")
+    assert "no GPU found here" in out[0]  # the tests' machine has none: no verdict
     assert f"model_name: {demo_model}" in out[1]
     assert "modelforge train config.json" in out[2]
     assert "curl -X POST http://127.0.0.1:" in out[2] and "/api/start_training" in out[2]

@@ -120,3 +120,13 @@ def test_the_estimate_over_http(server, tiny_config):
                            headers={"content-type": "text/plain"})
         assert text.status_code == 415
         assert client.get("/api/health").json()["torch_in_server"] is False
+
+
+def test_the_training_tab_paragraph_warns_with_the_fix():
+    from modelforge_ui.estimate_view import estimate_markdown
+
+    text = estimate_markdown(_config(), gpu_gib=80)
+    assert text.startswith("**⚠ GPU memory estimate:** peak about 137.6 GiB allocated")
+    assert "predicted not to fit" in text and "gradient_checkpointing: true" in text
+    assert "⚠" not in estimate_markdown(_config(gradient_checkpointing=True), gpu_gib=80)
+    assert "not available" in estimate_markdown(_config(model_name="/nowhere"))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from modelforge_ui import views
 from modelforge_ui.api.errors import ApiError
+from modelforge_ui.estimate_view import estimate_markdown, start_warning
 from modelforge_ui.form import ConfigForm, problems_markdown
 from modelforge_ui.log_view import clean_tail
 from modelforge_ui.security import check_config_policy, check_preview_policy
@@ -112,8 +113,8 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
         late = preflight_problems(cfg, app.manager.devices)  # what Start / the worker refuse
         if late:
             return problems_markdown(late), config_to_text(cfg, "yaml"), ""
-        return ("**The config is valid.**", config_to_text(cfg, "yaml"),
-                commands_markdown(cfg, app.settings))
+        return ("**The config is valid.**\n\n" + estimate_markdown(cfg),
+                config_to_text(cfg, "yaml"), commands_markdown(cfg, app.settings))
 
     validate_button.click(validate, inputs, [problems, config_text, commands],
                           api_name="validate_config")
@@ -159,8 +160,8 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             run = app.manager.submit(cfg, source="dashboard")
         except ModelForgeError as exc:
             return None, error_markdown(exc), views.progress_markdown(None)
-        return run["id"], f"Started run `{run['id']}`.", views.progress_markdown(
-            app.get_run(run["id"]))
+        return run["id"], f"Started run `{run['id']}`." + start_warning(cfg), \
+            views.progress_markdown(app.get_run(run["id"]))
 
     start_button.click(start, inputs, [run_id, problems, status], api_name="start_run")
 
