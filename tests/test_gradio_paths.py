@@ -236,7 +236,7 @@ def test_wrongly_typed_progress_fields_do_not_break_the_run_views(served):
     assert message["success"] is True, message
     status, loss = message["output"]["data"][:2]
     assert served.run_id in status and "**succeeded**" in status
-    assert loss["data"] == [[2, 1.25]]  # the valid point only
+    assert loss["data"] == [[2, 1.25, "train"]]  # the valid point only
 
 
 # --- item 4: the dashboard login slows down repeated failures ------------------------------------

@@ -93,6 +93,7 @@ class Progress(Event):
     metrics: dict | None = None  # the strategy's other logged values
     gpu_mem_allocated_gib: float | None = None
     gpu_mem_reserved_gib: float | None = None
+    process_rss_gib: float | None = None  # the worker's resident memory
     # a benchmark variant's
     variant: str | None = None
 

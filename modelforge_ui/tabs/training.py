@@ -72,7 +72,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
             empty = views.metric_frames([])
-            loss_plot = gr.LinePlot(empty["loss"], x="step", y="loss", title="Loss", height=220)
+            loss_plot = gr.LinePlot(views.loss_curves([]), x="step", y="loss", color="split",
+                                    title="Loss (train, and eval with eval_split > 0)",
+                                    height=220, elem_id="loss-plot")
             speed_plot = gr.LinePlot(empty["tokens_per_s"], x="step", y="tokens/s",
                                      title="Tokens per second", height=220)
             memory_plot = gr.LinePlot(empty["gpu_mem_allocated_gib"], x="step",
@@ -176,10 +178,11 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     run = app.get_run(run_id)
     if run is None:
         empty = views.metric_frames([])
-        return (views.progress_markdown(None), empty["loss"], empty["tokens_per_s"],
+        return (views.progress_markdown(None), views.loss_curves([]), empty["tokens_per_s"],
                 empty["gpu_mem_allocated_gib"], "")
-    frames = views.metric_frames(app.manager.events(run_id))
-    return (views.progress_markdown(run), frames["loss"], frames["tokens_per_s"],
+    events = app.manager.events(run_id)
+    frames = views.metric_frames(events)
+    return (views.progress_markdown(run), views.loss_curves(events), frames["tokens_per_s"],
             frames["gpu_mem_allocated_gib"], _last_lines(log_tail(Path(run["run_dir"]), 8000), 40))
 
 

@@ -32,6 +32,16 @@ def gpu_memory() -> dict:
             "gpu_mem_reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 3)}
 
 
+def process_rss_gib() -> float | None:
+    """The worker's resident memory: the memory curve of a run without a GPU."""
+    try:
+        import psutil
+
+        return round(psutil.Process().memory_info().rss / 2**30, 3)
+    except Exception:  # noqa: BLE001 - a missing figure, never a failed step
+        return None
+
+
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -124,7 +134,7 @@ class TelemetryCallback(TrainerCallback):
             elapsed_s=round(elapsed, 2),
             eta_s=round(elapsed / step * (total - step), 1) if step and total else None,
             metrics={k: _clean(v) for k, v in logs.items() if k not in _CORE_KEYS},
-            **gpu_memory())
+            process_rss_gib=process_rss_gib(), **gpu_memory())
         self._last_log = (now, tokens)
 
     @_timed
