@@ -1,6 +1,7 @@
 """The `modelforge` command. Imports stay light: torch loads only in worker processes.
 
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
+  modelforge export-adapter RUN_ID [--out DIR]                   the adapter + model card
   modelforge demo-model DIR                                      the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
   modelforge doctor                                              the environment report
@@ -43,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", type=Path, help="where runs are stored (default: "
                                                      "MODELFORGE_HOME or ~/.local/share/modelforge)")
     train.set_defaults(func=cmd_train)
+
+    export = sub.add_parser("export-adapter", help="write a run's adapter as a Hugging "
+                                                   "Face-ready folder with a model card")
+    export.add_argument("run_id")
+    export.add_argument("--out", type=Path, help="a new or empty folder (default "
+                                                 "RUN_DIR/hf_adapter)")
+    export.add_argument("--data-dir", type=Path, help="where runs are stored")
+    export.set_defaults(func=cmd_export_adapter)
 
     demo = sub.add_parser("demo-model", help="write the small random-init demo model")
     demo.add_argument("out_dir", type=Path)
@@ -184,6 +193,29 @@ def _progress_bar(event: dict) -> None:
     line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total} loss {loss_text} "
             f"{event.get('tokens_per_s') or 0:.0f} tok/s eta {eta if eta is not None else '-'}s")
     print(line, end="" if sys.stdout.isatty() else "\n", flush=True)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def cmd_export_adapter(args) -> int:
+    """The adapter folder with its model card (trainers/tools/model_card.py); no network."""
+    from trainers.runs.process import default_data_dir
+    from trainers.runs.registry import RunRegistry
+    from trainers.tools.model_card import export_adapter
+
+    try:
+        registry = RunRegistry(args.data_dir or default_data_dir())
+        run = registry.get(args.run_id)
+        out = export_adapter(run["run_dir"], args.out, run["name"])
+    except KeyError:
+        print(f"error: no run with id {args.run_id!r}", file=sys.stderr)
+        return 2
+    except (ModelForgeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"adapter folder with model card: {out}\nupload it with `huggingface-cli upload "
+          f"USER/REPO {out}` (needs a network and a Hub token)")
+    return 0
 
 
 # --- demo model ----------------------------------------------------------------------------

@@ -98,7 +98,14 @@ def adapter_zip(app: Dashboard, run_id: str | None) -> str:
     if run is None:
         raise gr.Error("Pick a run first.")
     try:
-        adapter = adapter_dir(run)
+        adapter_dir(run)  # a clear message while active or without an adapter
     except ModelForgeError as exc:
         raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
-    return str(make_zip(f"adapter-{run_label(run_id)}", {"adapter": adapter}))
+    from trainers.tools.model_card import hf_adapter_files  # with its model card (README.md)
+
+    try:
+        files = hf_adapter_files(run["run_dir"], run["name"])
+    except ModelForgeError as exc:
+        raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
+    return str(make_zip(f"adapter-{run_label(run_id)}",
+                        {f"adapter/{name}": value for name, value in files.items()}))
