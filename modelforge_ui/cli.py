@@ -213,7 +213,7 @@ def cmd_export_adapter(args) -> int:
     except (ModelForgeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"adapter folder with model card: {out}\nupload it with `huggingface-cli upload "
+    print(f"adapter folder with model card: {out}\nupload it with `hf upload "
           f"USER/REPO {out}` (needs a network and a Hub token)")
     return 0
 

@@ -71,7 +71,7 @@ def resume_from_dashboard(app: Dashboard, run_id: str | None) -> str:
         return error_markdown(exc)
     step = resume.read_resume_file(Path(run["run_dir"]))["step"]
     return (f"Resumed as run `{run['id']}`: it continues `{run_id}` from step {step}. "
-            "Follow it in the Training tab or pick it above.")
+            "Pick it in the list above to follow it.")
 
 
 # --- runs side by side -------------------------------------------------------------------------
@@ -80,11 +80,14 @@ def _label(run: dict) -> str:
     return f"{run['name']} ({run['id'][-6:]})"
 
 
-def curve_frame(data: dict, key: str) -> pd.DataFrame:
-    """One curve of every compared run, with a `run` column for the plot's colours."""
+def curve_frame(data: dict, key: str) -> pd.DataFrame | None:
+    """One curve of every compared run, with a `run` column for the plot's colours; None
+    without points (a coloured line plot first drawn empty never shows its lines)."""
     title = CURVE_TITLES[key][0]
     rows = [(step, value, _label(run)) for run in data.get("runs", [])
             for step, value in run["curves"][key]]
+    if not rows:
+        return None
     return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
                          title: pd.Series([r[1] for r in rows], dtype="float64"),
                          "run": pd.Series([r[2] for r in rows], dtype="object")})
@@ -133,16 +136,16 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
     with gr.Accordion("Compare runs", open=False, elem_id="compare-panel"):
         with gr.Row():
             picked = gr.Dropdown(label="Runs to compare (two or more)", choices=[],
-                                 multiselect=True, scale=4, elem_id="compare-runs")
+                                 multiselect=True, allow_custom_value=True, scale=4,
+                                 elem_id="compare-runs")  # ids are checked by compare()
             button = gr.Button("Compare", scale=1, elem_id="compare-button")
         note = gr.Markdown(elem_id="compare-note")
-        empty = comparison_empty()
         plots = []
         for i, (key, (column, title)) in enumerate(CURVE_TITLES.items()):
             if i % 2 == 0:
                 row = gr.Row()
             with row:
-                plots.append(gr.LinePlot(empty[key], x="step", y=column, color="run",
+                plots.append(gr.LinePlot(None, x="step", y=column, color="run",
                                          title=title, height=240, elem_id=f"compare-{key}"))
         differing = gr.Dataframe(label="Settings that differ", interactive=False, wrap=True,
                                  elem_id="compare-settings")
@@ -159,6 +162,3 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
     button.click(lambda ids: comparison(app, ids), picked,
                  [note, *plots, differing, outcome], api_name="compare_runs")
 
-
-def comparison_empty() -> dict[str, pd.DataFrame]:
-    return {key: curve_frame({}, key) for key in CURVE_TITLES}

@@ -163,13 +163,16 @@ def eval_line(run: dict) -> str:
     return " · ".join(parts)
 
 
-def loss_curves(events: list[dict]) -> pd.DataFrame:
+def loss_curves(events: list[dict]) -> pd.DataFrame | None:
     """Training loss (progress events) and eval loss (eval events) as one frame with a
-    `split` column, for one plot with two lines."""
+    `split` column, for one plot with two lines. None, not an empty frame, when there is no
+    point yet: a coloured line plot first drawn empty never shows its lines."""
     rows = [(e["step"], e[key], split) for split, kind, key in
             (("train", "progress", "loss"), ("eval", "eval", "eval_loss"))
             for e in events if e.get("type") == kind and isinstance(number(e.get("step")), int)
             and number(e.get(key)) is not None]
+    if not rows:
+        return None
     return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
                          "loss": pd.Series([r[1] for r in rows], dtype="float64"),
                          "split": pd.Series([r[2] for r in rows], dtype="object")})

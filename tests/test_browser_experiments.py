@@ -74,8 +74,11 @@ def pick(page, elem_id: str, text: str) -> None:
     box = page.locator(f"#{elem_id} input")
     box.click()
     box.fill(text)
-    page.get_by_role("option", name=text, exact=False).first.click()
-    page.keyboard.press("Escape")
+    option = page.locator(f"#{elem_id} [role=option]", has_text=text).first
+    playwright_api.expect(option).to_be_visible()
+    page.wait_for_timeout(300)  # the list settles after filtering
+    box.press("Enter")  # the highlighted (only matching) option
+    page.wait_for_timeout(300)
 
 
 def test_compare_two_runs_in_the_runs_tab(page, server, runs):
@@ -132,3 +135,16 @@ def test_the_dashboard_compare_and_the_training_plot_data_through_gradio_client(
     assert sorted({row[0] for row in eval_loss["data"]}) == [2, 4]
     assert len(memory["data"]) == 8 and len(speed["data"]) == 8
     assert any(row[0] == "learning_rate" for row in settings["data"])
+
+
+def test_the_training_tab_plots_eval_loss_beside_the_training_loss(page, server, runs):
+    expect = playwright_api.expect
+    page.goto(server + "/")  # a fresh page shows the newest run
+    expect(page.locator("#run-status")).to_contain_text("succeeded", timeout=60_000)
+    expect(page.locator("#run-status")).to_contain_text("best eval loss")
+    plot = page.locator("#loss-plot")
+    expect(plot).to_contain_text("split")  # the legend of the two lines
+    expect(plot).to_contain_text("eval")
+    expect(plot).to_contain_text("train")
+    page.wait_for_timeout(1000)
+    plot.screenshot(path=str(SHOTS / "12-training-loss-and-eval.png"))

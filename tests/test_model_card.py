@@ -51,7 +51,7 @@ def test_the_card_says_base_model_data_settings_and_losses(finished, demo_model)
     assert f"| best eval loss | {summary['best_eval_loss']:.4g} at step " \
            f"{summary['best_eval_step']} |" in card
     assert "unsloth" not in card.split("Library versions:")[1].split("\n")[0]
-    assert "huggingface-cli upload" in card and "needs a network" in card
+    assert "hf upload USER/REPO ." in card and "needs a network" in card
 
 
 def test_a_hub_base_model_goes_in_the_metadata(finished, tmp_path):

@@ -4,7 +4,7 @@ model card (README.md: base model, data, settings, final losses, how to load it)
     python -m trainers.tools.model_card RUN_DIR [--out DIR]     (or: modelforge export-adapter)
 
 Needs no network, no GPU and no torch: it reads the run's config.json and events.jsonl and
-copies files. The folder can be uploaded as it is (`huggingface-cli upload REPO DIR`, which
+copies files. The folder can be uploaded as it is (`hf upload REPO DIR`, which
 needs a network and a token); the adapter download of the API and the dashboard is this
 folder, zipped. PEFT's own template card (mostly "More Information Needed") is replaced, and
 `training_args.bin` (a pickle that loading the adapter does not need) is left out.
@@ -147,7 +147,7 @@ def render_card(run_dir: str | Path, name: str | None = None) -> str:
               f"base = {loader}.from_pretrained({base!r})",
               "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")",
               "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/folder\")", "```", "",
-              "Upload this folder to the Hub with `huggingface-cli upload USER/REPO .` (needs a "
+              "Upload this folder to the Hub with `hf upload USER/REPO .` (needs a "
               "network and a token with write access).", ""]
     return "\n".join(front + lines)
 

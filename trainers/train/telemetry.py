@@ -132,7 +132,8 @@ class TelemetryCallback(TrainerCallback):
             tokens_per_s=round((tokens - last_tokens) / max(now - last_time, 1e-9), 1),
             step_time_s=round(self.step_times[-1], 4) if self.step_times else None,
             elapsed_s=round(elapsed, 2),
-            eta_s=round(elapsed / step * (total - step), 1) if step and total else None,
+            eta_s=round(elapsed / (step - self.start_step) * (total - step), 1)
+            if step > self.start_step and total else None,  # a resumed run's own pace
             metrics={k: _clean(v) for k, v in logs.items() if k not in _CORE_KEYS},
             process_rss_gib=process_rss_gib(), **gpu_memory())
         self._last_log = (now, tokens)
