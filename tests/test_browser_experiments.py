@@ -148,3 +148,33 @@ def test_the_training_tab_plots_eval_loss_beside_the_training_loss(page, server,
     expect(plot).to_contain_text("train")
     page.wait_for_timeout(1000)
     plot.screenshot(path=str(SHOTS / "12-training-loss-and-eval.png"))
+
+
+def test_resume_from_the_dashboard_makes_a_linked_run(server, runs, demo_model):
+    """The Runs tab's Resume button (through gradio_client): a stopped run continues."""
+    from gradio_client import Client
+
+    config = {"model_name": str(demo_model), "dataset": str(SAMPLE_SFT), "max_seq_length": 64,
+              "max_steps": 8, "per_device_train_batch_size": 16,
+              "gradient_accumulation_steps": 32, "lora_r": 8, "lora_alpha": 16,
+              "learning_rate": 2e-3, "name": "to resume"}
+    run_id = httpx.post(f"{server}/api/start_training", json=config, timeout=60).json()["run_id"]
+    deadline = time.time() + 300
+    while time.time() < deadline:  # stop it once it has trained a step
+        run = httpx.get(f"{server}/api/runs/{run_id}", timeout=30).json()
+        if (run.get("progress") or {}).get("step", 0) >= 1:
+            break
+        time.sleep(0.3)
+    httpx.post(f"{server}/api/runs/{run_id}/stop", timeout=30)
+    stopped = wait_done(server, run_id)
+    assert stopped["status"] == "stopped"
+    client = Client(server + "/", verbose=False)
+    try:
+        note = client.predict(run_id, api_name="/resume_run")
+    finally:
+        client.close()
+    assert f"it continues `{run_id}` from step {stopped['summary']['steps']}" in note, note
+    new_id = note.split("`")[1]
+    resumed = wait_done(server, new_id)
+    assert resumed["status"] == "succeeded" and resumed["config"]["resume_from"] == run_id
+    assert resumed["summary"]["steps"] == 8
