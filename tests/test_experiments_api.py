@@ -95,6 +95,11 @@ def test_resume_refuses_a_finished_run_and_an_unknown_one(client, two_runs):
     assert finished.json()["error_type"] == "not_resumable"
     assert "finished all its steps" in finished.json()["message"]
     assert client.post("/api/runs/nope/resume").status_code == 404
+    # the config checker says the same before anything is submitted
+    config = {**client.get(f"/api/runs/{a}").json()["config"], "resume_from": a}
+    check = client.post("/api/config/check", json=config).json()
+    assert check["ok"] is False and check["problems"][0]["field"] == "resume_from"
+    assert "finished all its steps" in check["problems"][0]["message"]
 
 
 def test_missing_tracker_package_is_a_422_naming_the_field(client, tiny_config):

@@ -53,6 +53,9 @@ def check_resume_matches(home: Path, config: dict):
     saved = [(e["kind"], e["step"]) for e in stopped_events if e["type"] == "saved"]
     assert ("checkpoint", STOP_AT) in saved  # a graceful stop keeps a checkpoint
     assert resume.last_checkpoint(stopped["run_dir"])[1] == STOP_AT
+    # one config, one seed: the two runs agree to the bit up to the stop (adapter init seeded)
+    assert by_step(stopped_events) == {s: v for s, v in by_step(straight_events).items()
+                                       if s <= STOP_AT}
     before = snapshot(Path(stopped["run_dir"]))
 
     resumed, events = run(registry, resume.resume_config(stopped))
@@ -140,3 +143,37 @@ def test_a_resumed_config_must_match_the_checkpoints_run():
     problems = resume.mismatched_fields(new, old)
     assert [p["field"] for p in problems] == ["lora_r"]
     assert "trained with 8" in problems[0]["message"]
+
+
+def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny_config):
+    """No graceful stop: the worker is SIGKILLed after its save_steps checkpoint at step 3."""
+    import os
+    import signal
+    import time
+
+    config = tiny_config(max_steps=STEPS, save_steps=3, per_device_train_batch_size=16,
+                         gradient_accumulation_steps=32)  # steps of ~1 s
+    registry = RunRegistry(tmp_path)
+    straight, straight_events = run(registry, config)
+    assert straight["status"] == "succeeded"
+    record = registry.create(build_config(config), source="test")
+    proc = launch(Path(record["run_dir"]))
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if any(e["type"] == "saved" and e["kind"] == "checkpoint" and e["step"] == 3
+               for e in read_events(record["run_dir"])):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    killed = registry.finish_from_events(record["id"], proc.returncode)
+    assert killed["status"] == "failed" and killed["summary"]["error_type"] == "killed"
+    checkpoint, step = resume.last_checkpoint(killed["run_dir"])
+    assert step in (3, 6)  # 6 only if the machine was too slow to kill it in between
+
+    resumed, events = run(registry, resume.resume_config(killed))
+    assert resumed["status"] == "succeeded", resumed["summary"]
+    got, want = by_step(events), by_step(straight_events)
+    assert sorted(got) == list(range(step + 1, STEPS + 1))
+    for s in got:
+        assert got[s] == pytest.approx(want[s], rel=1e-5), (s, got, want)

@@ -94,6 +94,10 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         raw = await request.body()
         try:
             cfg = await run_in_threadpool(_validated_config, raw, preset, settings)
+            if cfg.resume_from:  # what submitting would refuse: trainers/runs/resume.py
+                from trainers.runs.resume import check_plan
+
+                await run_in_threadpool(check_plan, manager.registry, cfg)
         except (ConfigError, PathRefused, NotPermittedError) as exc:
             return {"ok": False, "problems": exc.to_dict().get("problems", [])}
         return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json")}

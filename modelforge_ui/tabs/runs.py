@@ -85,8 +85,8 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     delete_button.click(delete, picked, [table, picked], api_name="delete_run")
     download_button.click(lambda run_id: adapter_zip(app, run_id), picked, adapter_file,
                           api_name="download_adapter")
-    picked.change(lambda run_id: experiments.links_markdown(app, app.get_run(run_id)), picked,
-                  links, api_name=False)
+    picked.change(lambda run_id: (experiments.links_markdown(app, app.get_run(run_id)), ""),
+                  picked, [links, resume_note], api_name=False)
     resume_button.click(lambda run_id: experiments.resume_from_dashboard(app, run_id), picked,
                         resume_note, api_name="resume_run").then(
         history, picked, [table, picked], api_name=False)

@@ -113,6 +113,15 @@ def plan(registry, config: dict) -> dict:
             "step": step}
 
 
+def check_plan(registry, cfg) -> dict:
+    """`plan` for a config check: every refusal as a ConfigError on resume_from."""
+    try:
+        return plan(registry, cfg.model_dump(mode="json"))
+    except NotResumable as exc:
+        raise ConfigError([{"field": "resume_from", "message": f"{exc.message} {exc.hint}"}]) \
+            from None
+
+
 def write_resume_file(run_dir: Path, info: dict) -> None:
     (Path(run_dir) / RESUME_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
