@@ -195,3 +195,18 @@ def test_mlflow_is_local_files_unless_a_server_is_named(tmp_path, monkeypatch):
     info = tracking.setup_tracking("mlflow", tmp_path, "r")
     assert info["mode"] == "remote" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert "fails within seconds" in info["message"]
+
+
+@pytest.mark.slow
+@needs_tensorboard
+def test_the_runs_tab_shows_the_tensorboard_folder(sft_run):
+    from types import SimpleNamespace
+
+    from modelforge_ui.experiments import links_markdown
+
+    record, _ = sft_run
+    app = SimpleNamespace(manager=SimpleNamespace(registry=RunRegistry(
+        Path(record["run_dir"]).parents[1])))
+    text = links_markdown(app, record)
+    logs = Path(record["run_dir"]) / tracking.TENSORBOARD_DIR
+    assert f"**TensorBoard logs:** `{logs}`" in text and f"tensorboard --logdir {logs}" in text
