@@ -131,7 +131,8 @@ def _resume_config(registry, args):
             f"no run with id {args.resume!r} in {registry.data_dir}: see the Runs tab or "
             "GET /api/runs (or pass --data-dir)")}]) from None
     resume.check_resumable(old)
-    return build_config(resume.resume_config(old, _parse_overrides(args.set)))
+    return build_config(with_absolute_paths(resume.resume_config(old,
+                                                                 _parse_overrides(args.set))))
 
 
 def follow_run(registry, run_id: str) -> int:
