@@ -1,7 +1,8 @@
 """The `modelforge` command. Imports stay light: torch loads only in worker processes.
 
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
-  modelforge demo-model [DIR] [--config FILE]                   the offline demo model
+  modelforge export-adapter RUN_ID [--out DIR]                   the adapter + model card
+  modelforge demo-model [DIR] [--config FILE]                    the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
   modelforge doctor                                              the environment report
 """
@@ -32,13 +33,25 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="run one training job from a JSON or YAML config")
-    train.add_argument("config", help="config file (.json, .yaml or .yml)")
+    train.add_argument("config", nargs="?", help="config file (.json, .yaml or .yml)")
+    train.add_argument("--resume", metavar="RUN_ID",
+                       help="continue a stopped, failed or interrupted run from its last "
+                            "checkpoint, as a new run (instead of CONFIG; --set may change "
+                            "max_steps and the other fields a resume allows)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a field (value read as JSON when it parses), repeatable")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset")
     train.add_argument("--data-dir", type=Path, help="where runs are stored (default: "
                                                      "MODELFORGE_HOME or ~/.local/share/modelforge)")
     train.set_defaults(func=cmd_train)
+
+    export = sub.add_parser("export-adapter", help="write a run's adapter as a Hugging "
+                                                   "Face-ready folder with a model card")
+    export.add_argument("run_id")
+    export.add_argument("--out", type=Path, help="a new or empty folder (default "
+                                                 "RUN_DIR/hf_adapter)")
+    export.add_argument("--data-dir", type=Path, help="where runs are stored")
+    export.set_defaults(func=cmd_export_adapter)
 
     demo = sub.add_parser("demo-model", help="write the small random-init demo model")
     demo.add_argument("out_dir", type=Path, nargs="?",
@@ -76,17 +89,23 @@ def _parse_overrides(pairs: list[str]) -> dict:
 def cmd_train(args) -> int:
     from trainers.runs.process import default_data_dir
 
-    try:
-        raw = load_config_file(args.config)
-        raw.update(_parse_overrides(args.set))
-        cfg = build_config(with_absolute_paths(raw), preset=args.preset)
-    except ModelForgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if bool(args.config) == bool(args.resume):
+        print("error: give a CONFIG file, or --resume RUN_ID (not both)", file=sys.stderr)
         return 2
     data_dir = args.data_dir or default_data_dir()
     from trainers.runs.registry import RunRegistry
 
-    registry = RunRegistry(data_dir)
+    try:
+        registry = RunRegistry(data_dir)
+        if args.resume:
+            cfg = _resume_config(registry, args)
+        else:
+            raw = load_config_file(args.config)
+            raw.update(_parse_overrides(args.set))
+            cfg = build_config(with_absolute_paths(raw), preset=args.preset)
+    except ModelForgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from trainers.runs.manager import server_using
 
     if server_using(registry.data_dir):
@@ -105,6 +124,24 @@ def cmd_train(args) -> int:
         return 2
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])
+
+
+def _resume_config(registry, args):
+    """`--resume RUN_ID`: that run's config, linked to it, with the --set overrides."""
+    from trainers.runs import resume
+
+    if args.preset:
+        raise ConfigError([{"field": "--preset", "message": "cannot change a resumed run's "
+                                                            "recipe: leave --preset out"}])
+    try:
+        old = registry.get(args.resume)
+    except KeyError:
+        raise ConfigError([{"field": "--resume", "message": (
+            f"no run with id {args.resume!r} in {registry.data_dir}: see the Runs tab or "
+            "GET /api/runs (or pass --data-dir)")}]) from None
+    resume.check_resumable(old)
+    return build_config(with_absolute_paths(resume.resume_config(old,
+                                                                 _parse_overrides(args.set))))
 
 
 def follow_run(registry, run_id: str) -> int:
@@ -146,9 +183,12 @@ def _print_event(event: dict) -> None:
     elif kind == "progress":
         _progress_bar(event)
     elif kind == "eval":
-        print(f"\neval at step {event.get('step')}: loss {event.get('eval_loss')}")
+        ppl = event.get("eval_perplexity")
+        print(f"\neval at step {event.get('step')}: loss {event.get('eval_loss')}" +
+              (f", perplexity {ppl}" if ppl is not None else ""))
     elif kind == "stage":
-        print(f"\nstage: {event.get('name')}")
+        print(f"\nstage: {event.get('name')}" +
+              (f": {event['message']}" if event.get("message") else ""))
     elif kind == "saved" and event.get("kind") == "adapter":
         print(f"\nsaved adapter: {event.get('path')}")
 
@@ -165,6 +205,29 @@ def _progress_bar(event: dict) -> None:
     line = (f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total} loss {loss_text} "
             f"{event.get('tokens_per_s') or 0:.0f} tok/s eta {eta if eta is not None else '-'}s")
     print(line, end="" if sys.stdout.isatty() else "\n", flush=True)
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def cmd_export_adapter(args) -> int:
+    """The adapter folder with its model card (trainers/tools/model_card.py); no network."""
+    from trainers.runs.process import default_data_dir
+    from trainers.runs.registry import RunRegistry
+    from trainers.tools.model_card import export_adapter
+
+    try:
+        registry = RunRegistry(args.data_dir or default_data_dir())
+        run = registry.get(args.run_id)
+        out = export_adapter(run["run_dir"], args.out, run["name"])
+    except KeyError:
+        print(f"error: no run with id {args.run_id!r}", file=sys.stderr)
+        return 2
+    except (ModelForgeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"adapter folder with model card: {out}\nupload it with `hf upload "
+          f"USER/REPO {out}` (needs a network and a Hub token)")
+    return 0
 
 
 # --- demo model ----------------------------------------------------------------------------

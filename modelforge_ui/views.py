@@ -99,6 +99,8 @@ def progress_markdown(run: dict | None) -> str:
                      f"({_interval(run)})")
     elif run["status"] == "running":
         lines.append("loading the model and data...")
+    if eval_line(run):
+        lines.append(eval_line(run))
     lines += [f"**Warning:** {w}" for w in run_warnings(run)]
     if run["status"] == "succeeded":
         lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
@@ -170,3 +172,36 @@ def diagnosis_markdown(diag: dict) -> str:
     for remedy in diag.get("remedies") or []:
         lines.append(f"- {remedy}")
     return "\n\n".join(lines)
+
+
+def eval_line(run: dict) -> str:
+    """The latest evaluation on held-out data, and the best one once the run has ended."""
+    latest, summary = run.get("eval") or {}, run.get("summary") or {}
+    parts = []
+    if number(latest.get("eval_loss")) is not None:
+        ppl = number(latest.get("eval_perplexity"))
+        parts.append(f"eval loss {fmt_number(latest['eval_loss'], 4)} at step "
+                     f"{latest.get('step')}" + (f" (perplexity {fmt_number(ppl, 2)})"
+                                                 if ppl is not None else ""))
+        margin = number(latest.get("eval_rewards/margins"))
+        if margin is not None:
+            parts.append(f"eval reward margin {fmt_number(margin, 4)}")
+    if number(summary.get("best_eval_loss")) is not None:
+        parts.append(f"best eval loss **{fmt_number(summary['best_eval_loss'], 4)}** at step "
+                     f"{summary.get('best_eval_step')}")
+    return " · ".join(parts)
+
+
+def loss_curves(events: list[dict]) -> pd.DataFrame | None:
+    """Training loss (progress events) and eval loss (eval events) as one frame with a
+    `split` column, for one plot with two lines. None, not an empty frame, when there is no
+    point yet: a coloured line plot first drawn empty never shows its lines."""
+    rows = [(e["step"], e[key], split) for split, kind, key in
+            (("train", "progress", "loss"), ("eval", "eval", "eval_loss"))
+            for e in events if e.get("type") == kind and isinstance(number(e.get("step")), int)
+            and number(e.get(key)) is not None]
+    if not rows:
+        return None
+    return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
+                         "loss": pd.Series([r[1] for r in rows], dtype="float64"),
+                         "split": pd.Series([r[2] for r in rows], dtype="object")})

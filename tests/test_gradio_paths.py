@@ -205,7 +205,7 @@ def test_the_adapter_zip_skips_symlinks(served):
     assert MARKER not in stream
     with zipfile.ZipFile(message["output"]["data"][0]["path"]) as zf:
         names = zf.namelist()
-        assert names == ["adapter/adapter_config.json"]
+        assert names == ["adapter/adapter_config.json", "adapter/README.md"]  # + model card
         assert all(MARKER.encode() not in zf.read(n) for n in names)
     adapter = Path(RunRegistry(served.data_dir).get(served.run_id)["run_dir"]) / "adapter"
     for link in ("leak.json", "leakdir/secret.json"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,6 +24,7 @@ from trainers.errors import ConfigError
 COMMON_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding take 32 bits
 MAX_EPOCHS = 10000
+RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")  # trainers.runs.process.new_run_id
 MAX_PROCESSES = 1024  # a static sanity cap; the run manager checks this machine's GPUs/CPUs
 
 
@@ -79,6 +81,11 @@ class TrainConfig(BaseModel):
         "For prompt/completion-style data, compute the loss on the completion tokens only.")
     eval_split: float = _field(
         0.0, "data", "Fraction of the data held out for evaluation, 0 <= eval_split < 1.")
+    eval_steps: int = _field(
+        0, "data",
+        "With eval_split > 0: evaluate on the held-out data every N optimizer steps (eval_loss "
+        "and perplexity, DPO's eval rewards), and once more at the end; 0 = every "
+        "10 x logging_steps, at least every 10 steps.")
     packing: bool = _field(
         False, "data", "Pack several short examples into each max_seq_length sequence.")
 
@@ -153,7 +160,20 @@ class TrainConfig(BaseModel):
     # --- output and logging -------------------------------------------------------------
     logging_steps: int = _field(1, "advanced", "Emit a progress event every N steps (>= 1).")
     save_steps: int = _field(
-        0, "advanced", "Save a checkpoint every N steps; 0 = only the final adapter.")
+        0, "advanced",
+        "Save a checkpoint (adapter, optimizer, scheduler and trainer state) every N steps; "
+        "0 = only the final adapter. A graceful stop saves one too, so a stopped run can resume.")
+    report_to: Literal["none", "tensorboard", "trackio", "wandb", "mlflow"] = _field(
+        "none", "advanced",
+        "Experiment tracker that also receives the logged metrics (transformers' names). "
+        "tensorboard writes event files into the run directory; wandb without a login runs "
+        "offline; mlflow without MLFLOW_TRACKING_URI writes local files. Its package must be "
+        "installed.")
+    resume_from: str = _field(
+        "", "advanced",
+        "Id of an earlier run (stopped, failed or interrupted) whose last checkpoint this run "
+        "continues: the same step count, learning-rate schedule and data order, in a new run "
+        "directory. Empty = a fresh start. Set by Resume in the Runs tab.")
     output_dir: str = _field(
         "", "advanced",
         "Where the adapter goes: a new or empty folder that no other run and no model uses; "
@@ -219,6 +239,8 @@ _RANGE_RULES = [
     ("max_grad_norm", lambda c: c.max_grad_norm > 0, "must be greater than 0"),
     ("logging_steps", lambda c: c.logging_steps >= 1, "must be at least 1"),
     ("save_steps", lambda c: c.save_steps >= 0, "must be 0 (final adapter only) or a step count"),
+    ("eval_steps", lambda c: c.eval_steps >= 0,
+     "must be 0 (every 10 x logging_steps) or a step count, e.g. 50"),
     ("beta", lambda c: c.beta >= 0 if c.strategy == "rlhf" else c.beta > 0,
      "must be greater than 0 for dpo (e.g. 0.1), at least 0 for rlhf"),
     ("max_prompt_length", lambda c: c.max_prompt_length >= 1, "must be at least 1"),
@@ -262,7 +284,29 @@ def config_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "
                               "set a fixed value such as 2048"))
-    return problems + preference_problems(cfg)
+    return problems + preference_problems(cfg) + run_feature_problems(cfg)
+
+
+def run_feature_problems(cfg: TrainConfig) -> list[dict]:
+    """Evaluation, tracking and resuming: what each needs of the rest of the config."""
+    from trainers.tracking import tracker_problems
+
+    problems = []
+    if cfg.eval_steps > 0 and cfg.eval_split == 0:
+        problems.append(_problem(
+            "eval_steps", "evaluates held-out data, and eval_split is 0: set eval_split "
+                          "(e.g. 0.1 holds out 10%), or set eval_steps to 0"))
+    if cfg.resume_from:
+        if not RUN_ID_PATTERN.fullmatch(cfg.resume_from):
+            problems.append(_problem(
+                "resume_from", f"got {cfg.resume_from[:80]!r}, which is not a run id: give the "
+                               "id of an earlier run (e.g. 20260101-120000-abc123), or leave it "
+                               "empty"))
+        if cfg.strategy == "rlhf":
+            problems.append(_problem(
+                "resume_from", "rlhf runs (two stages) cannot be resumed: start a new run, or "
+                               "leave resume_from empty"))
+    return problems + tracker_problems(cfg.report_to)
 
 
 def preference_problems(cfg: TrainConfig) -> list[dict]:

@@ -93,6 +93,7 @@ class Progress(Event):
     metrics: dict | None = None  # the strategy's other logged values
     gpu_mem_allocated_gib: float | None = None
     gpu_mem_reserved_gib: float | None = None
+    process_rss_gib: float | None = None  # the worker's resident memory
     # a benchmark variant's
     variant: str | None = None
 
@@ -145,6 +146,10 @@ class Stage(Event):
     prompts: int | None = None
     skipped: bool | None = None
     reason: str | None = None
+    tracker: str | None = None  # tracking (the path field: where its logs go)
+    mode: str | None = None
+    from_run: str | None = None  # resume (path: the checkpoint)
+    step: int | None = None
 
 
 class Finished(Event):
@@ -167,6 +172,11 @@ class Finished(Event):
     telemetry_overhead_s: float | None = None
     telemetry_overhead_pct: float | None = None
     trainer_class: str | None = None
+    final_eval_loss: float | None = None  # with eval_split > 0
+    best_eval_loss: float | None = None
+    best_eval_step: int | None = None
+    resumed_from: str | None = None  # a run resumed from another's checkpoint
+    resumed_at_step: int | None = None
     final_rewards_margins: float | None = None  # dpo
     final_rewards_chosen: float | None = None
     final_rewards_rejected: float | None = None

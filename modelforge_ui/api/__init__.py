@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
 
 from modelforge_ui.api.datasets import UPLOAD_PATH, add_dataset_routes
+from modelforge_ui.api.experiments import add_experiment_routes
 from modelforge_ui.api.errors import (ApiError, add_fallback_routes, disk_full,
                                       install_error_handlers)
 from modelforge_ui.api.estimate import add_estimate_routes
@@ -34,6 +35,7 @@ def build_router(manager: RunManager, settings: Settings) -> APIRouter:
     add_system_routes(router, manager, settings)
     add_run_routes(router, manager, settings)
     add_estimate_routes(router, settings)
+    add_experiment_routes(router, manager, settings)  # resume, compare
     add_dataset_routes(router, settings)
     add_fallback_routes(router)  # last: it takes every /api path the routes above do not
     return router

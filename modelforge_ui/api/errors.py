@@ -21,7 +21,8 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # The status of each typed error (trainers.errors and its kin); any other is a 400.
 STATUS_OF = {"config": 422, "data": 422, "path_not_allowed": 403, "not_permitted": 403,
-             "timeout": 504, "preview_crashed": 502, "conflict": 409, "no_adapter": 404}
+             "timeout": 504, "preview_crashed": 502, "conflict": 409, "no_adapter": 404,
+             "not_resumable": 409, "compare": 422, "not_found": 404}
 
 
 class ApiError(Exception):

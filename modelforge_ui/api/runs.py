@@ -95,6 +95,10 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         raw = await request.body()
         try:
             cfg = await run_in_threadpool(_validated_config, raw, preset, settings)
+            if cfg.resume_from:  # what submitting would refuse: trainers/runs/resume.py
+                from trainers.runs.resume import check_plan
+
+                await run_in_threadpool(check_plan, manager.registry, cfg)
         except (ConfigError, PathRefused, NotPermittedError) as exc:
             return {"ok": False, "problems": exc.to_dict().get("problems", [])}
         # what Start would refuse, or the worker fail on: GPU-only settings, unreadable data
@@ -178,16 +182,22 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
         queued or running, 404 when it saved none."""
         run = get_run(run_id)
-        path = _zip_dir(adapter_dir(run))
+        adapter_dir(run)  # 409 while active, 404 without an adapter
+        from trainers.tools.model_card import hf_adapter_files  # the folder with its model card
+
+        path = _zip_files(hf_adapter_files(run["run_dir"], run["name"]))
         return FileResponse(path, media_type="application/zip",
                             filename=f"{run['id']}-adapter.zip",
                             background=BackgroundTask(os.unlink, path))
 
 
-def _zip_dir(directory: Path) -> str:
+def _zip_files(files: dict) -> str:
+    """A zip of {name: file path or text} (trainers.tools.model_card.hf_adapter_files)."""
     fd, path = tempfile.mkstemp(prefix="modelforge-adapter-", suffix=".zip")
     with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(directory.rglob("*")):
-            if file.is_file() and not file.is_symlink():
-                zf.write(file, file.relative_to(directory).as_posix())
+        for name, value in files.items():
+            if isinstance(value, Path):
+                zf.write(value, name)
+            else:
+                zf.writestr(name, value)
     return path

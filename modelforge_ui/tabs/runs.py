@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from modelforge_ui import views
+from modelforge_ui import experiments, views
 from modelforge_ui.tabs.context import Dashboard, make_zip, run_label
 from trainers.errors import ModelForgeError
 from trainers.runs.jobs import adapter_dir
@@ -26,6 +26,11 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         rename_button = gr.Button("Rename", scale=1, interactive=not app.read_only)
         delete_button = gr.Button("Delete run and files", variant="stop", scale=1,
                                   interactive=not app.read_only)
+    with gr.Row():  # modelforge_ui/experiments.py: resume and a run's links
+        resume_button = gr.Button("Resume from last checkpoint", scale=1,
+                                  elem_id="resume-run", interactive=not app.read_only)
+        resume_note = gr.Markdown(elem_id="resume-note")
+    links = gr.Markdown(elem_id="history-links")
     with gr.Row():
         download_button = gr.Button("Download adapter (zip)", elem_id="download-adapter")
         adapter_file = gr.File(label="Adapter", interactive=False, height=80)
@@ -80,6 +85,12 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     delete_button.click(delete, picked, [table, picked], api_name="delete_run")
     download_button.click(lambda run_id: adapter_zip(app, run_id), picked, adapter_file,
                           api_name="download_adapter")
+    picked.change(lambda run_id: (experiments.links_markdown(app, app.get_run(run_id)), ""),
+                  picked, [links, resume_note], api_name=False)
+    resume_button.click(lambda run_id: experiments.resume_from_dashboard(app, run_id), picked,
+                        resume_note, api_name="resume_run").then(
+        history, picked, [table, picked], api_name=False)
+    experiments.build_compare(app, tab, refresh_button)
 
 
 def adapter_zip(app: Dashboard, run_id: str | None) -> str:
@@ -87,7 +98,14 @@ def adapter_zip(app: Dashboard, run_id: str | None) -> str:
     if run is None:
         raise gr.Error("Pick a run first.")
     try:
-        adapter = adapter_dir(run)
+        adapter_dir(run)  # a clear message while active or without an adapter
     except ModelForgeError as exc:
         raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
-    return str(make_zip(f"adapter-{run_label(run_id)}", {"adapter": adapter}))
+    from trainers.tools.model_card import hf_adapter_files  # with its model card (README.md)
+
+    try:
+        files = hf_adapter_files(run["run_dir"], run["name"])
+    except ModelForgeError as exc:
+        raise gr.Error(f"{exc.message} Fix: {exc.hint}") from None
+    return str(make_zip(f"adapter-{run_label(run_id)}",
+                        {f"adapter/{name}": value for name, value in files.items()}))

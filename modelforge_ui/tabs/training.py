@@ -79,7 +79,8 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px);
             # no value until a run has two points (see plot_value)
             axes = dict(x_axis_format="d", x_title="step", height=220)
-            loss_plot = gr.LinePlot(None, x="step", y="loss", title="Loss",
+            loss_plot = gr.LinePlot(None, x="step", y="loss", color="split",
+                                    title="Loss (train, and eval with eval_split > 0)",
                                     y_title="loss", elem_id="loss-plot", **axes)
             speed_plot = gr.LinePlot(None, x="step", y="tokens/s",
                                      title="Tokens per second", y_title="tokens/s",
@@ -188,20 +189,21 @@ def refresh(app: Dashboard, run_id: str | None) -> tuple:
     run = app.get_run(run_id)
     if run is None:
         return views.progress_markdown(None), None, None, None, ""
-    frames = views.metric_frames(app.manager.events(run_id))
+    events = app.manager.events(run_id)
+    frames = views.metric_frames(events)
     total = views.number((run.get("progress") or {}).get("total_steps"))
-    return (views.progress_markdown(run), plot_value(frames["loss"], total),
+    return (views.progress_markdown(run), plot_value(views.loss_curves(events), total),
             plot_value(frames["tokens_per_s"], total),
             plot_value(frames["gpu_mem_allocated_gib"], total),
             clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH))
 
 
-def plot_value(frame: pd.DataFrame, total_steps) -> dict | None:
+def plot_value(frame: pd.DataFrame | None, total_steps) -> dict | None:
     """A live plot's update. Nothing until two points: a plot lays out its axes when first
     drawn and later only swaps the data, so one drawn empty or from a single point (a
     degenerate range, labels like 7.6015) clipped its labels and lost its axis titles at 1400
     px. The x range is the whole run (at least 10 steps), so the ticks are whole steps."""
-    if len(frame) < 2:
+    if frame is None or len(frame) < 2:
         return None
     last = int(frame["step"].max())
     return gr.update(value=frame, x_lim=[0, max(int(total_steps or 0), last, 10)])

@@ -289,6 +289,7 @@ class RunManager:
         latest, count = self._cursor(run).summary()
         run["progress"] = latest.get("progress")
         run["started_event"] = latest.get("started")
+        run["eval"] = latest.get("eval")
         run["events_count"] = count
         run["queue_position"] = self.queue_position(run_id)
         return run

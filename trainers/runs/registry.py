@@ -106,8 +106,15 @@ class RunRegistry:
         config = config_dict if config_dict is not None else cfg.model_dump(mode="json")
         output_dir = check_output_dir(cfg.output_dir, self.runs_dir, cfg.model_name) \
             if cfg is not None and cfg.output_dir else None
+        resuming = None
+        if cfg is not None and cfg.resume_from:  # trainers/runs/resume.py: refused before a folder
+            from trainers.runs import resume
+
+            resuming = resume.plan(self, config)
         run_id, run_dir = self._make_run_dir(cfg if cfg is not None else config)
         try:
+            if resuming is not None:
+                resume.write_resume_file(run_dir, resuming)
             self._insert(run_id, run_dir, config, kind, source, output_dir,
                          (cfg.name if cfg is not None else "") or _default_name(config, kind))
             return self.get(run_id)

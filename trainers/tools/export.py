@@ -59,14 +59,14 @@ def hub_token() -> str:
         raise ExportError("Cannot push to the Hub: HF_HUB_OFFLINE is set, so this server "
                           "works offline.",
                           "Copy the merged directory to a machine with a network and run "
-                          "`huggingface-cli upload REPO DIR` there, or unset HF_HUB_OFFLINE.")
+                          "`hf upload REPO DIR` there, or unset HF_HUB_OFFLINE.")
     from huggingface_hub import get_token
 
     token = get_token()
     if not token:
         raise ExportError("Cannot push to the Hub: no Hugging Face token.",
                           "Set HF_TOKEN in the server's environment (a token with write "
-                          "access) or run `huggingface-cli login`, then export again.")
+                          "access) or run `hf auth login`, then export again.")
     return token
 
 

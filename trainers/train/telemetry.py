@@ -32,6 +32,16 @@ def gpu_memory() -> dict:
             "gpu_mem_reserved_gib": round(torch.cuda.memory_reserved() / 2**30, 3)}
 
 
+def process_rss_gib() -> float | None:
+    """The worker's resident memory: the memory curve of a run without a GPU."""
+    try:
+        import psutil
+
+        return round(psutil.Process().memory_info().rss / 2**30, 3)
+    except Exception:  # noqa: BLE001 - a missing figure, never a failed step
+        return None
+
+
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -48,6 +58,8 @@ class TelemetryCallback(TrainerCallback):
         self.train_start = self.step_start = time.perf_counter()
         self.step_times: list[float] = []
         self._last_log = (0.0, 0)  # (time, tokens) at the previous progress event
+        self.start_step = self.start_tokens = 0  # > 0 when resumed from a checkpoint
+        self.last_eval_step: int | None = None
 
     def _timed(fn):  # decorator: add the callback's own time to overhead_s
         def wrapper(self, *args, **kwargs):
@@ -62,6 +74,8 @@ class TelemetryCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.train_start = time.perf_counter()
         self._last_log = (self.train_start, state.num_input_tokens_seen or 0)
+        # a resumed trainer has loaded the checkpoint's state by now
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen or 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_start = time.perf_counter()
@@ -72,6 +86,7 @@ class TelemetryCallback(TrainerCallback):
         if self._should_stop(state.global_step):
             self.stopped = True
             control.should_training_stop = True
+            control.should_save = True  # a checkpoint at the stop step: the run can resume
 
     def _should_stop(self, step: int) -> bool:
         """Every rank of a multi-process run must stop at the same step, or the others would
@@ -79,9 +94,10 @@ class TelemetryCallback(TrainerCallback):
         ranks move in lockstep (each step all-reduces gradients), so every rank reads that file
         before it reaches the step, and no collective call is added to any step."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return stop_requested(self.run_dir)
         stop_at = self.run_dir / STOP_AT_FILE
+        if world_size == 1:  # STOP_AT_STEP also stops a single process at a set step
+            return stop_requested(self.run_dir) or (
+                stop_at.exists() and step >= int(stop_at.read_text() or step))
         if int(os.environ.get("RANK", "0")) == 0 and stop_requested(self.run_dir) \
                 and not stop_at.exists():
             tmp = stop_at.with_suffix(".tmp")
@@ -94,8 +110,12 @@ class TelemetryCallback(TrainerCallback):
         logs = logs or {}
         now = time.perf_counter()
         if any(k.startswith("eval_") for k in logs):
-            self.events.emit("eval", stage=self.stage, step=state.global_step,
-                             **{k: _clean(v) for k, v in logs.items()})
+            metrics = {k: _clean(v) for k, v in logs.items()}
+            loss = metrics.get("eval_loss")
+            if self.stage is None and isinstance(loss, (int, float)):  # a language-model loss
+                metrics["eval_perplexity"] = _clean(round(math.exp(min(loss, 700.0)), 4))
+            self.events.emit("eval", stage=self.stage, step=state.global_step, **metrics)
+            self.last_eval_step = state.global_step
             return
         if "train_loss" in logs:
             return  # the trainer's end-of-run summary: the finished event carries it
@@ -112,9 +132,10 @@ class TelemetryCallback(TrainerCallback):
             tokens_per_s=round((tokens - last_tokens) / max(now - last_time, 1e-9), 1),
             step_time_s=round(self.step_times[-1], 4) if self.step_times else None,
             elapsed_s=round(elapsed, 2),
-            eta_s=round(elapsed / step * (total - step), 1) if step and total else None,
+            eta_s=round(elapsed / (step - self.start_step) * (total - step), 1)
+            if step > self.start_step and total else None,  # a resumed run's own pace
             metrics={k: _clean(v) for k, v in logs.items() if k not in _CORE_KEYS},
-            **gpu_memory())
+            process_rss_gib=process_rss_gib(), **gpu_memory())
         self._last_log = (now, tokens)
 
     @_timed

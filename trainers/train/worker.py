@@ -46,6 +46,7 @@ class RunContext:
         self.eval_rows: list[dict] = []
         self.token_stats: dict = {}
         self.telemetry = None
+        self.resume: dict | None = None  # trainers/runs/resume.py: what this run continues
         self.started_at = time.time()
 
     @property
@@ -62,6 +63,10 @@ class RunContext:
     def prepare(self) -> None:
         """Data, then the one preparation (trainers/train/prepare.py), then the started event."""
         cfg = self.cfg
+        if cfg.resume_from:  # before the model loads: a missing checkpoint fails at once
+            from trainers.runs.resume import read_resume_file
+
+            self.resume = read_resume_file(self.run_dir)
         self.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping,
                                        cfg.strategy)
         from trainers.train.prepare import prepare
@@ -73,6 +78,24 @@ class RunContext:
 
         self.telemetry = TelemetryCallback(self.events, self.run_dir)
         self._emit_started(ready.fixes)
+        self._announce_tracking_and_resume()
+
+    def _announce_tracking_and_resume(self) -> None:
+        """Set the tracker up (trainers/tracking.py) and say in the events what was decided,
+        and which checkpoint this run continues."""
+        from trainers.tracking import setup_tracking
+
+        tracking = setup_tracking(self.cfg.report_to, self.run_dir, self.cfg.name or
+                                  self.run_dir.name)
+        if tracking:
+            self.events.emit("stage", name="tracking", tracker=tracking["tracker"],
+                             mode=tracking["mode"], path=tracking["logs"],
+                             message=tracking["message"])
+        if self.resume:
+            self.events.emit("stage", name="resume", from_run=self.resume["from_run"],
+                             path=self.resume["checkpoint"], step=self.resume["step"],
+                             message=f"continuing run {self.resume['from_run']} from its "
+                                     f"checkpoint at step {self.resume['step']}")
 
     def _prepare_rows(self, provider, tokenizer) -> int:
         """Tokenize once (SFT), split, check one batch fits; return max_seq_length (-1 inferred)."""
@@ -129,7 +152,9 @@ class RunContext:
     # -- called by strategies ----------------------------------------------------------------
     def train_and_save(self, trainer, save_to: Path | None = None, stage: str | None = None) -> dict:
         """Train, then save the adapter and tokenizer; return the final metrics."""
-        output = trainer.train()
+        output = trainer.train(
+            resume_from_checkpoint=self.resume["checkpoint"] if self.resume else None)
+        self._final_eval(trainer)
         save_to = save_to or self.adapter_dir
         # save_model writes on the main process only (and gathers FSDP shards first)
         trainer.save_model(str(save_to))
@@ -139,26 +164,53 @@ class RunContext:
                          step=trainer.state.global_step)
         return self.final_metrics(trainer, output.metrics)
 
+    def _final_eval(self, trainer) -> None:
+        """With held-out data, evaluate once more at the last step (unless that step was just
+        evaluated, or the run was stopped): every such run ends with an eval event."""
+        stopped = bool(self.telemetry and self.telemetry.stopped)
+        last = self.telemetry.last_eval_step if self.telemetry else None
+        if trainer.eval_dataset is not None and not stopped and last != trainer.state.global_step:
+            trainer.evaluate()
+
     def final_metrics(self, trainer, metrics: dict) -> dict:
         import torch
 
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        history = trainer.state.log_history
+        losses = [h["loss"] for h in history if "loss" in h]
+        evals = [(h["eval_loss"], h.get("step")) for h in history
+                 if isinstance(h.get("eval_loss"), (int, float))]
+        best = min(evals, key=lambda e: e[0]) if evals else (None, None)
+        start_tokens = self.telemetry.start_tokens if self.telemetry else 0
         peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) \
             if torch.cuda.is_available() else None
         peaks = _gather_from_ranks(peak)
         return {"steps": trainer.state.global_step, "total_steps": trainer.state.max_steps,
-                "train_loss": metrics.get("train_loss"),
+                "train_loss": _own_mean_loss(metrics.get("train_loss"), trainer.state.global_step,
+                                             self.telemetry.start_step if self.telemetry else 0),
                 "first_loss": losses[0] if losses else None,
                 "final_loss": losses[-1] if losses else None,
                 "train_runtime_s": metrics.get("train_runtime"),
                 "tokens_seen": trainer.state.num_input_tokens_seen,
-                "tokens_per_s": round(trainer.state.num_input_tokens_seen /
+                # a resumed run counts the tokens it trained on itself
+                "tokens_per_s": round((trainer.state.num_input_tokens_seen - start_tokens) /
                                       max(metrics.get("train_runtime") or 1e-9, 1e-9), 1),
+                "final_eval_loss": evals[-1][0] if evals else None,
+                "best_eval_loss": best[0], "best_eval_step": best[1],
+                "resumed_from": self.resume["from_run"] if self.resume else None,
+                "resumed_at_step": self.resume["step"] if self.resume else None,
                 "peak_gpu_mem_allocated_gib": peak,
                 "peak_gpu_mem_allocated_gib_per_rank": peaks,
                 "world_size": len(peaks),
                 "stopped_early": bool(self.telemetry and self.telemetry.stopped),
                 **(self.telemetry.summary() if self.telemetry else {})}
+
+
+def _own_mean_loss(train_loss, steps: int, start_step: int):
+    """The mean loss of the steps this run trained. transformers divides a resumed run's loss
+    sum (its own steps only) by every step since the start of the training; undo that."""
+    if not isinstance(train_loss, (int, float)) or not start_step or steps <= start_step:
+        return train_loss
+    return train_loss * steps / (steps - start_step)
 
 
 class _SilentEvents:

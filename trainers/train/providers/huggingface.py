@@ -37,6 +37,9 @@ class HuggingFaceProvider(Provider):
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=resolve_target_modules(cfg, model), bias="none",
                           task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM")
+        from transformers import set_seed
+
+        set_seed(cfg.seed)  # the adapter's random init follows the run's seed (unsloth's too)
         model = get_peft_model(model, lora)
         trainable, total = model.get_nb_trainable_parameters()
         self.info.update({

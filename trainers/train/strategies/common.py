@@ -32,13 +32,18 @@ def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> d
         save_strategy="steps" if save else "no",
         save_steps=cfg.save_steps if save else 500,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=max(cfg.logging_steps * 10, 10) if has_eval else None,
-        report_to="none",
+        eval_steps=eval_interval(cfg) if has_eval else None,
+        report_to=cfg.report_to,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         **distributed_args(cfg),
     )
+
+
+def eval_interval(cfg: TrainConfig) -> int:
+    """Steps between evaluations: eval_steps, or 10 x logging_steps (at least 10) when 0."""
+    return cfg.eval_steps or max(cfg.logging_steps * 10, 10)
 
 
 def distributed_args(cfg: TrainConfig) -> dict:
