@@ -88,6 +88,10 @@ class TrainConfig(BaseModel):
         "10 x logging_steps, at least every 10 steps.")
     packing: bool = _field(
         False, "data", "Pack several short examples into each max_seq_length sequence.")
+    padding_free: bool = _field(
+        False, "data", "SFT: concatenate each batch's rows without padding tokens; attention "
+                       "keeps the rows apart by their position ids, so the loss is the padded "
+                       "run's. Faster when rows differ in length.")
 
     # --- LoRA ---------------------------------------------------------------------------
     lora_r: int = _field(16, "lora", "LoRA rank (>= 1). Higher = more trainable parameters.")
@@ -237,6 +241,10 @@ _RANGE_RULES = [
     ("warmup_ratio", lambda c: 0 <= c.warmup_ratio <= 1, "must be between 0 and 1"),
     ("weight_decay", lambda c: c.weight_decay >= 0, "must be at least 0"),
     ("max_grad_norm", lambda c: c.max_grad_norm > 0, "must be greater than 0"),
+    ("padding_free", lambda c: not c.padding_free or c.strategy in ("sft", "qlora"),
+     "applies to sft and qlora: set it to false for dpo and rlhf"),
+    ("padding_free", lambda c: not (c.padding_free and c.packing),
+     "packing already concatenates rows without padding: turn one of them off"),
     ("logging_steps", lambda c: c.logging_steps >= 1, "must be at least 1"),
     ("save_steps", lambda c: c.save_steps >= 0, "must be 0 (final adapter only) or a step count"),
     ("eval_steps", lambda c: c.eval_steps >= 0,
@@ -373,9 +381,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_seq_length": 1024, "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "use_4bit": True,
     },
-    "speed": {
+    "speed": {  # check the batch against Validate's GPU memory estimate
         "max_seq_length": 2048, "per_device_train_batch_size": 16,
         "gradient_accumulation_steps": 1, "bf16": True, "optim": "adamw_8bit",
+        "padding_free": True, "gradient_checkpointing": False,
     },
 }
 

@@ -205,6 +205,8 @@ class UnslothProvider(Provider):
                          "Unsloth's chunked cross-entropy); its GPU kernels are not used.")
             if cfg.packing:
                 notes.append("Unsloth's CPU backend turns packing off.")
+            if cfg.padding_free:
+                notes.append("Unsloth's CPU backend turns padding_free off: batches are padded.")
             if cfg.optim != "adamw_torch_fused":
                 notes.append(f"Unsloth's CPU backend replaces optim {cfg.optim} with "
                              "adamw_torch_fused.")

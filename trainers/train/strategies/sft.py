@@ -18,7 +18,9 @@ def run(ctx) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(**common_training_args(cfg, str(ctx.checkpoint_dir), bool(ctx.eval_rows)),
-                     max_length=ctx.max_seq_length, packing=cfg.packing,
+                     # padding-free rows are not cut again: trainers.data truncated them
+                     max_length=None if cfg.padding_free else ctx.max_seq_length,
+                     packing=cfg.packing, padding_free=cfg.padding_free,
                      completion_only_loss=cfg.completion_only_loss, dataset_num_proc=None)
     trainer = SFTTrainer(model=ctx.model, args=args, processing_class=ctx.tokenizer,
                          train_dataset=Dataset.from_list(ctx.train_rows),
