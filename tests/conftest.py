@@ -23,6 +23,27 @@ def demo_model(tmp_path_factory) -> Path:
     return build_demo_model(tmp_path_factory.mktemp("demo-model"))
 
 
+@pytest.fixture(scope="module")
+def server(demo_model, tmp_path_factory, request):
+    """A real `modelforge run` (API only) for the test module asking, with the demo model and the
+    bundled data under its allowed roots. Modules that need other flags define their own."""
+    from live_server import LiveServer
+    from trainers.tools.demo import SAMPLE_DIR
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    srv = LiveServer(tmp_path_factory.mktemp(name) / "data", "--allowed-root", str(demo_model),
+                     "--allowed-root", str(SAMPLE_DIR)).start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def client(server):
+    """An httpx client of the module's `server`."""
+    with server.client() as c:
+        yield c
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     return tmp_path / "modelforge-data"

@@ -13,26 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from live_server import LiveServer, wait_status
+from live_server import wait_status
 from trainers.config import check_config
 from trainers.errors import ConfigError
-from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_SFT
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(demo_model, tmp_path_factory):
-    srv = LiveServer(tmp_path_factory.mktemp("api") / "data",
-                     "--allowed-root", str(demo_model), "--allowed-root", str(SAMPLE_DIR)).start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def client(server):
-    with server.client() as c:
-        yield c
 
 
 def test_health_docs_and_openapi(client):

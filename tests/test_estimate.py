@@ -9,8 +9,7 @@ import pytest
 
 from trainers.config import build_config
 from trainers.estimate import estimate, estimate_shape, model_config, shape_of
-from tests.conftest import SAMPLE_SFT
-from tests.live_server import LiveServer
+from trainers.tools.demo import SAMPLE_SFT
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"provider": "huggingface", "strategy": "sft", "four_bit": False, "batch": 8,
@@ -91,14 +90,6 @@ def test_what_cannot_be_estimated_says_why(tmp_path):
     assert "whole number" in estimate(_config(model_name=str(tmp_path)))["reason"]
     unfixed = estimate(_config(max_seq_length=-1, provider="huggingface"))
     assert not unfixed["available"] and "max_seq_length" in unfixed["reason"]
-
-
-@pytest.fixture(scope="module")
-def server(demo_model, tmp_path_factory):
-    srv = LiveServer(tmp_path_factory.mktemp("estimate") / "data", "--allowed-root",
-                     str(demo_model), "--allowed-root", str(SAMPLE_SFT.parent)).start()
-    yield srv
-    srv.close()
 
 
 @pytest.mark.slow

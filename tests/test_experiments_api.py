@@ -11,27 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from live_server import LiveServer, slow_config, start_run, wait_event, wait_status
-from trainers.tools.demo import SAMPLE_DIR
+from live_server import slow_config, start_run, wait_event, wait_status
 
 pytestmark = pytest.mark.slow
 MODELFORGE = str(Path(sys.executable).parent / "modelforge")
 STEPS = 12
 LOADED_S = 900  # a machine shared with other jobs can be five times slower than idle
-
-
-@pytest.fixture(scope="module")
-def server(demo_model, tmp_path_factory):
-    srv = LiveServer(tmp_path_factory.mktemp("experiments") / "data",
-                     "--allowed-root", str(demo_model), "--allowed-root", str(SAMPLE_DIR)).start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def client(server):
-    with server.client() as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -27,20 +27,6 @@ from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(demo_model, tmp_path_factory):
-    srv = LiveServer(tmp_path_factory.mktemp("faults") / "data", "--allowed-root",
-                     str(demo_model), "--allowed-root", str(SAMPLE_DIR)).start()
-    yield srv
-    srv.close()
-
-
-@pytest.fixture
-def client(server):
-    with server.client() as c:
-        yield c
-
-
 def bad_data_file(folder: Path, name: str = "broken.jsonl") -> Path:
     """A data set that passes submit checks (it exists) but fails at once in the worker."""
     path = folder / name

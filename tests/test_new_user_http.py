@@ -29,12 +29,6 @@ def server(demo_model, tmp_path_factory):
     srv.close()
 
 
-@pytest.fixture
-def client(server):
-    with server.client() as c:
-        yield c
-
-
 def test_config_check_reports_unknown_keys_and_rule_violations_at_once(client):
     body = {"provider": "unsloth", "max_seq_length": -1, "lora_r": 0, "lora_rank": 8,
             "colour": "blue", "model_name": "m", "dataset": "d.jsonl"}

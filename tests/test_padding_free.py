@@ -12,7 +12,7 @@ from trainers.config import build_config
 from trainers.events import read_events
 from trainers.runs.process import launch
 from trainers.runs.registry import RunRegistry
-from tests.conftest import SAMPLE_SFT
+from trainers.tools.demo import SAMPLE_SFT
 
 
 def train(data_dir: Path, config: dict) -> list[dict]:
