@@ -168,8 +168,11 @@ def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(tiny_config(max_steps=2000)))
     env = {**os.environ, "MODELFORGE_HOME": str(tmp_path)}
+    # Ctrl-C as in a terminal: a test runner started in the background (`cmd &`) ignores
+    # SIGINT, and a child would inherit that and never see the signal
     proc = subprocess.Popen([MODELFORGE, "train", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline:
         runs = RunRegistry(tmp_path).list()
