@@ -185,3 +185,28 @@ def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
     assert f"loss tokens: {100 * facts['loss_token_share']:.1f}% of the tokens" in md
     stats = summary["data"]["token_stats"]
     assert f"min / median / max {stats['min']} / {stats['median']} / {stats['max']}" in md
+
+
+def test_both_sides_run_with_the_same_attention_and_warm_libraries(plain_run):
+    """cuDNN's SDPA is off in the engine's variants and in the plain script alike (the spec's
+    cudnn_attention), and the CUDA libraries were read into the page cache before any variant."""
+    _, summary = plain_run
+    for run in summary["runs"] + summary["plain_runs"]:
+        assert run["effective"]["cudnn_sdp_enabled"] is False, run["name"]
+    cache = summary["page_cache"]
+    assert cache["warmed"] is True and cache["files"] > 0
+    assert cache["bytes_read"] > 0 and cache["resident_share_after"] == 1.0
+    checks = {c["check"]: c for c in summary["matching"]["lora16"]["checks"]}
+    assert checks["cuDNN SDPA attention"]["ok"]
+
+
+def test_page_cache_reads_and_drops_the_cuda_libraries(tmp_path):
+    from trainers.benchmark import page_cache
+
+    files = page_cache.library_files()
+    assert any(f.name.startswith("libtorch") for f in files)  # torch's own libraries are found
+    small = [f for f in files if f.stat().st_size < 2**22][:5]
+    warmed = page_cache.warm(small)
+    assert warmed["bytes_read"] == sum(f.stat().st_size for f in small)
+    assert warmed["resident_share_after"] == 1.0
+    assert 0 <= page_cache.evict(small)["resident_share"] <= 1

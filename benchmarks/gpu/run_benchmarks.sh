@@ -68,8 +68,13 @@ EOF
 cat "$run_dir/config.json"
 
 echo "== engine: $shape $modes =="
+# the runner rewrites its results after every variant: copy them out as they come, so a call
+# cut short still returns what was measured
+( while sleep 15; do cp "$run_dir"/results.* "$out/" 2>/dev/null; done ) &
+copier=$!
 timeout -k 60 "${RUNNER_LIMIT_S:-480}" python3 -m trainers.benchmark.runner "$run_dir"
 echo "runner exit code $? after $(( $(date +%s) - start )) s"
+kill "$copier" 2>/dev/null
 
 if [ "$plain" = "plain" ] && [ -f "$run_dir/results.json" ]; then
   for provider in ${PLAIN_PROVIDERS:-huggingface}; do

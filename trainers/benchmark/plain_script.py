@@ -216,6 +216,7 @@ def trainer_settings(trainer) -> dict:
             "max_length": getattr(args, "max_length", None), "bf16": bool(args.bf16),
             "fp16": bool(args.fp16), "use_cpu": bool(args.use_cpu),
             "use_liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
+            "cudnn_sdp_enabled": bool(__import__("torch").backends.cuda.cudnn_sdp_enabled()),
             "weight_decay": args.weight_decay, "warmup_steps": args.warmup_steps,
             "seed": args.seed}
 
@@ -233,6 +234,8 @@ def main(argv: list) -> int:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    # cuDNN's SDPA attention on or off, as the benchmark's spec says (its cudnn_attention field)
+    torch.backends.cuda.enable_cudnn_sdp(settings["cudnn_attention"])
     rows = json.loads(Path(settings["rows_file"]).read_text())["rows"]
     tokenizer = load_tokenizer(settings["tokenizer_dir"])
     set_seed(settings["sft_config"]["seed"])

@@ -111,6 +111,7 @@ def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
         setting_check(ok, "padding treatment (padding-free)",
                       lambda r: r["effective"]["padding_free"], required=not unmatched),
         setting_check(ok, "optimizer", lambda r: r["effective"]["optim"]),
+        setting_check(ok, "cuDNN SDPA attention", lambda r: r["effective"].get("cudnn_sdp_enabled")),
         setting_check(ok, "trainable parameters",
                       lambda r: r["provider_info"].get("trainable_parameters")),
         setting_check(ok, "batch, learning rate, order",
@@ -342,6 +343,7 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
                         "torch_cuda": first_ok["torch_cuda"] if first_ok else None},
         "command": command, "table": rows, "matching": match,
         "best_settings": prepared.get("best_settings") or {},
+        "page_cache": prepared.get("page_cache"),
         "representative": fair, "representative_reason": why,
         "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
         "engine_vs_plain_ratio_median": _ratios(rows, "engine_vs_plain_ratio_median"),
@@ -442,6 +444,19 @@ def data_lines(summary: dict) -> list[str]:
     return lines
 
 
+def page_cache_lines(summary: dict) -> list[str]:
+    cache = summary.get("page_cache")
+    if not cache:
+        return []
+    if not cache["warmed"]:
+        return [f"- CUDA libraries not warmed (warm_libraries off): "
+                f"{100 * (cache['resident_share'] or 0):.0f}% of {cache['bytes'] / 2**30:.1f} GiB "
+                "in the page cache before the first variant"]
+    return [f"- CUDA libraries read into the page cache before the first variant: "
+            f"{cache['bytes_read'] / 2**30:.1f} GiB in {cache['seconds']} s, "
+            f"{100 * (cache['resident_share_before'] or 0):.0f}% resident before"]
+
+
 def best_lines(summary: dict) -> list[str]:
     """For padding "best": what each provider ran with, and why."""
     best = summary.get("best_settings") or {}
@@ -491,7 +506,7 @@ def markdown(summary: dict) -> str:
                          "max allocated GiB", "max reserved GiB", "NVML used GiB",
                          "first-step loss"], [run_cells(r) for r in summary["runs"]]
                         + [run_cells(r) for r in plain]), "",
-              "## Data", "", *data_lines(summary), "",
+              "## Data", "", *data_lines(summary), *page_cache_lines(summary), "",
               "## Trust checks", "", *check_lines(summary.get("checks", [])), "",
               *best_lines(summary),
               "## Matching", ""]
@@ -583,7 +598,8 @@ def rebuild(results_json: str | Path) -> dict:
     spec = BenchmarkSpec(**old["spec"])
     environment = {k: v for k, v in old["environment"].items() if k not in ("device", "torch_cuda")}
     prepared = {**old["data"], "synthetic": old.get("synthetic_weights"),
-                "model_dir": old.get("model_dir"), "best_settings": old.get("best_settings")}
+                "model_dir": old.get("model_dir"), "best_settings": old.get("best_settings"),
+                "page_cache": old.get("page_cache")}
     summary = build(spec, prepared, environment, old["runs"], old["command"],
                     old["planned_runs"], old.get("plain_runs") or [])
     summary["generated_at"] = old["generated_at"]

@@ -141,6 +141,17 @@ def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
     return prepared
 
 
+def warm_libraries(spec: BenchmarkSpec, events: EventWriter) -> dict:
+    """The CUDA libraries read once before any variant (trainers/benchmark/page_cache.py)."""
+    from trainers.benchmark import page_cache
+
+    if not spec.warm_libraries:
+        return {"warmed": False, **page_cache.resident(page_cache.library_files())}
+    events.emit("stage", name="page_cache", message="reading the CUDA libraries into the page "
+                                                    "cache, so every variant starts warm")
+    return {"warmed": True, **page_cache.warm(page_cache.library_files())}
+
+
 # --- running one variant -------------------------------------------------------------------
 
 def variant_command(run_dir: Path, provider: str, mode: str, repeat: int) -> list[str]:
@@ -261,6 +272,7 @@ def plain_settings(spec: BenchmarkSpec, prepared: dict, run_dir: Path, mode: str
         "tokenizer_dir": prepared["tokenizer_dir"], "rows_file": str(run_dir / PREPARED_FILE),
         "precision": spec.precision, "load_in_4bit": mode == "qlora4",
         "max_seq_length": spec.max_seq_length, "warmup_steps": spec.warmup_steps,
+        "cudnn_attention": spec.cudnn_attention,
         "gradient_checkpointing": spec.gradient_checkpointing,
         "lora": {"r": spec.lora_r, "alpha": spec.lora_alpha, "dropout": 0.0,
                  "target_modules": spec.target_modules},
@@ -338,6 +350,7 @@ def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) 
                 command=_runner_command(run_dir))
     prepared = prepare(spec, run_dir, events)
     meta = {k: v for k, v in prepared.items() if k != "rows"}
+    meta["page_cache"] = warm_libraries(spec, events)
     results: list[dict] = []
     plain: list[dict] = []
 

@@ -96,6 +96,16 @@ class BenchmarkSpec(BaseModel):
         None, "The GPU's dense peak for the precision, in TFLOP/s, for MFU; empty = from the "
               "built-in table by GPU name.")
     variant_timeout_s: int = _field(1800, "A variant running longer is stopped and failed.")
+    cudnn_attention: bool = _field(
+        False, "Let PyTorch's SDPA use cuDNN's attention kernels. Off by default, for every "
+               "variant and the plain script (torch.backends.cuda.enable_cudnn_sdp(False)): on "
+               "an H200 with torch 2.11 SDPA picks cuDNN for padded batches, which spends ~2 s "
+               "of host time building kernels at some new batch shapes, in any process, and "
+               "ran 20% slower than the kernel SDPA picks without it (docs/benchmarking.md).")
+    warm_libraries: bool = _field(
+        True, "Read the CUDA libraries' files into the OS page cache before the first variant, "
+              "so no variant waits for the disk when it first launches a kernel (on a fresh "
+              "machine that would be the baseline's first run). Recorded in the results.")
     check_plain: bool = _field(
         False, "After the engine's runs, run a plain script of the bare libraries (written to "
                "RUN_DIR/plain/) per provider and mode on the same rows, and report engine/plain "

@@ -118,7 +118,46 @@ def device_memory_used() -> tuple[int | None, str | None]:
         return None, f"NVML not available: {type(exc).__name__}: {exc}"
 
 
-def make_step_timer(events: EventWriter, name: str, total_steps: int):
+PROFILE_STEPS_ENV = "MODELFORGE_PROFILE_STEPS"  # e.g. "2,4": torch profiler tables of those steps
+
+
+class _StepProfiler:
+    """torch.profiler around chosen steps (MODELFORGE_PROFILE_STEPS), written as tables of the
+    ops by host time and by device time to OUT/profile-stepN.txt: where a slow step went."""
+
+    def __init__(self, out_dir: Path):
+        wanted = os.environ.get(PROFILE_STEPS_ENV, "")
+        self.steps = {int(x) for x in wanted.split(",") if x.strip().isdigit()}
+        self.out_dir = out_dir
+        self.active = None
+
+    def begin(self, step: int):
+        if step not in self.steps:
+            return
+        import torch
+
+        kinds = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            kinds.append(torch.profiler.ProfilerActivity.CUDA)
+        self.active = torch.profiler.profile(activities=kinds)
+        self.active.__enter__()
+
+    def end(self, step: int):
+        if self.active is None:
+            return
+        self.active.__exit__(None, None, None)
+        table = self.active.key_averages()
+        device_key = "self_cuda_time_total" if "CUDA" in str(self.active.activities) else \
+            "self_cpu_time_total"
+        text = (f"step {step}: ops by host (self CPU) time\n"
+                + table.table(sort_by="self_cpu_time_total", row_limit=40)
+                + f"\nstep {step}: ops by device time\n"
+                + table.table(sort_by=device_key, row_limit=25))
+        (self.out_dir / f"profile-step{step}.txt").write_text(text)
+        self.active = None
+
+
+def make_step_timer(events: EventWriter, name: str, total_steps: int, out_dir: Path):
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -134,6 +173,7 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int):
             self.losses: dict[int, float] = {}
             self.nvml_peak: int | None = None
             self.nvml_reason: str | None = None
+            self.profiler = _StepProfiler(out_dir)
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.marks = [self.clock.now()]
@@ -141,11 +181,13 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int):
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.costs.step_began()
+            self.profiler.begin(state.global_step + 1)
 
         def on_step_end(self, args, state, control, **kwargs):
             self.costs.host_done()
             self.marks.append(self.clock.now())
             self.costs.step_ended(self.marks[-1])
+            self.profiler.end(state.global_step)
             self.tokens_seen.append(int(state.num_input_tokens_seen or 0))
             if state.global_step % 10 == 0:  # NVML is slow-ish: every 10th step, and at the end
                 self.sample_nvml()
@@ -189,7 +231,14 @@ def effective_settings(trainer) -> dict:
         "max_length": getattr(args, "max_length", None),
         "bf16": bool(args.bf16), "fp16": bool(args.fp16), "use_cpu": bool(args.use_cpu),
         "use_liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
+        "cudnn_sdp_enabled": _cudnn_sdp_enabled(),
     }
+
+
+def _cudnn_sdp_enabled() -> bool:
+    import torch
+
+    return bool(torch.backends.cuda.cudnn_sdp_enabled())
 
 
 def first_batch_facts(trainer, rows: list[dict], batch_size: int) -> dict:
@@ -281,10 +330,13 @@ def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: lis
 
 def measure(run_dir: Path, spec: BenchmarkSpec, prepared: dict, cfg: TrainConfig, mode: str,
             repeat: int, events: EventWriter, best: dict | None = None) -> dict:
+    import torch
+
     name = variant_name(cfg.provider, mode, repeat)
+    torch.backends.cuda.enable_cudnn_sdp(spec.cudnn_attention)  # spec.cudnn_attention says why
     loaded = load(cfg, prepared)
     rows = prepared["rows"]
-    timer = make_step_timer(events, name, spec.total_steps)
+    timer = make_step_timer(events, name, spec.total_steps, run_dir / VARIANTS_DIR / name)
     output_dir = run_dir / VARIANTS_DIR / name / "trainer"
     trainer = build_trainer(spec, cfg, loaded, rows, timer, output_dir, best)
     effective = effective_settings(trainer)
