@@ -96,7 +96,8 @@ def progress_markdown(run: dict | None) -> str:
                      f"{fmt_duration(progress.get('elapsed_s'))} · ETA {eta}"
                      f" · loss {fmt_number(progress.get('loss'), 4)}"
                      f" · {fmt_number(progress.get('tokens_per_s'))} tokens/s "
-                     f"({_interval(run)})")
+                     f"({_interval(run)})"
+                     + (mfu_text(progress.get("mfu"), started) or mfu_missing(started)))
     elif run["status"] == "running":
         lines.append("loading the model and data...")
     if eval_line(run):
@@ -104,7 +105,8 @@ def progress_markdown(run: dict | None) -> str:
     lines += [f"**Warning:** {w}" for w in run_warnings(run)]
     if run["status"] == "succeeded":
         lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
-                     f"{fmt_number(summary.get('tokens_per_s'))} tokens/s (whole run) · "
+                     f"{fmt_number(summary.get('tokens_per_s'))} tokens/s (whole run)"
+                     f"{mfu_text(summary.get('mfu'), started)} · "
                      f"adapter in `{adapter_path(run)}`")
     elif run["status"] == "stopped" and summary.get("adapter_dir"):
         lines.append(stopped_line(run))
@@ -115,6 +117,21 @@ def progress_markdown(run: dict | None) -> str:
         for remedy in summary.get("remedies") or []:
             lines.append(f"- {remedy}")
     return "\n\n".join(lines)
+
+
+def mfu_text(mfu, started: dict) -> str:
+    """' · MFU 31.2% of 989 TFLOP/s (NVIDIA H200 bf16 dense)', or '' without a peak: a CPU
+    run shows an MFU only when a peak was given (MODELFORGE_PEAK_TFLOPS)."""
+    peak = number(started.get("peak_tflops"))
+    if number(mfu) is None or not peak:
+        return ""
+    return f" · MFU {100 * mfu:.3g}% of {peak:g} TFLOP/s ({started.get('peak_source')})"
+
+
+def mfu_missing(started: dict) -> str:
+    """Why a GPU run has no MFU (the started event's reason); nothing on a CPU."""
+    why = started.get("mfu_unavailable")
+    return f" · MFU not counted: {why}" if started.get("device") == "cuda" and why else ""
 
 
 def _interval(run: dict) -> str:

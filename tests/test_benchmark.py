@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.benchmark import flops, report
+from trainers import flops
+from trainers.benchmark import report
 from trainers.benchmark.spec import build_spec
 from trainers.benchmark.synthetic import FAMILIES, build_synthetic, resolve_family, synthetic_info
 from trainers.errors import ConfigError

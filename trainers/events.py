@@ -51,6 +51,9 @@ class Started(Event):
     compute_capability: str | None = None
     bf16_supported: bool | None = None
     cuda_version: str | None = None
+    peak_tflops: float | None = None  # what MFU is counted against (trainers/flops.py)
+    peak_source: str | None = None
+    mfu_unavailable: str | None = None  # why there is no MFU, said once
     versions: dict[str, str | None] | None = None  # library -> version, None if not installed
     # the provider's (Provider.info and its process fixes)
     provider: str | None = None
@@ -94,6 +97,8 @@ class Progress(Event):
     gpu_mem_allocated_gib: float | None = None
     gpu_mem_reserved_gib: float | None = None
     process_rss_gib: float | None = None  # the worker's resident memory
+    model_tflops: float | None = None  # model FLOPs per second at tokens_per_s, all GPUs
+    mfu: float | None = None  # 0..1 of the started event's peak_tflops, per GPU
     # a benchmark variant's
     variant: str | None = None
 
@@ -171,6 +176,9 @@ class Finished(Event):
     stopped_early: bool | None = None
     telemetry_overhead_s: float | None = None
     telemetry_overhead_pct: float | None = None
+    model_flops_per_token: float | None = None  # sft/qlora: MFU's count
+    model_tflops: float | None = None  # at the run's tokens_per_s
+    mfu: float | None = None
     trainer_class: str | None = None
     final_eval_loss: float | None = None  # with eval_split > 0
     best_eval_loss: float | None = None

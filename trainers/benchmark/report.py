@@ -144,7 +144,7 @@ def _mean(values: list) -> float | None:
 
 def run_mfu(run: dict) -> float | None:
     """Model FLOPs per second at the run's headline speed over the GPU's peak."""
-    from trainers.benchmark.flops import mfu
+    from trainers.flops import mfu
 
     flops = run["flops"]
     return mfu(flops["model_flops_per_token"] * run["timing"]["tokens_per_s_total"],

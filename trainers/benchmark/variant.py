@@ -291,7 +291,7 @@ def memory_peaks(timer) -> dict:
 
 def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
                   device_name: str | None, peak_override: float | None) -> dict:
-    from trainers.benchmark import flops
+    from trainers import flops
 
     macs = flops.linear_macs(model)
     layers, width = flops.attention_width(model.config)

@@ -3,6 +3,10 @@ and stops the trainer at the next step boundary when a stop is requested.
 
 Its own cost is measured (time spent inside the callback over training time) and reported in
 the `finished` event as `telemetry_overhead_pct`.
+
+MFU (trainers/flops.py): at train begin the callback counts the model's FLOPs per token (linear
+layers after LoRA is applied, attention over the training rows' lengths); each progress event
+turns its tokens/s into model TFLOP/s and MFU, and `finished` gets the whole run's.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from trainers import flops
 from trainers.runs.stop_flag import stop_requested
 
 STOP_AT_FILE = "STOP_AT_STEP"
@@ -48,8 +53,28 @@ def _clean(value):
     return value
 
 
+def _sig(value: float | None, digits: int = 4) -> float | None:
+    """Rounded to significant digits: an MFU may be 0.45 on a GPU or 1e-6 on a CPU."""
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def mfu_basis(row_lengths: list[int] | None) -> dict:
+    """The started event's peak_tflops, peak_source and mfu_unavailable."""
+    import torch
+
+    basis = flops.run_peak(torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    if row_lengths is None:  # the count is one forward and backward per token trained
+        basis["mfu_unavailable"] = ("MFU is counted for sft and qlora on decoder-only models; "
+                                    "DPO's reference pass, RLHF's generation and encoder-decoder "
+                                    "models would need counts of their own")
+    return basis
+
+
 class TelemetryCallback(TrainerCallback):
-    def __init__(self, events, run_dir: str | Path, stage: str | None = None):
+    def __init__(self, events, run_dir: str | Path, stage: str | None = None,
+                 row_lengths: list[int] | None = None):
+        """row_lengths: the training rows' token counts, for the FLOPs count; None where the
+        count does not apply (mfu_basis says why)."""
         self.events = events
         self.run_dir = Path(run_dir)
         self.stage = stage
@@ -60,6 +85,9 @@ class TelemetryCallback(TrainerCallback):
         self._last_log = (0.0, 0)  # (time, tokens) at the previous progress event
         self.start_step = self.start_tokens = 0  # > 0 when resumed from a checkpoint
         self.last_eval_step: int | None = None
+        self.row_lengths = row_lengths
+        self.mfu_basis = mfu_basis(row_lengths)
+        self.flops_per_token: float | None = None  # counted at train begin
 
     def _timed(fn):  # decorator: add the callback's own time to overhead_s
         def wrapper(self, *args, **kwargs):
@@ -71,11 +99,32 @@ class TelemetryCallback(TrainerCallback):
         return wrapper
 
     @_timed
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.flops_per_token = self._count_flops(model)
         self.train_start = time.perf_counter()
         self._last_log = (self.train_start, state.num_input_tokens_seen or 0)
         # a resumed trainer has loaded the checkpoint's state by now
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen or 0
+
+    def _count_flops(self, model) -> float | None:
+        """Model FLOPs per token of the model as it trains (LoRA applied). The callback sees no
+        batches, so the attention term takes the training rows' lengths (token-weighted), not
+        each step's rows: exact over an epoch, an estimate for one step. Reading each batch
+        instead would cost a GPU sync per micro-batch and see one rank's rows only."""
+        if not self.row_lengths or model is None:
+            return None
+        layers, width = flops.attention_width(model.config)
+        return flops.flops_per_token(self.row_lengths, flops.linear_macs(model), layers, width)
+
+    def mfu_fields(self, tokens_per_s: float) -> dict:
+        """Model TFLOP/s at this speed and MFU against the peak. tokens_per_s counts every
+        rank's tokens (the trainer gathers them), so MFU divides by every rank's peak."""
+        if self.flops_per_token is None:
+            return {"model_tflops": None, "mfu": None}
+        flops_per_s = tokens_per_s * self.flops_per_token
+        per_gpu = flops_per_s / int(os.environ.get("WORLD_SIZE", "1"))
+        return {"model_tflops": _sig(flops_per_s / 1e12),
+                "mfu": _sig(flops.mfu(per_gpu, self.mfu_basis["peak_tflops"]))}
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_start = time.perf_counter()
@@ -124,12 +173,13 @@ class TelemetryCallback(TrainerCallback):
         elapsed = now - self.train_start
         step = state.global_step
         total = state.max_steps
+        tokens_per_s = (tokens - last_tokens) / max(now - last_time, 1e-9)
         self.events.emit(
             "progress", stage=self.stage, step=step, total_steps=total,
             epoch=_clean(round(state.epoch or 0, 4)), loss=_clean(logs.get("loss")),
             learning_rate=_clean(logs.get("learning_rate")),
             grad_norm=_clean(logs.get("grad_norm")), tokens_seen=tokens,
-            tokens_per_s=round((tokens - last_tokens) / max(now - last_time, 1e-9), 1),
+            tokens_per_s=round(tokens_per_s, 1), **self.mfu_fields(tokens_per_s),
             step_time_s=round(self.step_times[-1], 4) if self.step_times else None,
             elapsed_s=round(elapsed, 2),
             eta_s=round(elapsed / (step - self.start_step) * (total - step), 1)
@@ -143,7 +193,10 @@ class TelemetryCallback(TrainerCallback):
         self.events.emit("saved", stage=self.stage, step=state.global_step, kind="checkpoint",
                          path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
-    def summary(self) -> dict:
+    def summary(self, tokens_per_s: float) -> dict:
+        """The finished event's: the callback's own cost, and the run's MFU at its tokens/s."""
         train_time = max(time.perf_counter() - self.train_start, 1e-9)
         return {"telemetry_overhead_s": round(self.overhead_s, 4),
-                "telemetry_overhead_pct": round(100 * self.overhead_s / train_time, 3)}
+                "telemetry_overhead_pct": round(100 * self.overhead_s / train_time, 3),
+                "model_flops_per_token": _sig(self.flops_per_token, 6),
+                **self.mfu_fields(tokens_per_s)}

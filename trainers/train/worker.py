@@ -76,7 +76,8 @@ class RunContext:
         self.tokenizer, self.model = ready.tokenizer, ready.model
         from trainers.train.telemetry import TelemetryCallback
 
-        self.telemetry = TelemetryCallback(self.events, self.run_dir)
+        self.telemetry = TelemetryCallback(self.events, self.run_dir,
+                                           row_lengths=self._flops_row_lengths())
         self._emit_started(ready.fixes)
         self._announce_tracking_and_resume()
 
@@ -134,6 +135,13 @@ class RunContext:
                                           cfg.dataset)
         return max_seq_length
 
+    def _flops_row_lengths(self) -> list[int] | None:
+        """The training rows' lengths for the MFU count, which is that of a decoder-only model
+        trained on its rows (sft, qlora); None for the other jobs (telemetry.mfu_basis)."""
+        if self.data.is_preference or self.provider.info.get("seq2seq"):
+            return None
+        return [len(row["input_ids"]) for row in self.train_rows]
+
     def _emit_started(self, fixes: dict) -> None:
         from trainers.train.providers.base import device_facts, library_versions
 
@@ -147,7 +155,7 @@ class RunContext:
             data_format=self.data.format, num_examples=len(self.data.examples),
             num_train=len(self.train_rows), num_eval=len(self.eval_rows),
             token_stats=self.token_stats, **device_facts(), versions=library_versions(),
-            **self.provider.info, **fixes)
+            **self.telemetry.mfu_basis, **self.provider.info, **fixes)
 
     # -- called by strategies ----------------------------------------------------------------
     def train_and_save(self, trainer, save_to: Path | None = None, stage: str | None = None) -> dict:
@@ -184,6 +192,9 @@ class RunContext:
         peak = round(torch.cuda.max_memory_allocated() / 2**30, 3) \
             if torch.cuda.is_available() else None
         peaks = _gather_from_ranks(peak)
+        # a resumed run counts the tokens it trained on itself
+        tokens_per_s = round((trainer.state.num_input_tokens_seen - start_tokens) /
+                             max(metrics.get("train_runtime") or 1e-9, 1e-9), 1)
         return {"steps": trainer.state.global_step, "total_steps": trainer.state.max_steps,
                 "train_loss": _own_mean_loss(metrics.get("train_loss"), trainer.state.global_step,
                                              self.telemetry.start_step if self.telemetry else 0),
@@ -191,9 +202,7 @@ class RunContext:
                 "final_loss": losses[-1] if losses else None,
                 "train_runtime_s": metrics.get("train_runtime"),
                 "tokens_seen": trainer.state.num_input_tokens_seen,
-                # a resumed run counts the tokens it trained on itself
-                "tokens_per_s": round((trainer.state.num_input_tokens_seen - start_tokens) /
-                                      max(metrics.get("train_runtime") or 1e-9, 1e-9), 1),
+                "tokens_per_s": tokens_per_s,
                 "final_eval_loss": evals[-1][0] if evals else None,
                 "best_eval_loss": best[0], "best_eval_step": best[1],
                 "resumed_from": self.resume["from_run"] if self.resume else None,
@@ -202,7 +211,7 @@ class RunContext:
                 "peak_gpu_mem_allocated_gib_per_rank": peaks,
                 "world_size": len(peaks),
                 "stopped_early": bool(self.telemetry and self.telemetry.stopped),
-                **(self.telemetry.summary() if self.telemetry else {})}
+                **(self.telemetry.summary(tokens_per_s) if self.telemetry else {})}
 
 
 def _own_mean_loss(train_loss, steps: int, start_step: int):
