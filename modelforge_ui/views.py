@@ -103,6 +103,8 @@ def progress_markdown(run: dict | None) -> str:
     if eval_line(run):
         lines.append(eval_line(run))
     lines += [f"**Warning:** {w}" for w in run_warnings(run)]
+    if started.get("speed_mode"):
+        lines.append("Speed mode: " + "; ".join(map(str, started["speed_mode"])))
     if run["status"] == "succeeded":
         lines.append(f"train loss {fmt_number(summary.get('train_loss'), 4)} · "
                      f"{fmt_number(summary.get('tokens_per_s'))} tokens/s (whole run)"

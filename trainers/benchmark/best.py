@@ -1,5 +1,6 @@
-"""'Each at its best' (spec.padding = "best"): what each provider runs with when it is not
-matched to the other but tuned, decided once by the runner for every variant and plain run:
+"""'Each at its best' (spec.padding = "best"): each provider with the speed mode's settings
+(trainers/speed.py), decided once by the runner for every variant and plain run, with the
+spec's batch kept (one batch per measured step):
 
 - padding-free batches for both (Unsloth's own default; for Hugging Face TRL's padding_free,
   with transformers keeping the rows apart by their position ids);
@@ -7,38 +8,32 @@ matched to the other but tuned, decided once by the runner for every variant and
   this GPU without it, on otherwise;
 - Liger kernels for Hugging Face (TRL's use_liger_kernel) where liger-kernel is installed and
   there is a GPU; Unsloth has its own fused kernels.
+cuDNN's attention is the spec's cudnn_attention for every run, not decided here.
 Each decision is recorded with its reason, in prepared.json and in every run's result.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 
 def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None) -> dict:
+    from trainers import speed
     from trainers.benchmark.variant import train_config
-    from trainers.estimate import estimate
 
-    cfg = train_config(spec, model_dir, provider, mode).model_copy(
-        update={"gradient_checkpointing": False})
-    if gpu_gib is None:
-        checkpointing, why = spec.gradient_checkpointing, "no GPU found: kept the spec's setting"
-    else:
-        verdict = estimate(cfg, gpu_gib)
-        if not verdict["available"]:
-            checkpointing, why = spec.gradient_checkpointing, f"kept: {verdict['reason']}"
-        else:
-            checkpointing = not verdict["fits"]
-            why = f"without checkpointing: {verdict['verdict']}"
-    liger = provider == "huggingface" and gpu_gib is not None \
-        and importlib.util.find_spec("liger_kernel") is not None
-    liger_why = ("Unsloth uses its own kernels" if provider != "huggingface" else
-                 "installed" if liger else
-                 "no GPU (Liger's kernels are Triton GPU kernels)" if gpu_gib is None else
-                 "liger-kernel is not installed (pip install liger-kernel)")
-    return {"padding_free": True, "gradient_checkpointing": checkpointing,
-            "gradient_checkpointing_reason": why, "liger_kernel": liger,
-            "liger_kernel_reason": liger_why}
+    plan = speed.decide(train_config(spec, model_dir, provider, mode), gpu_gib, keep_batch=True)
+    updates = plan["updates"]
+    why = {d.split(": ", 1)[0]: d.split(": ", 1)[1] for d in plan["decisions"]}
+    return {"padding_free": True,
+            "gradient_checkpointing": updates.get("gradient_checkpointing",
+                                                  spec.gradient_checkpointing),
+            "gradient_checkpointing_reason": why["batch and checkpointing"],
+            "liger_kernel": bool(updates.get("liger_kernel")),
+            "liger_kernel_reason": _reason(why["Liger kernels"])}
+
+
+def _reason(decision: str) -> str:
+    """'off (no GPU: ...)' -> 'no GPU: ...'; 'on' -> 'installed'."""
+    state, _, reason = decision.partition(" (")
+    return reason[:-1] if reason else "installed" if state == "on" else state
 
 
 def decide_all(spec, model_dir: str) -> dict:

@@ -33,6 +33,10 @@ def gpu_only_problems(cfg: TrainConfig, devices: list[str]) -> list[dict]:
         if cfg.fp16:
             problems.append({"field": "fp16", "message": "fp16 mixed precision needs a CUDA GPU "
                              "and this machine has none: set fp16 to false, " + GPU_FIX})
+        if cfg.liger_kernel:
+            problems.append({"field": "liger_kernel", "message": "Liger's kernels are Triton GPU "
+                             "kernels and this machine has no GPU: set liger_kernel to false, "
+                             + GPU_FIX})
         if cfg.num_processes > 1 and cfg.distributed_strategy == "fsdp":
             problems.append({"field": "distributed_strategy", "message": "fsdp shards the model "
                              "across GPUs and this machine has none: use ddp, " + GPU_FIX})
@@ -40,6 +44,9 @@ def gpu_only_problems(cfg: TrainConfig, devices: list[str]) -> list[dict]:
         field = "use_4bit" if cfg.use_4bit else "optim"
         problems.append({"field": field, "message": "needs bitsandbytes, which is not installed: "
                          "pip install bitsandbytes, or turn off use_4bit and 8-bit optimizers"})
+    if devices != ["cpu"] and cfg.liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        problems.append({"field": "liger_kernel", "message": "needs liger-kernel, which is not "
+                         "installed: pip install liger-kernel, or set liger_kernel to false"})
     return problems
 
 

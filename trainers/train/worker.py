@@ -47,6 +47,7 @@ class RunContext:
         self.token_stats: dict = {}
         self.telemetry = None
         self.resume: dict | None = None  # trainers/runs/resume.py: what this run continues
+        self.speed_decisions: list[str] | None = None  # speed_mode's (trainers/speed.py)
         self.started_at = time.time()
 
     @property
@@ -69,6 +70,11 @@ class RunContext:
             self.resume = read_resume_file(self.run_dir)
         self.data = data_mod.load_data(cfg.dataset, cfg.dataset_split, cfg.column_mapping,
                                        cfg.strategy)
+        if cfg.speed_mode:  # before the rows: padding-free and the micro-batch are decided here
+            from trainers import speed
+
+            cfg, self.speed_decisions = speed.apply(cfg)
+            self.cfg = cfg
         from trainers.train.prepare import prepare
 
         ready = prepare(cfg, self._prepare_rows)
@@ -155,6 +161,9 @@ class RunContext:
             data_format=self.data.format, num_examples=len(self.data.examples),
             num_train=len(self.train_rows), num_eval=len(self.eval_rows),
             token_stats=self.token_stats, **device_facts(), versions=library_versions(),
+            speed_mode=self.speed_decisions,
+            per_device_train_batch_size=self.cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=self.cfg.gradient_accumulation_steps,
             **self.telemetry.mfu_basis, **self.provider.info, **fixes)
 
     # -- called by strategies ----------------------------------------------------------------

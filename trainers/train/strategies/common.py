@@ -25,6 +25,7 @@ def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> d
         fp16=cfg.fp16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        use_liger_kernel=cfg.liger_kernel,
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,

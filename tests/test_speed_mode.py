@@ -1,0 +1,86 @@
+"""Speed mode (trainers/speed.py): the settings it picks from the VRAM estimate, the rules of
+liger_kernel, and a real worker run with speed_mode on the CPU that says what it decided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainers import speed
+from trainers.config import build_config
+from trainers.estimate import estimate
+from trainers.events import read_events
+from trainers.runs.preflight import gpu_only_problems
+from trainers.runs.process import launch
+from trainers.runs.registry import RunRegistry
+from trainers.tools.demo import SAMPLE_SFT
+
+EIGHT_B = {"model_name": "llama-3.1-8b", "dataset": "d", "max_seq_length": 2048, "bf16": True,
+           "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1}
+
+
+def test_the_largest_micro_batch_that_fits_keeps_the_effective_batch():
+    cfg = build_config(EIGHT_B)
+    plan = speed.decide(cfg, gpu_gib=80)
+    up = plan["updates"]
+    micro, accumulation = up["per_device_train_batch_size"], up["gradient_accumulation_steps"]
+    assert micro * accumulation == 16 and up["gradient_checkpointing"] is False
+    assert up["padding_free"] is True
+    chosen = cfg.model_copy(update=up)
+    assert estimate(chosen, 80)["fits"]
+    bigger = [d for d in (16, 8, 4, 2, 1) if d > micro]  # the divisors it passed over
+    for d in bigger:
+        trial = chosen.model_copy(update={"per_device_train_batch_size": d,
+                                          "gradient_accumulation_steps": 16 // d})
+        assert not estimate(trial, 80)["fits"], d
+    assert any(d.startswith("batch and checkpointing: micro-batch") for d in plan["decisions"])
+
+
+def test_checkpointing_comes_back_when_nothing_fits_without_it():
+    cfg = build_config({**EIGHT_B, "per_device_train_batch_size": 1})
+    plan = speed.decide(cfg, gpu_gib=24)
+    assert plan["updates"]["gradient_checkpointing"] is True
+    assert "with gradient checkpointing" in " ".join(plan["decisions"])
+
+
+def test_without_a_gpu_only_padding_free_changes():
+    cfg = build_config(EIGHT_B)
+    plan = speed.decide(cfg, gpu_gib=None)
+    assert plan["updates"] == {"padding_free": True}
+    text = " ".join(plan["decisions"])
+    assert "no GPU found: batch and gradient checkpointing kept" in text
+    assert "Liger kernels: off (no GPU" in text
+    dpo = speed.decide(build_config({**EIGHT_B, "strategy": "dpo"}), gpu_gib=None)
+    assert "padding_free" not in dpo["updates"]
+
+
+def test_liger_kernel_rules():
+    with pytest.raises(Exception, match="liger_kernel.*huggingface provider"):
+        build_config({"model_name": "m", "dataset": "d", "provider": "unsloth",
+                      "liger_kernel": True})
+    cfg = build_config({"model_name": "m", "dataset": "d", "liger_kernel": True})
+    assert [p["field"] for p in gpu_only_problems(cfg, ["cpu"])] == ["liger_kernel"]
+
+
+@pytest.mark.slow
+def test_a_speed_mode_run_says_what_it_decided(tmp_path, demo_model):
+    registry = RunRegistry(tmp_path)
+    cfg = build_config({"model_name": str(demo_model), "dataset": str(SAMPLE_SFT),
+                        "max_seq_length": 256, "max_steps": 3, "per_device_train_batch_size": 4,
+                        "speed_mode": True})
+    run = registry.create(cfg)
+    proc = launch(Path(run["run_dir"]))
+    proc.wait(timeout=600)
+    events = read_events(run["run_dir"])
+    assert events[-1]["type"] == "finished", events[-1]
+    started = next(e for e in events if e["type"] == "started")
+    assert "padding-free batches: on" in started["speed_mode"]
+    assert started["per_device_train_batch_size"] == 4  # no GPU here: the batch is kept
+    from modelforge_ui.views import progress_markdown
+
+    registry.finish_from_events(run["id"], proc.returncode)
+    # what RunManager.get adds to the record, which the Training tab shows
+    shown = progress_markdown({**registry.get(run["id"]), "started_event": started,
+                               "progress": [e for e in events if e["type"] == "progress"][-1]})
+    assert "Speed mode: padding-free batches: on" in shown

@@ -1,0 +1,102 @@
+"""Speed mode: the fastest settings that fit the GPU a run gets, decided when it starts.
+
+One decision for training runs (`speed_mode: true`, the `speed` preset) and for the benchmark's
+"each at its best" comparison (trainers/benchmark/best.py), so both mean the same thing:
+
+- padding-free batches (sft/qlora without packing): no compute on padding tokens;
+- no gradient checkpointing where the VRAM estimate (trainers/estimate.py) says the run fits
+  without it, and the largest micro-batch that fits, with gradient accumulation keeping the
+  effective batch (per_device_train_batch_size x gradient_accumulation_steps), so what is
+  learned does not change; a benchmark keeps its batch (keep_batch);
+- Liger's fused kernels for Hugging Face where liger-kernel is installed and there is a GPU
+  (Unsloth has its own);
+- cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
+  shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
+torch.compile is not switched on: not measured yet on these runs.
+Every decision is returned with its reason; the worker puts them in the `started` event.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def liger_installed() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def _divisors_descending(n: int) -> list[int]:
+    return [d for d in range(n, 0, -1) if n % d == 0]
+
+
+def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool) -> tuple[dict, str]:
+    """(updates, reason): the largest micro-batch that fits, without checkpointing if possible."""
+    from trainers.estimate import estimate
+
+    if gpu_gib is None:
+        return {}, "no GPU found: batch and gradient checkpointing kept as set"
+    effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    micro_batches = [cfg.per_device_train_batch_size] if keep_batch else \
+        _divisors_descending(effective)
+    last = None
+    for checkpointing in (False, True):
+        for micro in micro_batches:
+            trial = cfg.model_copy(update={"per_device_train_batch_size": micro,
+                                           "gradient_accumulation_steps": effective // micro,
+                                           "gradient_checkpointing": checkpointing})
+            verdict = estimate(trial, gpu_gib)
+            if not verdict["available"]:
+                return {}, f"kept as set: {verdict['reason']}"
+            last = verdict
+            if verdict["fits"]:
+                updates = {"per_device_train_batch_size": micro,
+                           "gradient_accumulation_steps": effective // micro,
+                           "gradient_checkpointing": checkpointing}
+                how = "without" if not checkpointing else "with"
+                return updates, (f"micro-batch {micro} x {effective // micro} accumulation "
+                                 f"{how} gradient checkpointing: {verdict['verdict']}")
+    return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"
+
+
+def decide(cfg, gpu_gib: float | None, keep_batch: bool = False) -> dict:
+    """The speed settings for cfg on a GPU of gpu_gib (None: no GPU), and why.
+
+    Returns {"updates": TrainConfig fields to change, "cudnn_attention": bool,
+    "decisions": [sentence, ...]}.
+    """
+    updates, decisions = {}, []
+    if cfg.strategy in ("sft", "qlora") and not cfg.packing:
+        updates["padding_free"] = True
+        decisions.append("padding-free batches: on")
+    else:
+        decisions.append("padding-free batches: off (" + ("packing is on" if cfg.packing else
+                         f"{cfg.strategy} trains on preference pairs") + ")")
+    fitted, why = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib, keep_batch)
+    updates.update(fitted)
+    decisions.append(f"batch and checkpointing: {why}")
+    if cfg.provider != "huggingface":
+        decisions.append("Liger kernels: off (Unsloth uses its own fused kernels)")
+    elif gpu_gib is None:
+        decisions.append("Liger kernels: off (no GPU: Liger's kernels are Triton GPU kernels)")
+    elif not liger_installed():
+        decisions.append("Liger kernels: off (liger-kernel is not installed: "
+                         "pip install liger-kernel)")
+    else:
+        updates["liger_kernel"] = True
+        decisions.append("Liger kernels: on")
+    decisions.append("cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
+                                                 "not used (no GPU)"))
+    return {"updates": updates, "cudnn_attention": False, "decisions": decisions}
+
+
+def apply(cfg) -> tuple:
+    """(cfg with the speed settings, decisions) for a run starting on this machine's GPU."""
+    from trainers.estimate import gpu_memory_gib
+
+    gpu = gpu_memory_gib()
+    plan = decide(cfg, gpu)
+    if gpu is not None:
+        import torch
+
+        torch.backends.cuda.enable_cudnn_sdp(plan["cudnn_attention"])
+    return cfg.model_copy(update=plan["updates"]), plan["decisions"]
