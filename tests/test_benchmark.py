@@ -210,6 +210,12 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
             assert step["host_s"] > 0 and step["gc_s"] >= 0 and step["loader_s"] >= 0
             assert step["loader_s"] + step["host_s"] + step["sync_s"] == pytest.approx(
                 seconds, abs=2e-3)
+            assert step["compiled_frames"] >= 0
+        # every measured process had its own, empty compile caches (spec.fresh_compile_caches)
+        caches = {p.name for p in (run_dir / "compile-caches").iterdir()}
+        assert {hf["name"], us["name"]} <= caches
+        assert f"TRITON_CACHE_DIR={run_dir}/compile-caches/{run['name']}/triton" in \
+            run["command"]
 
 
 @pytest.mark.unsloth

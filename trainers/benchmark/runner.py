@@ -159,8 +159,22 @@ def variant_command(run_dir: Path, provider: str, mode: str, repeat: int) -> lis
             str(repeat)]
 
 
-def variant_env(spec: BenchmarkSpec, provider: str) -> dict:
+COMPILE_CACHE_DIR = "compile-caches"
+
+
+def measured_env(spec: BenchmarkSpec, run_dir: Path, name: str) -> dict:
+    """The environment of one measured process: its own compile caches (spec.fresh_compile_caches)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if spec.fresh_compile_caches:
+        caches = run_dir / COMPILE_CACHE_DIR / name
+        shutil.rmtree(caches, ignore_errors=True)  # a re-run of the same name starts empty too
+        env.update(TRITON_CACHE_DIR=str(caches / "triton"),
+                   TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"))
+    return env
+
+
+def variant_env(spec: BenchmarkSpec, provider: str, run_dir: Path, name: str) -> dict:
+    env = measured_env(spec, run_dir, name)
     if provider == "unsloth" and spec.padding == "padded":
         env["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
     return env
@@ -201,7 +215,9 @@ def run_process(cmd: list[str], env: dict, run_dir: Path, log_path: Path, result
         result = {**base, **json.loads(result_path.read_text())}
     else:
         result = _failure(base, run_dir, log_path, proc.returncode, stopped)
-    extra_env = {k: env[k] for k in env if k.startswith("UNSLOTH_") and k not in os.environ}
+    extra_env = {k: env[k] for k in env if k.startswith(("UNSLOTH_", "TRITON_CACHE",
+                                                         "TORCHINDUCTOR_CACHE"))
+                 and os.environ.get(k) != env[k]}
     result.update(process_wall_s=wall, returncode=proc.returncode,
                   command=" ".join([*(f"{k}={v}" for k, v in extra_env.items()),
                                     *map(shlex.quote, cmd)]),
@@ -216,7 +232,7 @@ def run_variant(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str,
     out.mkdir(parents=True, exist_ok=True)
     base = {"name": name, "provider": provider, "mode": mode, "repeat": repeat}
     return run_process(variant_command(run_dir, provider, mode, repeat),
-                       variant_env(spec, provider), run_dir, out / VARIANT_LOG,
+                       variant_env(spec, provider, run_dir, name), run_dir, out / VARIANT_LOG,
                        out / RESULT_FILE, base, spec.variant_timeout_s)
 
 
@@ -304,8 +320,7 @@ def run_plain(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str) -> d
     name = f"plain-{provider}-{mode}"
     cmd = [sys.executable, str(folder / PLAIN_SCRIPT.name), str(folder / f"settings-{mode}.json"),
            provider, str(folder / f"{name}.json")]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return run_process(cmd, env, run_dir, folder / f"{name}.log", folder / f"{name}.json",
+    return run_process(cmd, measured_env(spec, run_dir, name), run_dir, folder / f"{name}.log", folder / f"{name}.json",
                        {"name": name, "provider": provider, "mode": mode}, spec.variant_timeout_s)
 
 

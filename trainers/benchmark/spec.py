@@ -102,6 +102,11 @@ class BenchmarkSpec(BaseModel):
                "an H200 with torch 2.11 SDPA picks cuDNN for padded batches, which spends ~2 s "
                "of host time building kernels at some new batch shapes, in any process, and "
                "ran 20% slower than the kernel SDPA picks without it (docs/benchmarking.md).")
+    fresh_compile_caches: bool = _field(
+        True, "Give every measured process (variants and plain script runs) its own empty "
+              "Triton and Inductor disk caches, so that no run finds kernels an earlier one "
+              "compiled: a recompile inside the measured steps (Unsloth's compiled blocks at a "
+              "new shape) then costs every run the same, whatever the order.")
     warm_libraries: bool = _field(
         True, "Read the CUDA libraries' files into the OS page cache before the first variant, "
               "so no variant waits for the disk when it first launches a kernel (on a fresh "

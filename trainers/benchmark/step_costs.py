@@ -8,7 +8,10 @@ Per optimizer step, in a variant's process:
 - jit: Triton kernels compiled or loaded from Triton's disk cache during the step, with the
   seconds each took (Triton's jit_cache_hook / jit_post_compile_hook, where this Triton has them);
 - cuda_mallocs, cuda_frees, alloc_retries: the CUDA caching allocator's calls to cudaMalloc /
-  cudaFree and its free-everything-and-retry events (torch.cuda.memory_stats).
+  cudaFree and its free-everything-and-retry events (torch.cuda.memory_stats);
+- compiled_frames: frames torch.compile (Dynamo) compiled during the step, e.g. Unsloth's
+  compiled blocks recompiled for a new shape (Inductor compiles their Triton kernels in worker
+  processes, which the Triton hooks above do not see).
 A slow step with a Triton compile in it is a one-off cost of the first process that needs that
 kernel on this machine; one with allocator retries is memory pressure; one with gc time is Python.
 """
@@ -16,6 +19,7 @@ kernel on this machine; one with allocator retries is memory pressure; one with 
 from __future__ import annotations
 
 import gc
+import sys
 import time
 
 _ALLOCATOR_KEYS = {"cuda_mallocs": "num_device_alloc", "cuda_frees": "num_device_free",
@@ -35,6 +39,7 @@ class StepCosts:
         self._jit_started: dict[str, float] = {}
         self._marks = {"ended": None, "began": None, "host_done": None}
         self._allocator = self._allocator_counts()
+        self._frames = self._compiled_frames()
         self.triton_hooks = self._install_triton_hooks()
         gc.callbacks.append(self._on_gc)
 
@@ -68,6 +73,12 @@ class StepCosts:
         runtime.jit_cache_hook, runtime.jit_post_compile_hook = before, after
         return "installed"
 
+    @staticmethod
+    def _compiled_frames() -> int:
+        """Dynamo's count of frames it compiled so far (0 until something uses torch.compile)."""
+        utils = sys.modules.get("torch._dynamo.utils")
+        return int(utils.counters["frames"]["ok"]) if utils is not None else 0
+
     def _allocator_counts(self) -> dict:
         if not self._cuda:
             return {}
@@ -79,6 +90,7 @@ class StepCosts:
     def train_began(self, now: float) -> None:
         """Forget what happened before training (model load, the first-batch check)."""
         self._gc_s, self._jit, self._allocator = 0.0, [], self._allocator_counts()
+        self._frames = self._compiled_frames()
         self._marks["ended"] = now
 
     def step_began(self) -> None:
@@ -91,13 +103,15 @@ class StepCosts:
     def step_ended(self, now: float) -> None:
         """`now`: the synchronised clock's reading at the end of the step."""
         counts = self._allocator_counts()
+        frames = self._compiled_frames()
         ended, began, host = (self._marks[k] for k in ("ended", "began", "host_done"))
         split = {"loader_s": round(began - ended, 4), "host_s": round(host - began, 4),
                  "sync_s": round(now - host, 4)} if None not in (ended, began, host) else {}
         self.steps.append({**split, "gc_s": round(self._gc_s, 4), "jit": self._jit,
+                           "compiled_frames": frames - self._frames,
                            **{k: counts[k] - self._allocator.get(k, 0) for k in counts}})
         self._marks["ended"] = now
-        self._gc_s, self._jit, self._allocator = 0.0, [], counts
+        self._gc_s, self._jit, self._allocator, self._frames = 0.0, [], counts, frames
 
     def close(self) -> None:
         if self._on_gc in gc.callbacks:
@@ -111,5 +125,6 @@ class StepCosts:
             "measured_jit_kernels": sum(len(s["jit"]) for s in measured),
             "measured_jit_s": round(sum(t or 0 for s in measured for _, t in s["jit"]), 4),
             "measured_alloc_retries": sum(s.get("alloc_retries", 0) for s in measured),
+            "measured_compiled_frames": sum(s.get("compiled_frames", 0) for s in measured),
             "measured_cuda_mallocs": sum(s.get("cuda_mallocs", 0) for s in measured),
         }
