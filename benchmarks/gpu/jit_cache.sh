@@ -24,17 +24,7 @@ import torch  # this experiment's arm only: SDPA may not pick cuDNN's attention
 torch.backends.cuda.enable_cudnn_sdp(False)
 PY
 
-SHAPE=${SHAPE:-llama-3.2-1b} python3 - > "$run_dir/config.json" <<EOF
-import json, os
-shape = os.environ["SHAPE"]
-print(json.dumps({
-    "model": shape, "synthetic_weights": not os.path.isdir(shape), "modes": ["lora16"],
-    "providers": ["huggingface"], "max_seq_length": 2048, "batch_size": ${BATCH:-8},
-    "steps": ${STEPS:-20}, "warmup_steps": 3, "repeats": 1, "warm_libraries": True,
-    "padding": "padded", "variant_timeout_s": 200, "min_example_tokens": ${MIN_TOKENS:-680},
-    "dataset": os.path.abspath("${DATA:-.gpu/data/t0_mix_prompt_completion.jsonl}"),
-    "name": "driver JIT cache A/B", "invocation": "benchmarks/gpu/jit_cache.sh"}, indent=2))
-EOF
+python3 benchmarks/gpu/ab_spec.py "driver JIT cache A/B" benchmarks/gpu/jit_cache.sh true > "$run_dir/config.json"
 cache_size() { du -sk "${CUDA_CACHE_PATH:-$HOME/.nv/ComputeCache}" 2>/dev/null | cut -f1; }
 
 echo "r1 as found, JIT cache $(cache_size) KiB" > "$work/arms.txt"

@@ -19,17 +19,7 @@ export MODELFORGE_SYNTHETIC_DIR=${MODELFORGE_SYNTHETIC_DIR:-/tmp/mf-synthetic}
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 start=$(date +%s)
 
-SHAPE=${SHAPE:-llama-3.2-1b} python3 - > "$run_dir/config.json" <<EOF
-import json, os
-shape = os.environ["SHAPE"]
-print(json.dumps({
-    "model": shape, "synthetic_weights": not os.path.isdir(shape), "modes": ["lora16"],
-    "providers": ["huggingface"], "max_seq_length": 2048, "batch_size": ${BATCH:-8},
-    "steps": ${STEPS:-20}, "warmup_steps": 3, "repeats": 1, "warm_libraries": False,
-    "padding": "padded", "variant_timeout_s": 200, "min_example_tokens": ${MIN_TOKENS:-680},
-    "dataset": os.path.abspath("${DATA:-.gpu/data/t0_mix_prompt_completion.jsonl}"),
-    "name": "page cache A/B", "invocation": "benchmarks/gpu/page_cache.sh"}, indent=2))
-EOF
+python3 benchmarks/gpu/ab_spec.py "page cache A/B" benchmarks/gpu/page_cache.sh false > "$run_dir/config.json"
 
 echo "== r1: the runner, libraries as found =="
 python3 -m trainers.benchmark.page_cache resident > "$work/arm1.json"
