@@ -180,6 +180,10 @@ def _print_event(event: dict) -> None:
         print(f"started: {event.get('provider')} on {event.get('device_name')} "
               f"({event.get('device')}), {event.get('architecture')}, "
               f"max_seq_length {event.get('max_seq_length')}, {event.get('num_train')} examples")
+        for warning in event.get("warnings") or []:
+            print(f"warning: {warning}")
+        for decision in event.get("speed_mode") or []:
+            print(f"speed mode: {decision}")
     elif kind == "progress":
         _progress_bar(event)
     elif kind == "eval":

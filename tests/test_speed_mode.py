@@ -84,3 +84,23 @@ def test_a_speed_mode_run_says_what_it_decided(tmp_path, demo_model):
     shown = progress_markdown({**registry.get(run["id"]), "started_event": started,
                                "progress": [e for e in events if e["type"] == "progress"][-1]})
     assert "Speed mode: padding-free batches: on" in shown
+
+
+@pytest.mark.slow
+def test_cli_speed_mode_run_with_a_relative_data_dir(tmp_path, demo_model):
+    """`modelforge train CONFIG --set speed_mode=true --data-dir ./data`, as a user types it in
+    their own folder: the worker runs in its run folder, so the data dir must not stay
+    relative; the decisions are printed."""
+    import json
+    import subprocess
+    import sys
+
+    config = {"model_name": str(demo_model), "dataset": str(SAMPLE_SFT), "max_seq_length": 256,
+              "max_steps": 2, "per_device_train_batch_size": 2}
+    (tmp_path / "demo.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "train", "demo.json",
+                           "--set", "speed_mode=true", "--data-dir", "./data"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "speed mode: padding-free batches: on" in done.stdout
+    assert list((tmp_path / "data" / "runs").glob("*/adapter/adapter_config.json"))

@@ -50,7 +50,8 @@ class RunDatabaseError(ModelForgeError):
 
 class RunRegistry:
     def __init__(self, data_dir: str | Path):
-        self.data_dir = Path(data_dir)
+        # absolute: a worker runs in its run folder, where a relative path would mean another
+        self.data_dir = Path(data_dir).resolve()
         self.runs_dir = self.data_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "modelforge.db"
