@@ -67,6 +67,10 @@ def test_committed_results_rebuild_with_the_current_method(tmp_path):
     assert summary["engine_vs_plain_ratio"]["huggingface"]["lora16"] == pytest.approx(
         row["tokens_per_s"] / plain["timing"]["tokens_per_s_total"])
     assert "engine_vs_plain_ratio_median" in summary and summary["rebuilt_at"]
+    # fields added since keep the values those runs ran with, not today's defaults
+    assert summary["spec"]["cudnn_attention"] is True
+    assert summary["spec"]["fresh_compile_caches"] is False
+    assert "enable_cudnn_sdp(False)" not in (tmp_path / "results.md").read_text()
     names = [c["check"] for c in summary["checks"]]
     assert "repeats agree within 5%, huggingface lora16" in names
     md = (tmp_path / "results.md").read_text()

@@ -210,3 +210,11 @@ def test_page_cache_reads_and_drops_the_cuda_libraries(tmp_path):
     assert warmed["bytes_read"] == sum(f.stat().st_size for f in small)
     assert warmed["resident_share_after"] == 1.0
     assert 0 <= page_cache.evict(small)["resident_share"] <= 1
+
+
+def test_the_report_says_what_to_set_in_your_own_code(plain_run):
+    run_dir, _ = plain_run
+    md = (run_dir / "results.md").read_text()
+    own = md.split("## In your own code", 1)[1].split("## Set-up", 1)[0]
+    assert "torch.backends.cuda.enable_cudnn_sdp(False)" in own
+    assert "gradient_accumulation_steps=1" in own

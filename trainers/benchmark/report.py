@@ -457,6 +457,24 @@ def page_cache_lines(summary: dict) -> list[str]:
             f"{100 * (cache['resident_share_before'] or 0):.0f}% resident before"]
 
 
+def own_code_lines(spec: dict) -> list[str]:
+    """What a user of the bare libraries sets to get these runs' speed (docs/benchmarking.md)."""
+    lines = ["- `SFTConfig(gradient_accumulation_steps=1, ...)` and the other trainer arguments "
+             "explicitly when `unsloth` is imported: it changes TRL's defaults (accumulation 2, "
+             "weight decay, warm-up, seed, optimizer, learning rate)."]
+    if not spec.get("cudnn_attention", True):
+        lines.append("- `torch.backends.cuda.enable_cudnn_sdp(False)` before training: these "
+                     "runs had cuDNN's SDPA attention off (on an H200 with torch 2.11 it stalled "
+                     "~2 s at new batch shapes and ran slower); `cudnn_attention: true` measures "
+                     "it on.")
+    if spec.get("padding") == "best":
+        lines.append("- each at its best: `SFTConfig(padding_free=True, max_length=None)` on "
+                     "rows you truncated yourself, `gradient_checkpointing=False` where it fits, "
+                     "`use_liger_kernel=True` for Hugging Face (pip install liger-kernel); in "
+                     "ModelForge `speed_mode: true` decides these for your GPU.")
+    return lines
+
+
 def best_lines(summary: dict) -> list[str]:
     """For padding "best": what each provider ran with, and why."""
     best = summary.get("best_settings") or {}
@@ -516,6 +534,7 @@ def markdown(summary: dict) -> str:
         for c in result["checks"]:
             mark = "ok" if c["ok"] else ("DIFFERS" if c["required"] else "differs (allowed)")
             parts.append(f"  - {c['check']}: {mark}: {c['detail']}")
+    parts += ["", "## In your own code", "", *own_code_lines(spec)]
     parts += ["", "## Set-up", "",
               f"- spec: `{json.dumps(spec, sort_keys=True)}`",
               f"- data: `{json.dumps(summary['data'])}`",
@@ -591,11 +610,17 @@ def event_summary(summary: dict, run_dir: str | Path) -> dict:
             "results": {n: str(Path(run_dir) / n) for n in RESULT_FILES}}
 
 
+# Spec fields added after results were committed: how those runs ran, not today's defaults
+# (before cudnn_attention torch chose cuDNN's attention; caches were shared; nothing was warmed).
+RAN_BEFORE_THE_FIELD = {"cudnn_attention": True, "fresh_compile_caches": False,
+                        "warm_libraries": False}
+
+
 def rebuild(results_json: str | Path) -> dict:
     """The summary again from a results.json's own runs, with this version's report code (after
     a change of method, every committed result can be re-rendered without re-measuring)."""
     old = json.loads(Path(results_json).read_text(encoding="utf-8"))
-    spec = BenchmarkSpec(**old["spec"])
+    spec = BenchmarkSpec(**{**RAN_BEFORE_THE_FIELD, **old["spec"]})
     environment = {k: v for k, v in old["environment"].items() if k not in ("device", "torch_cuda")}
     prepared = {**old["data"], "synthetic": old.get("synthetic_weights"),
                 "model_dir": old.get("model_dir"), "best_settings": old.get("best_settings"),
