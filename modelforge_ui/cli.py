@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", type=Path, help="where runs are stored")
     export.set_defaults(func=cmd_export_adapter)
 
-    demo = sub.add_parser("demo-model", help="write the small random-init demo model")
+    demo = sub.add_parser("demo-model", help="write the small demo model (pre-trained on the "
+                                             "bundled data on first use, then cached)")
     demo.add_argument("out_dir", type=Path, nargs="?",
                       help="where to write it (default: DATA_DIR/models/demo, the folder "
                            "`modelforge run --demo` uses: under the server's allowed roots, so "
@@ -238,22 +239,15 @@ def cmd_export_adapter(args) -> int:
 
 def cmd_demo_model(args) -> int:
     from trainers.runs.process import default_data_dir
-    from trainers.tools.demo import SAMPLE_SFT, build_demo_model
+    from trainers.tools.demo import demo_config
 
-    out = args.out_dir
-    if out is None:  # the server's own demo folder: kept when it is already there
-        out = (getattr(args, "data_dir", None) or default_data_dir()) / "models" / "demo"
-        if (out / "config.json").is_file():
-            print(f"demo model already in {out}")
-        else:
-            build_demo_model(out)
-            print(f"demo model written to {out}")
+    data_dir = getattr(args, "data_dir", None) or default_data_dir()
+    out = args.out_dir or data_dir / "models" / "demo"
+    if args.out_dir is None and (out / "config.json").is_file():
+        print(f"demo model already in {out}")  # the server's own demo folder: kept
     else:
-        build_demo_model(out)
-        print(f"demo model written to {out}")
-    example = {"provider": "huggingface", "model_name": str(out.resolve()), "max_seq_length": 512,
-               "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
-               "num_train_epochs": 1, "lora_r": 16, "lora_alpha": 32}
+        _write_demo_model(out)
+    example = demo_config(out.resolve())
     text = json.dumps(example, indent=2)
     if getattr(args, "config", None):
         from trainers.config import build_config, save_config
@@ -263,6 +257,17 @@ def cmd_demo_model(args) -> int:
     else:
         print(f"example config:\n{text}")
     return 0
+
+
+def _write_demo_model(out: Path) -> None:
+    from trainers.tools.demo import (PRETRAIN_TIME, is_cached, pretrained_demo_path,
+                                     write_demo_model)
+
+    if not is_cached():
+        print(f"pre-training the demo model on the bundled data ({PRETRAIN_TIME}, once: kept "
+              f"in {pretrained_demo_path()}) ...", flush=True)
+    write_demo_model(out)
+    print(f"demo model written to {out}")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,10 @@ def ensure_demo_model(path: Path) -> None:
     """Build the demo model in a subprocess, so the server process never imports torch."""
     if (path / "config.json").is_file():
         return
-    print(f"building the demo model in {path} ...", flush=True)
+    from trainers.tools.demo import PRETRAIN_TIME
+
+    print(f"writing the demo model to {path} (pre-trained on the bundled data on first use: "
+          f"{PRETRAIN_TIME}, once) ...", flush=True)
     out = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "demo-model", str(path)],
                          capture_output=True, text=True, env={**os.environ})
     if out.returncode != 0:

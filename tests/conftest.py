@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny demo model (built once per session), data paths, a config maker."""
+"""Shared fixtures: the tiny random-init demo model and the pre-trained demo (each built at most
+once per session), data paths, a config maker."""
 
 from __future__ import annotations
 
@@ -15,12 +16,30 @@ from trainers.tools.demo import SAMPLE_PREFERENCES, SAMPLE_SFT, SAMPLE_SUMMARIES
 PUBLIC_DATA = Path(__file__).resolve().parent / "data"  # 20 rows of each public set
 
 
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache(tmp_path_factory) -> Path:
+    """The pre-trained demo model's cache for this session (MODELFORGE_CACHE, inherited by the
+    CLI and server subprocesses): built at most once, and never the user's own cache."""
+    path = tmp_path_factory.mktemp("modelforge-cache")
+    os.environ["MODELFORGE_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """A random-init Llama with a tokenizer trained on the bundled data (about 5 s to build)."""
     from trainers.tools.demo import build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.fixture(scope="session")
+def pretrained_demo(demo_cache) -> Path:
+    """The demo that `modelforge demo-model` and `run --demo` write, in the session's cache: the
+    first test asking pays its pre-training, the others reuse it."""
+    from trainers.tools.demo import pretrained_demo_model
+
+    return pretrained_demo_model()
 
 
 @pytest.fixture(scope="module")

@@ -213,10 +213,12 @@ def demo_values(settings) -> dict:
     """With --demo, the form starts on the offline demo model and the bundled sample data."""
     if not getattr(settings, "demo", False):
         return {}
-    from trainers.tools.demo import SAMPLE_SFT
+    from trainers.tools.demo import demo_config
 
-    return {"model_name": str(settings.demo_model_dir), "dataset": str(SAMPLE_SFT),
-            "max_seq_length": 512}
+    keep = ("model_name", "dataset", "max_seq_length", "max_steps", "learning_rate", "lora_r",
+            "lora_alpha")  # the README's demo run, whose loss drop it states
+    config = demo_config(settings.demo_model_dir)
+    return {k: config[k] for k in keep}
 
 
 # --- the form's helpers -------------------------------------------------------------------------
