@@ -62,31 +62,39 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False) -> dict:
     """The speed settings for cfg on a GPU of gpu_gib (None: no GPU), and why.
 
     Returns {"updates": TrainConfig fields to change, "cudnn_attention": bool,
-    "decisions": [sentence, ...]}.
+    "reasons": {"padding_free" | "batch" | "liger_kernel": why},
+    "decisions": each as a sentence, for the run's events}.
     """
-    updates, decisions = {}, []
+    updates, reasons = {}, {}
     if cfg.strategy in ("sft", "qlora") and not cfg.packing:
         updates["padding_free"] = True
-        decisions.append("padding-free batches: on")
     else:
-        decisions.append("padding-free batches: off (" + ("packing is on" if cfg.packing else
-                         f"{cfg.strategy} trains on preference pairs") + ")")
-    fitted, why = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib, keep_batch)
+        reasons["padding_free"] = ("packing is on" if cfg.packing else
+                                   f"{cfg.strategy} trains on preference pairs")
+    fitted, reasons["batch"] = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib,
+                                                        keep_batch)
     updates.update(fitted)
-    decisions.append(f"batch and checkpointing: {why}")
     if cfg.provider != "huggingface":
-        decisions.append("Liger kernels: off (Unsloth uses its own fused kernels)")
+        reasons["liger_kernel"] = "Unsloth uses its own fused kernels"
     elif gpu_gib is None:
-        decisions.append("Liger kernels: off (no GPU: Liger's kernels are Triton GPU kernels)")
+        reasons["liger_kernel"] = "no GPU: Liger's kernels are Triton GPU kernels"
     elif not liger_installed():
-        decisions.append("Liger kernels: off (liger-kernel is not installed: "
-                         "pip install liger-kernel)")
+        reasons["liger_kernel"] = "liger-kernel is not installed: pip install liger-kernel"
     else:
         updates["liger_kernel"] = True
-        decisions.append("Liger kernels: on")
-    decisions.append("cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
-                                                 "not used (no GPU)"))
-    return {"updates": updates, "cudnn_attention": False, "decisions": decisions}
+        reasons["liger_kernel"] = "installed"
+
+    def state(field: str) -> str:
+        on = updates.get(field, False)
+        return "on" if on else f"off ({reasons[field]})"
+
+    decisions = [f"padding-free batches: {state('padding_free')}",
+                 f"batch and checkpointing: {reasons['batch']}",
+                 f"Liger kernels: {state('liger_kernel')}",
+                 "cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
+                                             "not used (no GPU)")]
+    return {"updates": updates, "cudnn_attention": False, "reasons": reasons,
+            "decisions": decisions}
 
 
 def apply(cfg) -> tuple:

@@ -20,20 +20,13 @@ def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None
     from trainers.benchmark.variant import train_config
 
     plan = speed.decide(train_config(spec, model_dir, provider, mode), gpu_gib, keep_batch=True)
-    updates = plan["updates"]
-    why = {d.split(": ", 1)[0]: d.split(": ", 1)[1] for d in plan["decisions"]}
+    updates, why = plan["updates"], plan["reasons"]
     return {"padding_free": True,
             "gradient_checkpointing": updates.get("gradient_checkpointing",
                                                   spec.gradient_checkpointing),
-            "gradient_checkpointing_reason": why["batch and checkpointing"],
+            "gradient_checkpointing_reason": why["batch"],
             "liger_kernel": bool(updates.get("liger_kernel")),
-            "liger_kernel_reason": _reason(why["Liger kernels"])}
-
-
-def _reason(decision: str) -> str:
-    """'off (no GPU: ...)' -> 'no GPU: ...'; 'on' -> 'installed'."""
-    state, _, reason = decision.partition(" (")
-    return reason[:-1] if reason else "installed" if state == "on" else state
+            "liger_kernel_reason": why["liger_kernel"]}
 
 
 def decide_all(spec, model_dir: str) -> dict:
