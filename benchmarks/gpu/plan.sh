@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Several GPU runs in one device call, back as one file (a call returns at most 8 files).
+#
+#   benchmarks/gpu/plan.sh PLAN_FILE
+#
+# Each non-comment line of PLAN_FILE is "NAME LIMIT_S COMMAND...": COMMAND runs with OUT set to
+# its own folder and is stopped after LIMIT_S seconds. After every line, everything written so
+# far is packed into $OUT/plan.tar.gz, so a call cut short still returns the runs it finished.
+# plan.log records each line's command, exit code and wall time.
+set -uo pipefail
+
+plan=${1:?usage: plan.sh PLAN_FILE}
+final_out=${OUT:-/tmp/out}
+work=/tmp/mf-plan
+rm -rf "$work" && mkdir -p "$work" "$final_out"
+cp "$plan" "$work/plan.txt"
+log="$work/plan.log"
+
+while read -r name limit command; do
+  case "$name" in ''|'#'*) continue ;; esac
+  started=$(date +%s)
+  echo "== $name ($(date -u +%FT%TZ), limit $limit s): $command" | tee -a "$log"
+  OUT="$work/$name" timeout -k 30 "$limit" bash -c "$command" < /dev/null > "$work/$name.log" 2>&1
+  code=$?
+  echo "== $name exit code $code after $(( $(date +%s) - started )) s" | tee -a "$log"
+  tail -n 25 "$work/$name.log"
+  tar -czf "$final_out/plan.tar.gz.part" -C "$work" . && \
+    mv "$final_out/plan.tar.gz.part" "$final_out/plan.tar.gz"
+done < "$plan"
