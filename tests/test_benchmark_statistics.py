@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.benchmark import report
+from trainers.benchmark import report, runner
+from trainers.benchmark.spec import build_spec
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -76,3 +77,24 @@ def test_committed_results_rebuild_with_the_current_method(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "tokens/s (median step)" in md and "engine/plain (total / median)" in md
     assert report.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_compile_in_a_measured_step_is_flagged():
+    steady = _run("unsloth-lora16-r1", "unsloth", [5.0, 1.0, 1.0, 1.0], 1000)
+    recompiled = _run("unsloth-lora16-r2", "unsloth", [5.0, 1.0, 6.0, 1.0], 1000)
+    for run, frames in ((steady, [2, 0, 0, 0]), (recompiled, [2, 0, 1, 0])):
+        run["step_costs"] = {"per_step": [{"compiled_frames": n} for n in frames]}
+    checks = {c["check"]: c for c in report.compile_checks([steady, recompiled], warmup=1)}
+    assert checks["no compile in the measured steps, unsloth-lora16-r1"]["ok"]  # step 1: warm-up
+    flagged = checks["no compile in the measured steps, unsloth-lora16-r2"]
+    assert not flagged["ok"] and "measured step 3 (6.00 s)" in flagged["detail"]
+
+
+def test_the_longest_row_is_trained_in_the_warm_up():
+    spec = build_spec({"model": "m", "batch_size": 2, "warmup_steps": 2, "steps": 3})
+    sizes = (5, 6, 7, 8, 9, 30, 4, 3, 2, 1)
+    rows = [{"input_ids": [1] * n, "completion_mask": [1] * n} for n in sizes]
+    ordered, _ = runner.select_rows(rows, spec)
+    lengths = [len(r["input_ids"]) for r in ordered]
+    assert max(lengths[:4]) == 30  # in the 2 warm-up batches of 2 rows
+    assert sorted(lengths) == sorted(sizes)  # the same rows, only their order changed

@@ -252,6 +252,25 @@ def repeat_checks(rows: list[dict]) -> list[dict]:
     return checks
 
 
+def compile_checks(runs: list[dict], warmup: int) -> list[dict]:
+    """A torch.compile during a measured step is a one-off cost that a long run would not see
+    again: flagged, with the steps and their time, so a total it dominates is not trusted."""
+    checks = []
+    for run in runs:
+        per_step = (run.get("step_costs") or {}).get("per_step") or []
+        if run.get("status") != "ok" or not per_step or "compiled_frames" not in per_step[0]:
+            continue  # results from before compiled frames were recorded
+        times = run["timing"]["step_times_s"]
+        hit = [(i + 1, times[i]) for i, s in enumerate(per_step)
+               if i >= warmup and s.get("compiled_frames")]
+        detail = ("no frame compiled after the warm-up" if not hit else
+                  "torch.compile ran in measured step " + ", ".join(
+                      f"{step} ({t:.2f} s)" for step, t in hit)
+                  + f" of {sum(times[warmup:]):.2f} s measured: a one-off cost of this shape")
+        checks.append(_check(f"no compile in the measured steps, {run['name']}", not hit, detail))
+    return checks
+
+
 def plain_run_checks(spec: BenchmarkSpec, plain: dict, engine: dict) -> list[dict]:
     """The plain script trained what the engine trained, with the bare libraries only."""
     where = f"{plain['provider']} {plain['mode']}"
@@ -348,6 +367,7 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
         "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
         "engine_vs_plain_ratio_median": _ratios(rows, "engine_vs_plain_ratio_median"),
         "checks": measurement_checks(spec, fair, why) + repeat_checks(rows)
+        + compile_checks(runs, spec.warmup_steps)
         + plain_checks(spec, rows, runs, plain_runs),
         "runs": runs, "plain_runs": plain_runs,
     }

@@ -94,7 +94,24 @@ def select_rows(rows: list[dict], spec: BenchmarkSpec) -> tuple[list[dict], int]
     random.Random(spec.seed).shuffle(long_enough)
     needed = spec.total_steps * spec.batch_size
     ordered = [long_enough[i % len(long_enough)] for i in range(needed)]
-    return ordered, len(long_enough)
+    return longest_into_warmup(ordered, spec), len(long_enough)
+
+
+def longest_into_warmup(ordered: list[dict], spec: BenchmarkSpec) -> list[dict]:
+    """Swap the longest row into the last warm-up batch (if it is not in the warm-up already).
+
+    A compile that a new shape triggers is then paid before the measured steps: Unsloth's padded
+    runs recompile at their first batch padded to max_seq_length (8B on the H200: 6-9 s, once;
+    docs/benchmarking.md), which in a short measured window outweighs every other step.
+    """
+    warmup_slots = spec.warmup_steps * spec.batch_size
+    if not warmup_slots:
+        return ordered
+    longest = max(range(len(ordered)), key=lambda i: len(ordered[i]["input_ids"]))
+    if longest >= warmup_slots:
+        slot = warmup_slots - spec.batch_size
+        ordered[slot], ordered[longest] = ordered[longest], ordered[slot]
+    return ordered
 
 
 def batch_facts(rows: list[dict], spec: BenchmarkSpec) -> dict:
