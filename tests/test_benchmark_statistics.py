@@ -98,3 +98,11 @@ def test_the_longest_row_is_trained_in_the_warm_up():
     lengths = [len(r["input_ids"]) for r in ordered]
     assert max(lengths[:4]) == 30  # in the 2 warm-up batches of 2 rows
     assert sorted(lengths) == sorted(sizes)  # the same rows, only their order changed
+
+
+def test_a_one_provider_benchmark_whose_run_failed_is_reported_not_crashed():
+    spec = build_spec({"model": "m", "providers": ["unsloth"], "modes": ["lora16"]})
+    stopped = {"name": "unsloth-lora16-r1", "provider": "unsloth", "mode": "lora16",
+               "status": "failed", "message": "stopped: the benchmark was asked to stop"}
+    verdict = report.matching(spec, [stopped], "lora16")
+    assert verdict["matched"] is None and "unsloth failed" in verdict["detail"]

@@ -38,6 +38,10 @@ def summarize_run(run_dir: Path, returncode: int, wall: float) -> dict:
         "first_loss": progress[0]["loss"] if progress else None,
         "last_loss": progress[-1]["loss"] if progress else None,
         "telemetry_overhead_pct": end.get("telemetry_overhead_pct"),
+        "mfu_median": _median([e.get("mfu") for e in progress if e["step"] > WARMUP_STEPS]),
+        "speed_mode": started.get("speed_mode"),
+        "micro_batch": (started.get("per_device_train_batch_size"),
+                        started.get("gradient_accumulation_steps")),
         "what_ran": {k: started.get(k) for k in (
             "provider", "architecture", "attention", "quantization", "dtype", "max_seq_length",
             "unsloth", "warnings", "device_name", "trainable_parameters", "trl_lm_head")},
@@ -46,6 +50,11 @@ def summarize_run(run_dir: Path, returncode: int, wall: float) -> dict:
     if end.get("type") == "failed":
         result["error"] = {k: end.get(k) for k in ("error_type", "message", "hint")}
     return result
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
 
 
 def environment() -> dict:

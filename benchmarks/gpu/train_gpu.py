@@ -76,14 +76,19 @@ def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
 
 def markdown(results: list[dict], args) -> str:
     lines = [f"Synthetic weights ({args.family}), seq {args.seq}, batch {args.batch} per GPU, "
-             f"{args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, gradient "
-             "checkpointing, through `python -m trainers.train.worker`.", "",
-             "| variant | status | tokens/s (median, min-max) | peak alloc GiB per GPU "
-             "| max reserved GiB | first loss | wall s |", "|---|---|---|---|---|---|---|"]
+             f"{args.steps} steps ({WARMUP_STEPS} warm-up), LoRA r16 all linear, "
+             + ("speed_mode (it decides padding-free, checkpointing, micro-batch, Liger)"
+                if args.speed else "gradient checkpointing")
+             + ", through `python -m trainers.train.worker`.", "",
+             "| variant | status | tokens/s (median, min-max) | MFU (median) | micro-batch x "
+             "accumulation | peak alloc GiB per GPU | max reserved GiB | first loss | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         tps = (f"{r['tokens_per_s_median']} ({r['tokens_per_s_min']}-{r['tokens_per_s_max']})"
                if r["tokens_per_s_median"] else "-")
-        lines.append(f"| {r['variant']} | {r['status']} | {tps} | "
+        mfu = f"{r['mfu_median']:.1%}" if r.get("mfu_median") else "-"
+        micro = " x ".join(str(x) for x in r["micro_batch"]) if r.get("micro_batch") else "-"
+        lines.append(f"| {r['variant']} | {r['status']} | {tps} | {mfu} | {micro} | "
                      f"{r['peak_gpu_mem_allocated_gib_per_rank'] or r['peak_gpu_mem_allocated_gib']}"
                      f" | {r['max_gpu_mem_reserved_gib']} | "
                      f"{r['first_loss']} | {r['wall_time_s']} |")
@@ -102,6 +107,8 @@ def main() -> None:
                         help="comma-separated process (GPU) counts to run each variant with")
     parser.add_argument("--out", required=True)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test on the demo model")
+    parser.add_argument("--speed", action="store_true",
+                        help="speed_mode: true (trainers/speed.py decides at the worker's start)")
     args = parser.parse_args()
     if args.tiny:
         args.family, args.steps, args.seq, args.batch = "demo", 5, 128, 2
@@ -113,13 +120,14 @@ def main() -> None:
     for name in args.variants.split(","):
         for processes in [int(p) for p in args.processes.split(",")]:
             label = name if processes == 1 else f"{name}-x{processes}"
-            fields = {**VARIANTS[name], "num_processes": processes}
+            fields = {**VARIANTS[name], "num_processes": processes,
+                      **({"speed_mode": True} if args.speed else {})}
             results.append(run_variant(label, fields, model, args, work / "runs"))
             print(json.dumps(results[-1])[:600], flush=True)
     report = {"command": " ".join([sys.executable] + sys.argv), "family": args.family,
               "synthetic_weights": not args.tiny, "environment": environment(),
               "settings": {"seq": args.seq, "batch": args.batch, "steps": args.steps,
-                           "warmup_steps": WARMUP_STEPS}, "results": results}
+                           "warmup_steps": WARMUP_STEPS, "speed_mode": args.speed}, "results": results}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(results, args))
     print(markdown(results, args))

@@ -98,11 +98,10 @@ def matching(spec: BenchmarkSpec, runs: list[dict], mode: str) -> dict:
     of_mode = [r for r in runs if r["mode"] == mode]
     ok = [r for r in of_mode if r["status"] == "ok"]
     providers_ok = {r["provider"] for r in ok}
-    if len(spec.providers) > 1 and len(providers_ok) < 2:
+    if not ok or (len(spec.providers) > 1 and len(providers_ok) < 2):
         failed = sorted({r["provider"] for r in of_mode} - providers_ok)
         return {"matched": None, "verdict": "not checked",
-                "detail": f"fewer than two providers ran ({', '.join(failed)} failed)",
-                "checks": []}
+                "detail": f"too few providers ran ({', '.join(failed)} failed)", "checks": []}
     unmatched = spec.padding in ("as_shipped", "best")  # not matched, by design
     checks = [
         token_check(ok),
