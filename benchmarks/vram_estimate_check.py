@@ -80,10 +80,11 @@ def main() -> int:
     if free:
         print(f"\nPadding-free rows ({len(free)}; `batch x seq` = 1 x the tokens of the largest "
               "batch these rows made, what the estimate is asked for a run whose worst batch is "
-              "known; without checkpointing, as the runs decided): errors "
-              + ", ".join(f"{r['settings']['provider']} {100 * r['error']:+.1f}%" for r in free)
-              + ". Not held to the tolerance yet: too few points, and Liger's fused kernels "
-                "(Hugging Face at its best) keep less than the estimate counts.")
+              "known; checkpointing as each run had it): errors from "
+              f"{100 * min(r['error'] for r in free):+.1f}% to "
+              f"{100 * max(r['error'] for r in free):+.1f}% (rows above). Not held to the "
+              "tolerance yet: Liger's fused kernels (Hugging Face at its best) keep less than the "
+              "estimate counts, so its rows are over.")
     return 0 if worst <= TOLERANCE else 1
 
 
