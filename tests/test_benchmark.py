@@ -71,7 +71,7 @@ def test_spec_errors_name_the_field_and_the_fix():
 SPEC_DEFAULTS = {"max_seq_length": 2048, "dataset": "sample", "column_mapping": {},
                  "completion_only_loss": True, "lora_r": 16, "lora_alpha": 32,
                  "target_modules": "auto", "learning_rate": 2e-4, "gradient_checkpointing": True,
-                 "seed": 42, "name": ""}
+                 "seed": 42, "attention": "sdpa", "name": ""}
 
 
 def test_spec_takes_the_fields_it_shares_with_the_training_config():

@@ -141,6 +141,14 @@ class TrainConfig(BaseModel):
         False, "optimisation",
         "huggingface: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear "
         "cross-entropy); needs a CUDA GPU and `pip install liger-kernel`.")
+    attention: Literal["sdpa", "sdpa_per_row"] = _field(
+        "sdpa", "optimisation",
+        "huggingface: how attention runs. sdpa: PyTorch's scaled_dot_product_attention over "
+        "the batch; with padding_free, transformers keeps the rows apart with a mask over all "
+        "the micro-batch's tokens, so attention grows with the square of their total. "
+        "sdpa_per_row: SDPA once per row, causal and without a mask (on a GPU SDPA can use its "
+        "flash kernel); needs padding_free. Not yet measured on a GPU, so speed_mode does not "
+        "switch it on (trainers/train/attention.py).")
     seed: int = _field(
         42, "optimisation", "Random seed for data order and adapter init (0 to 2**32 - 1).")
 
@@ -305,7 +313,29 @@ def config_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "
                               "set a fixed value such as 2048"))
-    return problems + preference_problems(cfg) + run_feature_problems(cfg)
+    return problems + preference_problems(cfg) + run_feature_problems(cfg) + \
+        attention_problems(cfg)
+
+
+def attention_problems(cfg: TrainConfig) -> list[dict]:
+    """What sdpa_per_row needs of the rest of the config. Not in _RANGE_RULES: the benchmark
+    spec shares the attention field and applies those rules, and it has no provider field."""
+    if cfg.attention == "sdpa":
+        return []
+    problems = []
+    if cfg.provider != "huggingface":
+        problems.append(_problem(
+            "attention", f"{cfg.attention} applies to the huggingface provider (Unsloth picks "
+                         "its own attention): set attention to sdpa"))
+    # speed_mode turns padding_free on where padding_free is allowed (trainers/speed.py)
+    padding_free_at_start = cfg.padding_free or (
+        cfg.speed_mode and cfg.strategy in ("sft", "qlora") and not cfg.packing)
+    if not padding_free_at_start:
+        problems.append(_problem(
+            "attention", f"{cfg.attention} needs padding-free batches (padded rows would need "
+                         "the mask it leaves out): set padding_free to true (sft and qlora), or "
+                         "set attention to sdpa"))
+    return problems
 
 
 def run_feature_problems(cfg: TrainConfig) -> list[dict]:

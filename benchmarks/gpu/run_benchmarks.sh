@@ -17,7 +17,9 @@
 # Defaults are the evidence set-up: seq 2048, batch 8, 10 warm-up + 30 measured steps, each
 # configuration twice, padded batches for both providers, rows of at least 680 tokens from the
 # P3/T0 prompt/completion sample. Override with SEQ, BATCH, STEPS, WARMUP, REPEATS, MIN_TOKENS,
-# PADDING, CKPT (0: gradient checkpointing off; "best" decides it itself), DATA.
+# PADDING, CKPT (0: gradient checkpointing off; "best" decides it itself), ATTN (the spec's
+# attention for the huggingface variants: sdpa, or sdpa_per_row with PADDING padding_free or
+# best), DATA.
 # RUNNER_LIMIT_S bounds the engine run (a stopped run still writes the results of
 # every variant it finished); PLAIN_LIMIT_S bounds each plain run.
 # Writes at most 6 files to $OUT/TAG/: results.json, results.md, results.csv, logs.tar.gz,
@@ -54,12 +56,14 @@ spec = {
     "min_example_tokens": int(os.environ.get("MIN_TOKENS", 680)),
     "padding": os.environ.get("PADDING", "padded"),
     "gradient_checkpointing": os.environ.get("CKPT", "1") == "1",
+    "attention": os.environ.get("ATTN", "sdpa"),
     "dataset": os.environ.get("DATA", ".gpu/data/t0_mix_prompt_completion.jsonl"),
     "variant_timeout_s": int(os.environ.get("VARIANT_TIMEOUT_S", 300)),
     "name": f"GPU evidence {shape} {os.environ['MODES']}",
     "invocation": " ".join(
         [f"{k}={os.environ[k]}" for k in ("SEQ", "BATCH", "STEPS", "WARMUP", "REPEATS",
-                                          "MIN_TOKENS", "PADDING", "CKPT", "PROVIDERS", "CHECK_PLAIN")
+                                          "MIN_TOKENS", "PADDING", "CKPT", "ATTN", "PROVIDERS",
+                                          "CHECK_PLAIN")
          if k in os.environ] + ["benchmarks/gpu/run_benchmarks.sh", shape, os.environ["MODES"]]),
 }
 spec["dataset"] = os.path.abspath(spec["dataset"])

@@ -68,13 +68,66 @@ def targets(settings: dict, model) -> list:
     return linear_names(model) if lora["target_modules"] == "auto" else lora["target_modules"]
 
 
+PER_ROW = "sdpa_per_row"
+_last_rows = {"ids": None, "version": None, "starts": None}
+
+
+def row_starts(position_ids, items: int) -> list:
+    """Each batch item's row starts (a position id of 0 starts a row), read once per forward:
+    every layer gets the same tensor, so the host waits for the device once, not per layer."""
+    if position_ids is _last_rows["ids"] and position_ids._version == _last_rows["version"]:
+        return _last_rows["starts"]
+    starts = [{0} for _ in range(items)]
+    for item, start in (position_ids.expand(items, -1) == 0).nonzero().tolist():
+        starts[item].add(start)
+    starts = [sorted(s) for s in starts]
+    _last_rows.update(ids=position_ids, version=position_ids._version, starts=starts)
+    return starts
+
+
+def per_row_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                      position_ids=None, **kwargs):
+    """SDPA on each packed row alone, causal and without a mask, so SDPA can pick its flash
+    kernel: the attention of the engine's `attention: sdpa_per_row` (trainers/train/
+    attention.py), for the padding-free batches of training."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    outputs = []
+    for item, starts in enumerate(row_starts(position_ids, query.shape[0])):
+        rows = zip(starts, starts[1:] + [query.shape[2]])
+        outputs.append(torch.cat([sdpa_attention_forward(
+            module, query[item:item + 1, :, a:b], key[item:item + 1, :, a:b],
+            value[item:item + 1, :, a:b], None, dropout=dropout, scaling=scaling,
+            **kwargs)[0] for a, b in rows], dim=1))
+    return torch.cat(outputs, dim=0), None
+
+
+def no_mask(batch_size, q_length, kv_length, attention_mask=None, **kwargs):
+    """No mask for per-row attention; a padded batch would need one, so it is refused."""
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError(f"{PER_ROW} attention needs padding-free batches")
+    return None
+
+
+def attention_implementation(settings: dict) -> str:
+    """The spec's attention (settings without one: sdpa), registered with transformers."""
+    name = settings.get("attention", "sdpa")
+    if name == PER_ROW:
+        from transformers import AttentionInterface, AttentionMaskInterface
+
+        AttentionInterface.register(PER_ROW, per_row_attention)
+        AttentionMaskInterface.register(PER_ROW, no_mask)
+    return name
+
+
 def load_huggingface(settings: dict):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype, four_bit = dtype_of(settings), settings["load_in_4bit"]
-    kwargs = {"dtype": dtype, "attn_implementation": "sdpa"}
+    kwargs = {"dtype": dtype, "attn_implementation": attention_implementation(settings)}
     if four_bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -205,6 +258,7 @@ def trainer_settings(trainer) -> dict:
     args = trainer.args
     value = lambda x: getattr(x, "value", x)  # noqa: E731 - enums as their strings
     return {"trainer_class": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
+            "attention": getattr(trainer.model.config, "_attn_implementation", None),
             "padding_free": bool(getattr(args, "padding_free", False)),
             "collator": type(trainer.data_collator).__name__,
             "optim": value(args.optim), "learning_rate": args.learning_rate,

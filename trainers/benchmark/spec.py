@@ -19,6 +19,7 @@ PROVIDERS = ("huggingface", "unsloth")
 MODES = ("lora16", "qlora4")
 MODE_LABELS = {"lora16": "16-bit LoRA", "qlora4": "QLoRA 4-bit"}
 PADDING = ("padded", "padding_free", "as_shipped", "best")
+PADDING_FREE = ("padding_free", "best")  # the paddings that concatenate rows for both providers
 SAMPLE_DATASET = "sample"
 
 
@@ -87,6 +88,10 @@ class BenchmarkSpec(BaseModel):
     gradient_checkpointing: config_field(
         "gradient_checkpointing", "Each provider uses its own implementation.") = True
     seed: config_field("seed", "It seeds the synthetic weights too.") = 42
+    attention: config_field(
+        "attention", "In a benchmark: the huggingface variants and the plain script's "
+                     "huggingface run; Unsloth's use its own. sdpa_per_row needs padding "
+                     "padding_free or best.") = "sdpa"
 
     # --- judging -------------------------------------------------------------------------
     loss_rel_tolerance: float = _field(
@@ -161,6 +166,9 @@ _RULES = [
     ("peak_tflops", lambda s: s.peak_tflops is None or s.peak_tflops > 0,
      "must be empty or above 0"),
     ("variant_timeout_s", lambda s: s.variant_timeout_s >= 10, "must be at least 10 seconds"),
+    ("attention", lambda s: s.attention == "sdpa" or s.padding in PADDING_FREE,
+     "sdpa_per_row needs padding-free batches (padded rows would need the mask it leaves out): "
+     "set padding to padding_free or best, or attention to sdpa"),
 ]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 PROCESS_START = time.perf_counter()
 
-from trainers.benchmark.spec import BenchmarkSpec  # noqa: E402 - light (pydantic only)
+from trainers.benchmark.spec import PADDING_FREE, BenchmarkSpec  # noqa: E402 - pydantic only
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.events import EventWriter  # noqa: E402
 
@@ -52,7 +52,12 @@ def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
     """The training config every variant of this spec shares, but for provider and mode (and,
     for padding "best", the runner's per-provider decision on gradient checkpointing)."""
     checkpointing = best["gradient_checkpointing"] if best else spec.gradient_checkpointing
+    # the spec's attention is for Hugging Face (Unsloth picks its own); padding_free is what
+    # sft_arguments sets, stated here too because per-row attention requires it
+    huggingface = provider == "huggingface"
     return TrainConfig(
+        attention=spec.attention if huggingface else "sdpa",
+        padding_free=huggingface and spec.padding in PADDING_FREE,
         provider=provider, model_name=model_dir, max_seq_length=spec.max_seq_length,
         strategy="qlora" if mode == "qlora4" else "sft", use_4bit=mode == "qlora4",
         dataset=spec.dataset, completion_only_loss=spec.completion_only_loss,
@@ -78,7 +83,7 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str,
                 use_cpu=not torch.cuda.is_available())  # what Unsloth's CPU backend sets too
     if spec.padding == "padded":
         args["padding_free"] = False
-    elif spec.padding in ("padding_free", "best"):
+    elif spec.padding in PADDING_FREE:
         args.update(padding_free=True, max_length=None)  # rows are already truncated
     if best and best["liger_kernel"]:
         args["use_liger_kernel"] = True
@@ -217,6 +222,7 @@ def effective_settings(trainer) -> dict:
     args = trainer.args
     collator = trainer.data_collator
     return {
+        "attention": getattr(trainer.model.config, "_attn_implementation", None),
         "trainer_class": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
         "padding_free": bool(getattr(args, "padding_free", False)),
         "collator": type(collator).__name__,

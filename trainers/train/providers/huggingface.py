@@ -23,14 +23,22 @@ class HuggingFaceProvider(Provider):
                 f"{cfg.model_name} is an encoder-decoder.",
                 "Use strategy sft for T5/BART-style models, or pick a causal LM for "
                 "preference training.")
+        if self.info["seq2seq"] and cfg.attention != "sdpa":
+            raise ProviderError(
+                f"attention {cfg.attention} runs causal attention per packed row; "
+                f"{cfg.model_name} is an encoder-decoder.", "Set attention to sdpa.")
 
     def load_model(self, cfg: TrainConfig):
         from peft import LoraConfig, get_peft_model
 
         model_config = load_model_config(cfg.model_name, cfg.trust_remote_code)
         seq2seq = is_encoder_decoder(model_config)
+        if cfg.attention == "sdpa_per_row":
+            from trainers.train.attention import register
+
+            register()  # transformers checks the name when the model loads
         model = self.load_pretrained(self.model_class(model_config), cfg,
-                                     attn_implementation="sdpa")
+                                     attn_implementation=cfg.attention)
         if cfg.gradient_checkpointing and not cfg.use_4bit:  # k-bit preparation turned it on
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
@@ -46,7 +54,7 @@ class HuggingFaceProvider(Provider):
             "architecture": model_config.architectures[0] if model_config.architectures else
             model_config.model_type,
             "seq2seq": seq2seq,
-            "attention": getattr(model.config, "_attn_implementation", "sdpa"),
+            "attention": getattr(model.config, "_attn_implementation", cfg.attention),
             "quantization": "bnb-nf4 (double quant)" if cfg.use_4bit else None,
             "dtype": str(self.dtype(cfg)).replace("torch.", ""),
             "target_modules": sorted(lora.target_modules),

@@ -1,0 +1,93 @@
+"""`attention: sdpa_per_row`: SDPA run once per packed row, for padding-free batches.
+
+With padding_free, TRL concatenates a micro-batch's rows into one sequence whose position ids
+restart at 0 for each row. Under "sdpa", transformers keeps the rows apart with a dense
+block-diagonal mask over the whole concatenation, and SDPA computes every masked-out block:
+attention costs the square of the micro-batch's tokens, not the sum of its rows' squares
+(benchmarks/results/best_llama-3.1-8b_lora16_huggingface_b8/). Here each row is its own causal
+SDPA call without a mask tensor, so on a GPU SDPA can pick its flash kernel, and the mask
+function registered beside it builds no mask at all.
+
+Registered under ATTENTION with transformers' AttentionInterface and AttentionMaskInterface;
+load the model with attn_implementation=ATTENTION after register().
+"""
+
+from __future__ import annotations
+
+ATTENTION = "sdpa_per_row"
+
+# The position ids the row bounds were last read from, and those bounds: every layer of one
+# forward gets the same tensor, so the host waits for the device once per forward, not per layer.
+_last: dict = {"ids": None, "version": None, "bounds": None}
+
+
+def register() -> None:
+    """Make ATTENTION a valid attn_implementation (idempotent)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION, per_row_attention)
+    AttentionMaskInterface.register(ATTENTION, no_mask)
+
+
+def no_mask(batch_size: int, q_length: int, kv_length: int, attention_mask=None, **kwargs):
+    """No mask tensor: the rows are found from the position ids instead. A padding mask with
+    zeros would be dropped silently, so it is refused."""
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError(
+            f"attention {ATTENTION} got a padded batch (an attention mask with zeros); it "
+            "needs padding-free batches (padding_free: true) or rows without padding. Set "
+            "attention to sdpa for padded batches.")
+    return None
+
+
+def row_bounds(position_ids, items: int, cu_seq_lens=None) -> list[list[tuple[int, int]]]:
+    """(start, end) of each row, for each of the batch's `items`: from cu_seq_lens (one item)
+    when the collator gives them, else a position id of 0 starts a row."""
+    if cu_seq_lens is not None:
+        ends = cu_seq_lens.tolist()
+        return [list(zip(ends, ends[1:]))]
+    if position_ids is None:
+        raise ValueError(f"attention {ATTENTION} needs position_ids (or cu_seq_lens_q) to find "
+                         "the rows of a packed batch")
+    if position_ids is _last["ids"] and position_ids._version == _last["version"]:
+        return _last["bounds"]
+    length = position_ids.shape[1]
+    starts: list[set[int]] = [{0} for _ in range(items)]
+    # the ids may be one row for the whole batch (unsqueezed, not expanded)
+    for item, start in (position_ids.expand(items, -1) == 0).nonzero().tolist():
+        starts[item].add(start)
+    bounds = []
+    for item_starts in starts:
+        ordered = sorted(item_starts)
+        bounds.append(list(zip(ordered, ordered[1:] + [length])))
+    _last.update(ids=position_ids, version=position_ids._version, bounds=bounds)
+    return bounds
+
+
+def per_row_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+                      scaling: float | None = None, position_ids=None, **kwargs):
+    """transformers' SDPA attention (GQA, causality, scaling as it does them) on each row
+    alone. query/key/value: (batch, heads, tokens, head_dim); returns (batch, tokens, heads,
+    head_dim) as sdpa_attention_forward does."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if getattr(module, "sliding_window", None):
+        raise ValueError(f"attention {ATTENTION} does not implement sliding-window attention: "
+                         "set attention to sdpa for this model")
+    if key.shape[2] != query.shape[2]:
+        # generation with a cache: the mask function refused padding, so plain SDPA is exact
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    bounds = row_bounds(position_ids, query.shape[0], kwargs.pop("cu_seq_lens_q", None))
+    if len(bounds) != query.shape[0]:
+        raise ValueError(f"attention {ATTENTION}: cu_seq_lens describe one packed row of rows, "
+                         f"and the batch has {query.shape[0]}")
+    items = []
+    for item, rows in enumerate(bounds):
+        parts = [sdpa_attention_forward(
+            module, query[item:item + 1, :, start:end], key[item:item + 1, :, start:end],
+            value[item:item + 1, :, start:end], None, dropout=dropout, scaling=scaling,
+            **kwargs)[0] for start, end in rows]
+        items.append(torch.cat(parts, dim=1))
+    return torch.cat(items, dim=0), None
