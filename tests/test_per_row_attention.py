@@ -173,8 +173,9 @@ def test_the_plain_script_runs_per_row_attention_without_modelforge(tmp_path, de
     (tmp_path / "prepared.json").write_text(json.dumps({"rows": rows}))
     prepared = {"model_dir": str(demo_model), "tokenizer_dir": str(demo_model)}
     settings = plain_settings(spec, prepared, tmp_path, "lora16")
-    sdpa = _plain_run(tmp_path, settings, "sdpa")
-    per_row = _plain_run(tmp_path, {**settings, "attention": spec.attention}, "per-row")
+    assert settings["attention"] == "sdpa_per_row"  # the runner hands the spec's attention on
+    sdpa = _plain_run(tmp_path, {**settings, "attention": "sdpa"}, "sdpa")
+    per_row = _plain_run(tmp_path, settings, "per-row")
     assert per_row["trainers_modules"] == [] and per_row["status"] == "ok"
     assert per_row["effective"]["attention"] == "sdpa_per_row"
     assert sdpa["effective"]["attention"] == "sdpa"

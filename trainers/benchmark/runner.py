@@ -305,7 +305,7 @@ def plain_settings(spec: BenchmarkSpec, prepared: dict, run_dir: Path, mode: str
         "tokenizer_dir": prepared["tokenizer_dir"], "rows_file": str(run_dir / PREPARED_FILE),
         "precision": spec.precision, "load_in_4bit": mode == "qlora4",
         "max_seq_length": spec.max_seq_length, "warmup_steps": spec.warmup_steps,
-        "cudnn_attention": spec.cudnn_attention,
+        "cudnn_attention": spec.cudnn_attention, "attention": spec.attention,
         "gradient_checkpointing": spec.gradient_checkpointing,
         "lora": {"r": spec.lora_r, "alpha": spec.lora_alpha, "dropout": 0.0,
                  "target_modules": spec.target_modules},
