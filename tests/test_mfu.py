@@ -56,6 +56,25 @@ def test_the_peak_a_run_is_counted_against():
         assert flops.PEAK_ENV in found["mfu_unavailable"]  # the fix is named
 
 
+def test_the_benchmark_counts_against_the_same_peak(demo_model, tiny_config, monkeypatch):
+    """A benchmark's MFU uses its spec's peak, else what a training run would (the variable,
+    the table), so the two agree on a GPU missing from the table."""
+    from trainers.benchmark.variant import flops_summary
+    from trainers.train.providers import get_provider
+
+    model = get_provider("huggingface").load_model(build_config(tiny_config()))
+    speed = {"measured_steps": 1, "measured_tokens": 8, "tokens_per_s_total": 1000.0}
+    monkeypatch.setenv(flops.PEAK_ENV, "500")
+    by_variable = flops_summary(model, [[3, 5], [3, 5]], speed, 1, "Some New GPU", None)
+    assert (by_variable["peak_tflops"], by_variable["peak_source"]) == (500.0, flops.PEAK_ENV)
+    by_spec = flops_summary(model, [[3, 5], [3, 5]], speed, 1, "Some New GPU", 250.0)
+    assert (by_spec["peak_tflops"], by_spec["peak_source"]) == (250.0, "spec.peak_tflops")
+    assert by_spec["mfu"] == pytest.approx(2 * by_variable["mfu"])
+    monkeypatch.delenv(flops.PEAK_ENV)
+    unknown = flops_summary(model, [[3, 5], [3, 5]], speed, 1, "Some New GPU", None)
+    assert unknown["mfu"] is None and "no peak known" in unknown["peak_source"]
+
+
 # --- real training runs of the demo model on the CPU --------------------------------------------
 
 def train(data_dir: Path, config: dict) -> tuple[dict, list[dict]]:

@@ -98,8 +98,9 @@ class BenchmarkSpec(BaseModel):
         0.01, "First-step losses (before any update) must agree within this relative "
               "difference, else the runs are flagged not matched.")
     peak_tflops: Optional[float] = _field(
-        None, "The GPU's dense peak for the precision, in TFLOP/s, for MFU; empty = from the "
-              "built-in table by GPU name.")
+        None, "The GPU's dense peak for the precision, in TFLOP/s, for MFU; empty = "
+              "MODELFORGE_PEAK_TFLOPS if set (as for training runs), else the built-in table "
+              "by GPU name.")
     variant_timeout_s: int = _field(1800, "A variant running longer is stopped and failed.")
     cudnn_attention: bool = _field(
         False, "Let PyTorch's SDPA use cuDNN's attention kernels. Off by default, for every "

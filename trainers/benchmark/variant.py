@@ -304,14 +304,15 @@ def flops_summary(model, lengths: list[list[int]], speed: dict, warmup: int,
     per_step = [flops.step_flops(x, macs, layers, width) for x in lengths]
     measured = per_step[warmup:warmup + speed["measured_steps"]]
     per_token = sum(measured) / speed["measured_tokens"]
-    peak = peak_override or flops.peak_tflops(device_name)
+    # the spec's peak, else what a training run counts against (MODELFORGE_PEAK_TFLOPS, the table)
+    found = {"peak_tflops": peak_override, "peak_source": "spec.peak_tflops"} if peak_override \
+        else flops.run_peak(device_name)
+    peak = found["peak_tflops"]
     value = flops.mfu(per_token * speed["tokens_per_s_total"], peak)  # at the headline speed
     return {"formula": flops.FORMULA, "linear_macs_per_token": macs,
             "attention_layers": layers, "attention_width": width,
             "model_flops_per_token": per_token, "peak_tflops": peak,
-            "peak_source": "spec.peak_tflops" if peak_override else
-            ("table" if peak else f"no peak known for '{device_name}'"),
-            "mfu": value}
+            "peak_source": found["peak_source"] or found["mfu_unavailable"], "mfu": value}
 
 
 def load(cfg: TrainConfig, prepared: dict) -> dict:
