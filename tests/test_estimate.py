@@ -76,6 +76,17 @@ def test_a_config_that_does_not_fit_gets_the_settings_to_change():
     assert estimate(_config(), gpu_gib=None)["fits"] is None
 
 
+def test_a_known_largest_batch_is_estimated_instead_of_the_worst_case():
+    """Padding-free rows that are known (a benchmark's) hold fewer tokens than batch x
+    max_seq_length: asked for them, the estimate is that of a batch of that many tokens."""
+    worst = estimate(_config(), gpu_gib=140)
+    known = estimate(_config(), gpu_gib=140, batch_tokens=2 * 2048)
+    two_rows = estimate(_config(per_device_train_batch_size=2), gpu_gib=140)
+    assert known["peak_allocated_gib"] == two_rows["peak_allocated_gib"]
+    assert known["tokens_per_batch"] == 2 * 2048 < worst["tokens_per_batch"]
+    assert known["fits"] is True and worst["fits"] is False
+
+
 def test_what_cannot_be_estimated_says_why(tmp_path):
     missing = estimate(_config(model_name=str(tmp_path)))
     assert missing["available"] is False and "config.json" in missing["reason"]

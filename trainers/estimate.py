@@ -190,9 +190,13 @@ def largest_batch(shape: Shape, settings: dict, gpu_gib: float, limit: int = 256
     return best
 
 
-def estimate(cfg, gpu_gib: float | None = None) -> dict:
-    """The estimate for a TrainConfig, with a verdict when the GPU's memory is known."""
-    if cfg.max_seq_length <= 0:
+def estimate(cfg, gpu_gib: float | None = None, batch_tokens: int | None = None) -> dict:
+    """The estimate for a TrainConfig, with a verdict when the GPU's memory is known.
+
+    batch_tokens: where the rows are known and batches are padding-free (the benchmark), the
+    most tokens one micro-batch holds; the estimate is then for that batch, not the worst case
+    of per_device_train_batch_size rows of max_seq_length tokens."""
+    if cfg.max_seq_length <= 0 and not batch_tokens:
         return {"available": False, "reason": "max_seq_length is not fixed (-1): the estimate "
                                               "needs the longest row a batch can hold"}
     try:
@@ -200,7 +204,8 @@ def estimate(cfg, gpu_gib: float | None = None) -> dict:
     except NotEstimable as exc:
         return {"available": False, "reason": str(exc)}
     settings = settings_of(cfg)
-    result = {"available": True, **estimate_shape(shape, **settings), "shape": asdict(shape),
+    asked = {**settings, "batch": 1, "seq": batch_tokens} if batch_tokens else settings
+    result = {"available": True, **estimate_shape(shape, **asked), "shape": asdict(shape),
               "method": "docs/benchmarking.md#vram-estimate", "gpu_gib": gpu_gib}
     if gpu_gib is None:
         result.update(fits=None, verdict="no GPU found here: the estimate is for a CUDA GPU")
@@ -214,7 +219,7 @@ def estimate(cfg, gpu_gib: float | None = None) -> dict:
     result["fits"] = False
     fixes = []
     if not cfg.gradient_checkpointing:
-        with_gc = estimate_shape(shape, **{**settings, "checkpointing": True})
+        with_gc = estimate_shape(shape, **{**asked, "checkpointing": True})
         fixes.append(f"gradient_checkpointing: true (about {with_gc['device_gib']:.1f} GiB)")
     batch = largest_batch(shape, settings, gpu_gib)
     if batch:

@@ -29,8 +29,10 @@ def _divisors_descending(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool) -> tuple[dict, str]:
-    """(updates, reason): the largest micro-batch that fits, without checkpointing if possible."""
+def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
+                             batch_tokens: int | None = None) -> tuple[dict, str]:
+    """(updates, reason): the largest micro-batch that fits, without checkpointing if possible.
+    batch_tokens (with keep_batch): the largest batch's tokens, where the rows are known."""
     from trainers.estimate import estimate
 
     if gpu_gib is None:
@@ -44,7 +46,7 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool) -> tu
             trial = cfg.model_copy(update={"per_device_train_batch_size": micro,
                                            "gradient_accumulation_steps": effective // micro,
                                            "gradient_checkpointing": checkpointing})
-            verdict = estimate(trial, gpu_gib)
+            verdict = estimate(trial, gpu_gib, batch_tokens if keep_batch else None)
             if not verdict["available"]:
                 return {}, f"kept as set: {verdict['reason']}"
             last = verdict
@@ -53,13 +55,17 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool) -> tu
                            "gradient_accumulation_steps": effective // micro,
                            "gradient_checkpointing": checkpointing}
                 how = "without" if not checkpointing else "with"
+                at = f", at the rows' largest batch of {batch_tokens} tokens" \
+                    if batch_tokens and keep_batch else ""
                 return updates, (f"micro-batch {micro} x {effective // micro} accumulation "
-                                 f"{how} gradient checkpointing: {verdict['verdict']}")
+                                 f"{how} gradient checkpointing{at}: {verdict['verdict']}")
     return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"
 
 
-def decide(cfg, gpu_gib: float | None, keep_batch: bool = False) -> dict:
-    """The speed settings for cfg on a GPU of gpu_gib (None: no GPU), and why.
+def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
+           batch_tokens: int | None = None) -> dict:
+    """The speed settings for cfg on a GPU of gpu_gib (None: no GPU), and why. A benchmark
+    keeps its batch and knows its rows: batch_tokens is its largest batch's token count.
 
     Returns {"updates": TrainConfig fields to change, "cudnn_attention": bool,
     "reasons": {"padding_free" | "batch" | "liger_kernel": why},
@@ -72,7 +78,7 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False) -> dict:
         reasons["padding_free"] = ("packing is on" if cfg.packing else
                                    f"{cfg.strategy} trains on preference pairs")
     fitted, reasons["batch"] = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib,
-                                                        keep_batch)
+                                                        keep_batch, batch_tokens)
     updates.update(fitted)
     if cfg.provider != "huggingface":
         reasons["liger_kernel"] = "Unsloth uses its own fused kernels"

@@ -5,7 +5,8 @@ spec's batch kept (one batch per measured step):
 - padding-free batches for both (Unsloth's own default; for Hugging Face TRL's padding_free,
   with transformers keeping the rows apart by their position ids);
 - gradient checkpointing off where the VRAM estimate (trainers/estimate.py) says the run fits
-  this GPU without it, on otherwise;
+  this GPU without it, on otherwise; asked for the largest batch these rows make (the rows are
+  known and padding-free), not the worst case of batch_size rows of max_seq_length;
 - Liger kernels for Hugging Face (TRL's use_liger_kernel) where liger-kernel is installed and
   there is a GPU; Unsloth has its own fused kernels.
 cuDNN's attention is the spec's cudnn_attention for every run, not decided here.
@@ -15,11 +16,13 @@ Each decision is recorded with its reason, in prepared.json and in every run's r
 from __future__ import annotations
 
 
-def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None) -> dict:
+def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None,
+           batch_tokens: int | None = None) -> dict:
     from trainers import speed
     from trainers.benchmark.variant import train_config
 
-    plan = speed.decide(train_config(spec, model_dir, provider, mode), gpu_gib, keep_batch=True)
+    plan = speed.decide(train_config(spec, model_dir, provider, mode), gpu_gib, keep_batch=True,
+                        batch_tokens=batch_tokens)
     updates, why = plan["updates"], plan["reasons"]
     return {"padding_free": True,
             "gradient_checkpointing": updates.get("gradient_checkpointing",
@@ -29,12 +32,13 @@ def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None
             "liger_kernel_reason": why["liger_kernel"]}
 
 
-def decide_all(spec, model_dir: str) -> dict:
-    """{"PROVIDER-MODE": decision} for the spec's variants (empty unless padding is "best")."""
+def decide_all(spec, model_dir: str, batch_tokens: int | None = None) -> dict:
+    """{"PROVIDER-MODE": decision} for the spec's variants (empty unless padding is "best");
+    batch_tokens: the largest batch's tokens."""
     if spec.padding != "best":
         return {}
     from trainers.estimate import gpu_memory_gib
 
     gpu = gpu_memory_gib()
-    return {f"{p}-{m}": decide(spec, model_dir, p, m, gpu)
+    return {f"{p}-{m}": decide(spec, model_dir, p, m, gpu, batch_tokens)
             for m in spec.modes for p in spec.providers}

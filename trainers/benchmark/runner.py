@@ -145,7 +145,8 @@ def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
 
     prepared = {
         "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "synthetic": synthetic,
-        "best_settings": decide_all(spec, model_dir),
+        "best_settings": decide_all(spec, model_dir, max(
+            sum(step) for step in step_lengths(ordered, spec.batch_size))),
         "dataset": source, "data_format": loaded.format, "num_examples": len(loaded.examples),
         "distinct_rows": distinct, "rows_repeated": distinct < len(ordered),
         "left_out_fully_masked": fully_masked,
