@@ -196,7 +196,7 @@ def estimate(cfg, gpu_gib: float | None = None, batch_tokens: int | None = None)
     batch_tokens: where the rows are known and batches are padding-free (the benchmark), the
     most tokens one micro-batch holds; the estimate is then for that batch, not the worst case
     of per_device_train_batch_size rows of max_seq_length tokens."""
-    if cfg.max_seq_length <= 0 and not batch_tokens:
+    if cfg.max_seq_length <= 0:
         return {"available": False, "reason": "max_seq_length is not fixed (-1): the estimate "
                                               "needs the longest row a batch can hold"}
     try:

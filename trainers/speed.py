@@ -37,6 +37,7 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
 
     if gpu_gib is None:
         return {}, "no GPU found: batch and gradient checkpointing kept as set"
+    tokens = batch_tokens if keep_batch else None  # known for the kept batch only
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     micro_batches = [cfg.per_device_train_batch_size] if keep_batch else \
         _divisors_descending(effective)
@@ -46,7 +47,7 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
             trial = cfg.model_copy(update={"per_device_train_batch_size": micro,
                                            "gradient_accumulation_steps": effective // micro,
                                            "gradient_checkpointing": checkpointing})
-            verdict = estimate(trial, gpu_gib, batch_tokens if keep_batch else None)
+            verdict = estimate(trial, gpu_gib, tokens)
             if not verdict["available"]:
                 return {}, f"kept as set: {verdict['reason']}"
             last = verdict
@@ -55,8 +56,7 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
                            "gradient_accumulation_steps": effective // micro,
                            "gradient_checkpointing": checkpointing}
                 how = "without" if not checkpointing else "with"
-                at = f", at the rows' largest batch of {batch_tokens} tokens" \
-                    if batch_tokens and keep_batch else ""
+                at = f", at the rows' largest batch of {tokens} tokens" if tokens else ""
                 return updates, (f"micro-batch {micro} x {effective // micro} accumulation "
                                  f"{how} gradient checkpointing{at}: {verdict['verdict']}")
     return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"

@@ -141,12 +141,12 @@ def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
     ordered, distinct = select_rows(rows, spec)
     fully_masked = sum(1 for r in rows if not any(r["completion_mask"]))
     lengths = [len(r["input_ids"]) for r in ordered]
+    largest_batch_tokens = max(sum(step) for step in step_lengths(ordered, spec.batch_size))
     from trainers.benchmark.best import decide_all
 
     prepared = {
         "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "synthetic": synthetic,
-        "best_settings": decide_all(spec, model_dir, max(
-            sum(step) for step in step_lengths(ordered, spec.batch_size))),
+        "best_settings": decide_all(spec, model_dir, largest_batch_tokens),
         "dataset": source, "data_format": loaded.format, "num_examples": len(loaded.examples),
         "distinct_rows": distinct, "rows_repeated": distinct < len(ordered),
         "left_out_fully_masked": fully_masked,
