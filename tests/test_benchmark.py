@@ -180,7 +180,9 @@ def test_peak_table_by_gpu_name():
 @pytest.fixture(scope="module")
 def matched_run(tmp_path_factory, demo_model):
     run_dir = tmp_path_factory.mktemp("bench") / "run"
-    code = run_benchmark(run_dir, {"model": str(demo_model), **TINY})
+    # the torch profiler on the warm-up step, as the GPU plans use it
+    code = run_benchmark(run_dir, {"model": str(demo_model), **TINY},
+                         env={"MODELFORGE_PROFILE_STEPS": "1"})
     return run_dir, code
 
 
@@ -202,6 +204,9 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
     evidence = us["provider_info"]["unsloth"]
     assert evidence["active"] and evidence["unsloth_version"]
     assert len(hf["timing"]["step_times_s"]) == 3 and hf["timing"]["measured_steps"] == 2
+    for run in (hf, us):
+        profile = run_dir / "variants" / run["name"] / "profile-step1.txt"
+        assert "step 1: ops by device time" in profile.read_text()
     assert len(hf["loss"]["curve"]) == 3
     for run in (hf, us):  # where each step's time went, for the slow-step evidence
         costs = run["step_costs"]

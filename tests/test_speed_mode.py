@@ -44,15 +44,32 @@ def test_checkpointing_comes_back_when_nothing_fits_without_it():
     assert "with gradient checkpointing" in " ".join(plan["decisions"])
 
 
-def test_without_a_gpu_only_padding_free_changes():
+def test_without_a_gpu_only_the_batches_and_attention_change():
     cfg = build_config(EIGHT_B)
     plan = speed.decide(cfg, gpu_gib=None)
-    assert plan["updates"] == {"padding_free": True}
+    assert plan["updates"] == {"padding_free": True, "attention": "sdpa_per_row"}
     text = " ".join(plan["decisions"])
     assert "no GPU found: batch and gradient checkpointing kept" in text
     assert "Liger kernels: off (no GPU" in text
     dpo = speed.decide(build_config({**EIGHT_B, "strategy": "dpo"}), gpu_gib=None)
     assert "padding_free" not in dpo["updates"]
+
+
+def test_per_row_attention_for_hugging_face_decoders_on_padding_free_batches(tmp_path):
+    unsloth = speed.decide(build_config({**EIGHT_B, "provider": "unsloth"}), gpu_gib=80)
+    assert "attention" not in unsloth["updates"]
+    assert "attention: as set (Unsloth keeps the packed rows apart itself)" in \
+        unsloth["decisions"]
+    dpo = speed.decide(build_config({**EIGHT_B, "strategy": "dpo"}), gpu_gib=80)
+    assert "attention" not in dpo["updates"]  # preference pairs stay padded
+    (tmp_path / "config.json").write_text('{"model_type": "t5", "is_encoder_decoder": true}')
+    t5 = speed.decide(build_config({**EIGHT_B, "model_name": str(tmp_path)}), gpu_gib=None)
+    assert "attention" not in t5["updates"] and "encoder-decoder" in " ".join(t5["decisions"])
+    # the estimate that picks the batch counts the per-row attention (no mask) it switched on
+    plan = speed.decide(build_config(EIGHT_B), gpu_gib=80)
+    chosen = build_config(EIGHT_B).model_copy(update=plan["updates"])
+    assert chosen.attention == "sdpa_per_row"
+    assert estimate(chosen, 80)["components_gib"]["attention_mask"] == 0
 
 
 def test_liger_kernel_rules():
@@ -76,6 +93,8 @@ def test_a_speed_mode_run_says_what_it_decided(tmp_path, demo_model):
     assert events[-1]["type"] == "finished", events[-1]
     started = next(e for e in events if e["type"] == "started")
     assert "padding-free batches: on" in started["speed_mode"]
+    assert any(d.startswith("attention: sdpa_per_row") for d in started["speed_mode"])
+    assert started["attention"] == "sdpa_per_row"
     assert started["per_device_train_batch_size"] == 4  # no GPU here: the batch is kept
     from modelforge_ui.views import progress_markdown
 

@@ -11,9 +11,14 @@ model's config.json, in plain Python (the server calls it; no torch).
 - activations per token per decoder layer, Hugging Face eager (what autograd keeps):
   8 x hidden + 2 x kv width + 4 x intermediate values in the activation dtype, plus the two
   RMSNorms' fp32 copies (16 x hidden bytes);
-  - without gradient checkpointing every layer keeps them (Unsloth's fused kernels keep half);
+  - without gradient checkpointing every layer keeps them: Hugging Face 89% of that count,
+    Unsloth's fused kernels half, Liger's fused kernels (Hugging Face) 80% of Hugging Face's;
   - with it, Hugging Face keeps each layer's input (fp32 after k-bit preparation) and recomputes
     one layer at a time; Unsloth moves the inputs to CPU memory;
+- the attention mask of Hugging Face's SDPA: a float copy of it per layer, 4 bytes for each
+  query x key pair the mask covers (padded: batch x seq²; padding-free, where one mask spans the
+  packed micro-batch: tokens²), kept by every layer without checkpointing, one layer with it;
+  none with attention sdpa_per_row (no mask) or with Unsloth;
 - tokens: per_device_train_batch_size x max_seq_length, the worst batch (padded to a full-length
   row; padding-free batches are at most this);
 - logits: SFT's loss goes through chunked LM-head kernels (TRL's, Unsloth's), so no [tokens x
@@ -41,7 +46,11 @@ OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "paged_adamw_32bit"
 # one layer's recompute and backward, in units of a Hugging Face layer's saved activations
 WORKING_SET = {("huggingface", False): 1.5, ("huggingface", True): 1.75, ("unsloth", False): 1.1,
                ("unsloth", True): 1.1}
-UNSLOTH_SAVED_SHARE = 0.5  # without checkpointing: fused kernels keep about half (8B, batch 8)
+# without checkpointing, the share of layer_activation_bytes that autograd keeps:
+UNSLOTH_SAVED_SHARE = 0.5  # fused kernels keep about half (8B, batch 8)
+HF_SAVED_SHARE = 0.89  # Hugging Face eager (8B, per-row attention, batch 8: 0.886)
+LIGER_SAVED_SHARE = 0.8  # Liger's fused norm/SwiGLU/loss, of Hugging Face's (8B, batch 4: 0.795)
+MASK_BYTES = 4  # per query x key pair of SDPA's mask, per layer (8B: 3.8 GiB at 5,636 tokens)
 DEVICE_OVERHEAD = (1.1, 1.0)  # the caching allocator's reserve over allocated, + the CUDA context
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -141,24 +150,37 @@ def layer_activation_bytes(shape: Shape, tokens: int, act_bytes: int) -> float:
     return tokens * (values * act_bytes + 16 * shape.hidden)
 
 
+def mask_bytes(provider: str, attention: str, padding_free: bool, batch: int, seq: int) -> float:
+    """One layer's float copy of Hugging Face SDPA's attention mask (none without a mask)."""
+    if provider != "huggingface" or attention == "sdpa_per_row":
+        return 0.0
+    pairs = (batch * seq) ** 2 if padding_free else batch * seq ** 2
+    return MASK_BYTES * pairs
+
+
 def estimate_shape(shape: Shape, *, provider: str, strategy: str, four_bit: bool, batch: int,
                    seq: int, checkpointing: bool, dtype_bytes: int, lora_r: int, targets,
-                   optimizer: str) -> dict:
-    """Components and total in GiB for one shape and set of settings."""
+                   optimizer: str, liger: bool = False, attention: str = "sdpa",
+                   padding_free: bool = False) -> dict:
+    """Components and total in GiB for one shape and set of settings (padding_free with
+    batch 1 and seq = the tokens of a packed micro-batch)."""
     tokens = batch * seq
     layer = layer_activation_bytes(shape, tokens, dtype_bytes)
+    mask = mask_bytes(provider, attention, padding_free, batch, seq)
     if checkpointing:
         resid_bytes = 4 if four_bit and provider == "huggingface" else dtype_bytes
         saved = 0.0 if provider == "unsloth" else shape.layers * tokens * shape.hidden * resid_bytes
         working = WORKING_SET[(provider, four_bit)] * layer
     else:
-        share = UNSLOTH_SAVED_SHARE if provider == "unsloth" else 1.0
+        share = UNSLOTH_SAVED_SHARE if provider == "unsloth" else \
+            HF_SAVED_SHARE * (LIGER_SAVED_SHARE if liger else 1.0)
         saved, working = shape.layers * share * layer, 0.0
     lora = lora_parameters(shape, lora_r, targets)
     parts = {
         "weights": weight_bytes(shape, four_bit, provider, dtype_bytes),
         "adapter_and_optimizer": lora * (8 + OPTIMIZER_BYTES.get(optimizer, 8)),
         "saved_activations": saved, "layer_working_set": working,
+        "attention_mask": mask * (1 if checkpointing else shape.layers),
         # DPO/RLHF: full logits of chosen and rejected rows, bf16 and their fp32 log-softmax
         "logits": 2 * tokens * shape.vocab * (dtype_bytes + 4) if strategy in ("dpo", "rlhf")
         else 0.0,
@@ -177,7 +199,8 @@ def settings_of(cfg) -> dict:
             "batch": cfg.per_device_train_batch_size, "seq": cfg.max_seq_length,
             "checkpointing": cfg.gradient_checkpointing,
             "dtype_bytes": 2 if (cfg.bf16 or cfg.fp16) else 4, "lora_r": cfg.lora_r,
-            "targets": cfg.target_modules, "optimizer": cfg.optim}
+            "targets": cfg.target_modules, "optimizer": cfg.optim, "liger": cfg.liger_kernel,
+            "attention": cfg.attention, "padding_free": cfg.padding_free}
 
 
 def largest_batch(shape: Shape, settings: dict, gpu_gib: float, limit: int = 256) -> int:
@@ -221,6 +244,9 @@ def estimate(cfg, gpu_gib: float | None = None, batch_tokens: int | None = None)
     if not cfg.gradient_checkpointing:
         with_gc = estimate_shape(shape, **{**asked, "checkpointing": True})
         fixes.append(f"gradient_checkpointing: true (about {with_gc['device_gib']:.1f} GiB)")
+    if result["components_gib"]["attention_mask"] and cfg.padding_free:
+        per_row = estimate_shape(shape, **{**asked, "attention": "sdpa_per_row"})
+        fixes.append(f"attention: sdpa_per_row (no mask; about {per_row['device_gib']:.1f} GiB)")
     batch = largest_batch(shape, settings, gpu_gib)
     if batch:
         fixes.append(f"per_device_train_batch_size: {batch} (with gradient_accumulation_steps "

@@ -8,11 +8,16 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   without it, and the largest micro-batch that fits, with gradient accumulation keeping the
   effective batch (per_device_train_batch_size x gradient_accumulation_steps), so what is
   learned does not change; a benchmark keeps its batch (keep_batch);
+- per-row attention for Hugging Face's padding-free batches (`attention: sdpa_per_row`,
+  trainers/train/attention.py): SDPA once per packed row instead of over a mask spanning the
+  whole micro-batch, whose cost and memory grow with the square of its tokens (8B on the H200:
+  +42% tokens/s, 4 GiB less; Unsloth keeps rows apart itself);
 - Liger's fused kernels for Hugging Face where liger-kernel is installed and there is a GPU
   (Unsloth has its own);
 - cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
   shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
-torch.compile is not switched on: not measured yet on these runs.
+The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
+them. torch.compile is not switched on: not measured yet on these runs.
 Every decision is returned with its reason; the worker puts them in the `started` event.
 """
 
@@ -62,13 +67,42 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
     return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"
 
 
+def _encoder_decoder(cfg) -> bool:
+    """From the local config.json, else as the worker will load it (transformers' AutoConfig,
+    which fetches a hub model's config.json); a model whose config cannot be read fails to load
+    later with its own error."""
+    from trainers.estimate import NotEstimable, model_config
+
+    try:
+        return bool(model_config(cfg.model_name).get("is_encoder_decoder"))
+    except NotEstimable:
+        pass
+    try:
+        from trainers.train.providers.base import is_encoder_decoder, load_model_config
+
+        return is_encoder_decoder(load_model_config(cfg.model_name, cfg.trust_remote_code))
+    except Exception:  # noqa: BLE001 - the model load reports it, with its fix
+        return False
+
+
+def _per_row_attention(cfg, padding_free: bool) -> tuple[bool, str]:
+    """(switch attention to sdpa_per_row?, why): Hugging Face decoders on padding-free batches."""
+    if cfg.provider != "huggingface":
+        return False, "Unsloth keeps the packed rows apart itself"
+    if not padding_free:
+        return False, "no padding-free batches: a padded batch needs its mask"
+    if _encoder_decoder(cfg):
+        return False, "an encoder-decoder model: per-row attention is for causal decoders"
+    return True, "padding-free batches"
+
+
 def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
            batch_tokens: int | None = None) -> dict:
     """The speed settings for cfg on a GPU of gpu_gib (None: no GPU), and why. A benchmark
     keeps its batch and knows its rows: batch_tokens is its largest batch's token count.
 
     Returns {"updates": TrainConfig fields to change, "cudnn_attention": bool,
-    "reasons": {"padding_free" | "batch" | "liger_kernel": why},
+    "reasons": {"padding_free" | "attention" | "batch" | "liger_kernel": why},
     "decisions": each as a sentence, for the run's events}.
     """
     updates, reasons = {}, {}
@@ -77,9 +111,9 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
     else:
         reasons["padding_free"] = ("packing is on" if cfg.packing else
                                    f"{cfg.strategy} trains on preference pairs")
-    fitted, reasons["batch"] = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib,
-                                                        keep_batch, batch_tokens)
-    updates.update(fitted)
+    per_row, reasons["attention"] = _per_row_attention(cfg, updates.get("padding_free", False))
+    if per_row:
+        updates["attention"] = "sdpa_per_row"
     if cfg.provider != "huggingface":
         reasons["liger_kernel"] = "Unsloth uses its own fused kernels"
     elif gpu_gib is None:
@@ -89,12 +123,17 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
     else:
         updates["liger_kernel"] = True
         reasons["liger_kernel"] = "installed"
+    fitted, reasons["batch"] = _batch_and_checkpointing(cfg.model_copy(update=updates), gpu_gib,
+                                                        keep_batch, batch_tokens)
+    updates.update(fitted)
 
     def state(field: str) -> str:
         on = updates.get(field, False)
         return "on" if on else f"off ({reasons[field]})"
 
     decisions = [f"padding-free batches: {state('padding_free')}",
+                 "attention: " + ("sdpa_per_row (SDPA once per packed row, no mask)"
+                                  if per_row else f"as set ({reasons['attention']})"),
                  f"batch and checkpointing: {reasons['batch']}",
                  f"Liger kernels: {state('liger_kernel')}",
                  "cuDNN SDPA attention: " + ("off" if gpu_gib is not None else

@@ -19,7 +19,8 @@
 # P3/T0 prompt/completion sample. Override with SEQ, BATCH, STEPS, WARMUP, REPEATS, MIN_TOKENS,
 # PADDING, CKPT (0: gradient checkpointing off; "best" decides it itself), ATTN (the spec's
 # attention for the huggingface variants: sdpa, or sdpa_per_row with PADDING padding_free or
-# best), DATA.
+# best), COMPILE and LIGER (1: the spec's torch_compile and liger_kernel for the huggingface
+# variants; PADDING=best decides Liger and the attention itself), DATA.
 # RUNNER_LIMIT_S bounds the engine run (a stopped run still writes the results of
 # every variant it finished); PLAIN_LIMIT_S bounds each plain run.
 # Writes at most 6 files to $OUT/TAG/: results.json, results.md, results.csv, logs.tar.gz,
@@ -57,13 +58,15 @@ spec = {
     "padding": os.environ.get("PADDING", "padded"),
     "gradient_checkpointing": os.environ.get("CKPT", "1") == "1",
     "attention": os.environ.get("ATTN", "sdpa"),
+    "torch_compile": os.environ.get("COMPILE", "0") == "1",
+    "liger_kernel": os.environ.get("LIGER", "0") == "1",
     "dataset": os.environ.get("DATA", ".gpu/data/t0_mix_prompt_completion.jsonl"),
     "variant_timeout_s": int(os.environ.get("VARIANT_TIMEOUT_S", 300)),
     "name": f"GPU evidence {shape} {os.environ['MODES']}",
     "invocation": " ".join(
         [f"{k}={os.environ[k]}" for k in ("SEQ", "BATCH", "STEPS", "WARMUP", "REPEATS",
-                                          "MIN_TOKENS", "PADDING", "CKPT", "ATTN", "PROVIDERS",
-                                          "CHECK_PLAIN")
+                                          "MIN_TOKENS", "PADDING", "CKPT", "ATTN", "COMPILE",
+                                          "LIGER", "PROVIDERS", "CHECK_PLAIN")
          if k in os.environ] + ["benchmarks/gpu/run_benchmarks.sh", shape, os.environ["MODES"]]),
 }
 spec["dataset"] = os.path.abspath(spec["dataset"])

@@ -7,6 +7,8 @@ spec's batch kept (one batch per measured step):
 - gradient checkpointing off where the VRAM estimate (trainers/estimate.py) says the run fits
   this GPU without it, on otherwise; asked for the largest batch these rows make (the rows are
   known and padding-free), not the worst case of batch_size rows of max_seq_length;
+- per-row attention for Hugging Face (`attention: sdpa_per_row`; Unsloth keeps rows apart
+  itself);
 - Liger kernels for Hugging Face (TRL's use_liger_kernel) where liger-kernel is installed and
   there is a GPU; Unsloth has its own fused kernels.
 cuDNN's attention is the spec's cudnn_attention for every run, not decided here.
@@ -29,7 +31,8 @@ def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None
                                                   spec.gradient_checkpointing),
             "gradient_checkpointing_reason": why["batch"],
             "liger_kernel": bool(updates.get("liger_kernel")),
-            "liger_kernel_reason": why["liger_kernel"]}
+            "liger_kernel_reason": why["liger_kernel"],
+            "attention": updates.get("attention", "sdpa"), "attention_reason": why["attention"]}
 
 
 def decide_all(spec, model_dir: str, batch_tokens: int | None = None) -> dict:

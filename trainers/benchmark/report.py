@@ -89,6 +89,10 @@ def best_applied_check(runs: list[dict]) -> dict:
             off.append(f"{run['name']}: padding-free asked, the trainer ran padded batches")
         if best.get("liger_kernel") and not eff.get("use_liger_kernel"):
             off.append(f"{run['name']}: Liger kernels asked, not used")
+        asked = best.get("attention", "sdpa")
+        if run["provider"] == "huggingface" and asked != (eff.get("attention") or "sdpa"):
+            off.append(f"{run['name']}: attention {asked} asked, the model ran "
+                       f"{eff.get('attention')}")
     return _check("each ran its best settings", not off,
                   "; ".join(off) or "as decided (see Each at its best)", required=False)
 
@@ -489,8 +493,12 @@ def own_code_lines(spec: dict) -> list[str]:
     if spec.get("padding") == "best":
         lines.append("- each at its best: `SFTConfig(padding_free=True, max_length=None)` on "
                      "rows you truncated yourself, `gradient_checkpointing=False` where it fits, "
-                     "`use_liger_kernel=True` for Hugging Face (pip install liger-kernel); in "
-                     "ModelForge `speed_mode: true` decides these for your GPU.")
+                     "`use_liger_kernel=True` for Hugging Face (pip install liger-kernel), and "
+                     "for Hugging Face an attention that runs SDPA once per packed row instead "
+                     "of over one mask for the whole batch (registered with transformers' "
+                     "`AttentionInterface`: `per_row_attention` in the generated "
+                     "`plain/plain_script.py`); in ModelForge `speed_mode: true` decides these "
+                     "for your GPU.")
     return lines
 
 
@@ -501,10 +509,13 @@ def best_lines(summary: dict) -> list[str]:
         return []
     lines = ["## Each at its best", ""]
     for key, d in best.items():
+        attention = (f"; attention {d['attention']} ({d['attention_reason']})"
+                     if "attention" in d else "")  # results from before it was decided
         lines.append(f"- {key}: padding-free; gradient checkpointing "
                      f"{'on' if d['gradient_checkpointing'] else 'off'} "
                      f"({d['gradient_checkpointing_reason']}); Liger kernels "
-                     f"{'on' if d['liger_kernel'] else 'off'} ({d['liger_kernel_reason']})")
+                     f"{'on' if d['liger_kernel'] else 'off'} ({d['liger_kernel_reason']})"
+                     f"{attention}")
     return lines + [""]
 
 

@@ -313,13 +313,23 @@ def plain_settings(spec: BenchmarkSpec, prepared: dict, run_dir: Path, mode: str
         "unsloth_environment": {"UNSLOTH_DISABLE_AUTO_PADDING_FREE": "1"}
         if spec.padding == "padded" else {},
         "sft_config": sft,
-        # padding "best": what differs per provider (the runner's decisions, best.py)
-        "provider_overrides": {key.rsplit("-", 1)[0]: {
-            "gradient_checkpointing": d["gradient_checkpointing"],
-            "sft_config": {"gradient_checkpointing": d["gradient_checkpointing"],
-                           **({"use_liger_kernel": True} if d["liger_kernel"] else {})}}
-            for key, d in best.items()},
+        "provider_overrides": _provider_overrides(spec, best),
     }
+
+
+def _provider_overrides(spec: BenchmarkSpec, best: dict) -> dict:
+    """What differs per provider: padding "best"'s decisions (best.py), and the spec's Liger and
+    torch_compile, which are for Hugging Face only."""
+    overrides = {key.rsplit("-", 1)[0]: {
+        "gradient_checkpointing": d["gradient_checkpointing"],
+        "attention": d.get("attention", spec.attention),
+        "sft_config": {"gradient_checkpointing": d["gradient_checkpointing"],
+                       **({"use_liger_kernel": True} if d["liger_kernel"] else {})}}
+        for key, d in best.items()}
+    hf_args = {"use_liger_kernel": spec.liger_kernel, "torch_compile": spec.torch_compile}
+    for name in [n for n, on in hf_args.items() if on]:
+        overrides.setdefault("huggingface", {}).setdefault("sft_config", {})[name] = True
+    return overrides
 
 
 def write_plain(spec: BenchmarkSpec, prepared: dict, run_dir: Path) -> Path:

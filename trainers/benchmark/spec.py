@@ -93,6 +93,15 @@ class BenchmarkSpec(BaseModel):
                      "huggingface run; Unsloth's use its own. sdpa_per_row needs padding "
                      "padding_free or best.") = "sdpa"
 
+    liger_kernel: config_field(
+        "liger_kernel", "In a benchmark: the huggingface variants and the plain script's "
+                        "huggingface run (padding \"best\" decides it itself).") = False
+    torch_compile: bool = _field(
+        False, "Hugging Face variants and the plain script's huggingface run: "
+               "TrainingArguments(torch_compile=True), the model compiled by torch.compile "
+               "(Unsloth compiles its own blocks). Varying row lengths recompile it; the trust "
+               "checks flag a compile in a measured step.")
+
     # --- judging -------------------------------------------------------------------------
     loss_rel_tolerance: float = _field(
         0.01, "First-step losses (before any update) must agree within this relative "

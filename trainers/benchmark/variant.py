@@ -52,11 +52,13 @@ def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
     """The training config every variant of this spec shares, but for provider and mode (and,
     for padding "best", the runner's per-provider decision on gradient checkpointing)."""
     checkpointing = best["gradient_checkpointing"] if best else spec.gradient_checkpointing
-    # the spec's attention is for Hugging Face (Unsloth picks its own); padding_free is what
-    # sft_arguments sets, stated here too because per-row attention requires it
+    # the spec's attention and Liger are for Hugging Face (Unsloth has its own); padding_free is
+    # what sft_arguments sets, stated here too because per-row attention requires it
     huggingface = provider == "huggingface"
+    attention = best.get("attention", spec.attention) if best else spec.attention
     return TrainConfig(
-        attention=spec.attention if huggingface else "sdpa",
+        attention=attention if huggingface else "sdpa",
+        liger_kernel=huggingface and (best["liger_kernel"] if best else spec.liger_kernel),
         padding_free=huggingface and spec.padding in PADDING_FREE,
         provider=provider, model_name=model_dir, max_seq_length=spec.max_seq_length,
         strategy="qlora" if mode == "qlora4" else "sft", use_4bit=mode == "qlora4",
@@ -85,8 +87,10 @@ def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str,
         args["padding_free"] = False
     elif spec.padding in PADDING_FREE:
         args.update(padding_free=True, max_length=None)  # rows are already truncated
-    if best and best["liger_kernel"]:
+    if cfg.liger_kernel:
         args["use_liger_kernel"] = True
+    if spec.torch_compile and cfg.provider == "huggingface":
+        args["torch_compile"] = True
     return args  # as_shipped: padding_free left to each library's default
 
 
@@ -124,6 +128,7 @@ def device_memory_used() -> tuple[int | None, str | None]:
 
 
 PROFILE_STEPS_ENV = "MODELFORGE_PROFILE_STEPS"  # e.g. "2,4": torch profiler tables of those steps
+# (a profiled step's time includes the profiler and its export: profile warm-up steps)
 
 
 class _StepProfiler:
@@ -189,10 +194,12 @@ def make_step_timer(events: EventWriter, name: str, total_steps: int, out_dir: P
             self.profiler.begin(state.global_step + 1)
 
         def on_step_end(self, args, state, control, **kwargs):
+            # the profiler's table export (~13 s on an 8B step) counts in the profiled step,
+            # not in the next one: profile a warm-up step
+            self.profiler.end(state.global_step)
             self.costs.host_done()
             self.marks.append(self.clock.now())
             self.costs.step_ended(self.marks[-1])
-            self.profiler.end(state.global_step)
             self.tokens_seen.append(int(state.num_input_tokens_seen or 0))
             if state.global_step % 10 == 0:  # NVML is slow-ish: every 10th step, and at the end
                 self.sample_nvml()
