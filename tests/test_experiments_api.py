@@ -127,6 +127,10 @@ def test_stop_then_resume_over_http_continues_like_an_uninterrupted_run(client, 
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["resumed_from"] == stopped and body["checkpoint_step"] == stop_step
+    # the resumed run (seconds from loading its model) needs the stopped run's checkpoint
+    busy = client.delete(f"/api/runs/{stopped}")
+    assert busy.status_code == 409 and "resumed by" in busy.json()["message"]
+    assert busy.json()["hint"] == f"POST /api/runs/{body['run_id']}/stop first."
     resumed = wait_status(client, body["run_id"], timeout=LOADED_S)
     assert resumed["status"] == "succeeded", resumed["summary"]
     assert resumed["config"]["resume_from"] == stopped and resumed["run_dir"] != record["run_dir"]

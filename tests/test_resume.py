@@ -14,7 +14,7 @@ from trainers.errors import ConfigError
 from trainers.events import read_events
 from trainers.runs import resume
 from trainers.runs.process import launch
-from trainers.runs.registry import RunRegistry
+from trainers.runs.registry import RunInUse, RunRegistry
 from trainers.train.telemetry import STOP_AT_FILE
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
@@ -170,6 +170,13 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
     assert killed["status"] == "failed" and killed["summary"]["error_type"] == "killed"
     checkpoint, step = resume.last_checkpoint(killed["run_dir"])
     assert step in (3, 6)  # 6 only if the machine was too slow to kill it in between
+
+    # a queued resume needs the killed run's checkpoint: the killed run cannot be deleted
+    waiting = registry.create(build_config(resume.resume_config(killed)), source="test")
+    with pytest.raises(RunInUse, match=f"resumed by queued run {waiting['id']}") as refused:
+        registry.delete(killed["id"])
+    assert refused.value.blocking == waiting["id"] and Path(checkpoint).is_dir()
+    registry.set_status(waiting["id"], "stopped", {"message": "Stopped before it started."})
 
     resumed, events = run(registry, resume.resume_config(killed))
     assert resumed["status"] == "succeeded", resumed["summary"]

@@ -165,9 +165,10 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         get_run(run_id)
         try:
             manager.delete(run_id)
-        except ValueError as exc:
+        except ValueError as exc:  # RunInUse names the run to stop
+            blocking = getattr(exc, "blocking", run_id)
             raise ApiError(409, "conflict", f"{exc}.",
-                           f"POST /api/runs/{run_id}/stop first.") from None
+                           f"POST /api/runs/{blocking}/stop first.") from None
         return {"deleted": run_id}
 
     @router.get("/runs/{run_id}/log", tags=["runs"], response_class=PlainTextResponse)

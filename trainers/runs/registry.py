@@ -48,6 +48,14 @@ class RunDatabaseError(ModelForgeError):
     error_type = "run_database"
 
 
+class RunInUse(ValueError):
+    """A run that cannot be deleted yet; `blocking` is the run to stop first."""
+
+    def __init__(self, message: str, blocking: str):
+        super().__init__(message)
+        self.blocking = blocking
+
+
 class RunRegistry:
     def __init__(self, data_dir: str | Path):
         # absolute: a worker runs in its run folder, where a relative path would mean another
@@ -229,7 +237,13 @@ class RunRegistry:
         """Remove the record and the run's files (the adapter included)."""
         run = self.get(run_id)
         if run["status"] in ("queued", "running"):
-            raise ValueError(f"run {run_id} is {run['status']}: stop it before deleting it")
+            raise RunInUse(f"run {run_id} is {run['status']}: stop it before deleting it", run_id)
+        for other in self.list(kind="train", statuses=("queued", "running")):
+            if (other.get("config") or {}).get("resume_from") == run_id:  # its checkpoint
+                raise RunInUse(f"run {run_id} is resumed by {other['status']} run "
+                               f"{other['id']}, which trains on from its checkpoint: stop "
+                               f"{other['id']} (or let it finish) before deleting {run_id}",
+                               other["id"])
         shutil.rmtree(run["run_dir"], ignore_errors=True)
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
