@@ -123,3 +123,26 @@ def test_cli_speed_mode_run_with_a_relative_data_dir(tmp_path, demo_model):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "speed mode: padding-free batches: on" in done.stdout
     assert list((tmp_path / "data" / "runs").glob("*/adapter/adapter_config.json"))
+
+
+def test_the_batch_is_fitted_again_to_the_tokenized_rows():
+    """Before the data is read every row is taken as max_seq_length long; once the rows are
+    tokenized, a padding-free micro-batch of m rows holds at most the m longest rows."""
+    cfg = build_config(EIGHT_B)
+    plan = speed.decide(cfg, gpu_gib=80)
+    worst = cfg.model_copy(update=plan["updates"])
+    assert worst.per_device_train_batch_size < 16  # 16 rows of 2,048 tokens do not fit
+    short_rows = [300] * 50 + [900, 1200]
+    fitted, decisions = speed.fit_to_rows(worst, short_rows, plan["decisions"], gpu_gib=80)
+    assert fitted.per_device_train_batch_size == 16 and fitted.gradient_accumulation_steps == 1
+    assert fitted.gradient_checkpointing is False
+    longest = 900 + 1200 + 14 * 300
+    sentence = (f"batch and checkpointing: micro-batch 16 x 1 accumulation without gradient "
+                f"checkpointing, at its 16 longest rows' {longest} tokens: fits")
+    assert any(d.startswith(sentence) for d in decisions), decisions
+    assert len(decisions) == len(plan["decisions"])  # the batch sentence replaced, not added
+    assert estimate(fitted, 80, longest)["fits"]
+    # no GPU, or padded batches: the rows change nothing
+    assert speed.fit_to_rows(worst, short_rows, plan["decisions"], gpu_gib=None)[0] == worst
+    padded = worst.model_copy(update={"padding_free": False, "attention": "sdpa"})
+    assert speed.fit_to_rows(padded, short_rows, [], gpu_gib=80)[0] == padded

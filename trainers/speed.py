@@ -18,12 +18,16 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
 The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
 them. torch.compile is not switched on: not measured yet on these runs.
-Every decision is returned with its reason; the worker puts them in the `started` event.
+The batch is decided twice in a training run: at start with every row taken as max_seq_length
+long, then again once the rows are tokenized (fit_to_rows), before the model loads. Every
+decision is returned with its reason; the worker puts them in the `started` event.
 """
 
 from __future__ import annotations
 
 import importlib.util
+
+BATCH_DECISION = "batch and checkpointing: "  # how the batch decision's sentence starts
 
 
 def liger_installed() -> bool:
@@ -35,20 +39,25 @@ def _divisors_descending(n: int) -> list[int]:
 
 
 def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
-                             batch_tokens: int | None = None) -> tuple[dict, str]:
+                             batch_tokens: int | None = None,
+                             row_lengths: list[int] | None = None) -> tuple[dict, str]:
     """(updates, reason): the largest micro-batch that fits, without checkpointing if possible.
-    batch_tokens (with keep_batch): the largest batch's tokens, where the rows are known."""
+    batch_tokens (with keep_batch): the largest batch's tokens, where the batches are known;
+    row_lengths (padding-free training rows): a micro-batch of m rows holds at most the m
+    longest rows' tokens. Without either, every row is taken as max_seq_length long."""
     from trainers.estimate import estimate
 
     if gpu_gib is None:
         return {}, "no GPU found: batch and gradient checkpointing kept as set"
-    tokens = batch_tokens if keep_batch else None  # known for the kept batch only
     effective = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     micro_batches = [cfg.per_device_train_batch_size] if keep_batch else \
         _divisors_descending(effective)
+    longest = sorted(row_lengths, reverse=True) if row_lengths and cfg.padding_free else None
     last = None
     for checkpointing in (False, True):
         for micro in micro_batches:
+            tokens = batch_tokens if keep_batch else \
+                (sum(longest[:micro]) if longest else None)
             trial = cfg.model_copy(update={"per_device_train_batch_size": micro,
                                            "gradient_accumulation_steps": effective // micro,
                                            "gradient_checkpointing": checkpointing})
@@ -61,7 +70,9 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
                            "gradient_accumulation_steps": effective // micro,
                            "gradient_checkpointing": checkpointing}
                 how = "without" if not checkpointing else "with"
-                at = f", at the rows' largest batch of {tokens} tokens" if tokens else ""
+                at = "" if not tokens else (f", at the rows' largest batch of {tokens} tokens"
+                                            if keep_batch else
+                                            f", at its {micro} longest rows' {tokens} tokens")
                 return updates, (f"micro-batch {micro} x {effective // micro} accumulation "
                                  f"{how} gradient checkpointing{at}: {verdict['verdict']}")
     return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"
@@ -134,12 +145,27 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
     decisions = [f"padding-free batches: {state('padding_free')}",
                  "attention: " + ("sdpa_per_row (SDPA once per packed row, no mask)"
                                   if per_row else f"as set ({reasons['attention']})"),
-                 f"batch and checkpointing: {reasons['batch']}",
+                 BATCH_DECISION + reasons["batch"],
                  f"Liger kernels: {state('liger_kernel')}",
                  "cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
                                              "not used (no GPU)")]
     return {"updates": updates, "cudnn_attention": False, "reasons": reasons,
             "decisions": decisions}
+
+
+def fit_to_rows(cfg, row_lengths: list[int], decisions: list[str],
+                gpu_gib: float | None) -> tuple:
+    """(cfg, decisions) with the batch decided again once the training rows are tokenized:
+    a padding-free micro-batch holds its rows' tokens, usually far fewer than batch x
+    max_seq_length, which is all `apply` can assume before the data is read (and with
+    max_seq_length -1, inferred from the rows, it could not estimate at all)."""
+    if gpu_gib is None or not cfg.padding_free:
+        return cfg, decisions
+    updates, reason = _batch_and_checkpointing(cfg, gpu_gib, keep_batch=False,
+                                               row_lengths=row_lengths)
+    decisions = [BATCH_DECISION + reason if d.startswith(BATCH_DECISION) else d
+                 for d in decisions]
+    return cfg.model_copy(update=updates), decisions
 
 
 def apply(cfg) -> tuple:

@@ -27,12 +27,14 @@ class Prepared:
     model_load_s: float
 
 
-def prepare(cfg: TrainConfig, fit_rows: Callable[[Any, Any], int] | None = None,
+def prepare(cfg: TrainConfig,
+            fit_rows: Callable[[Any, Any], TrainConfig] | None = None,
             tokenizer_from: str | None = None) -> Prepared:
     """Everything a trainer needs but its data and arguments.
 
     fit_rows(provider, tokenizer) prepares the caller's rows before the model loads and returns
-    the max_seq_length they need; without it cfg.max_seq_length is taken as it is.
+    the config to load it with: max_seq_length resolved, and what else the rows decide (speed
+    mode's micro-batch and checkpointing); without it cfg is taken as it is.
     tokenizer_from: a directory to load the tokenizer from instead of the model's.
     """
     from trainers.train.providers import get_provider
@@ -40,10 +42,9 @@ def prepare(cfg: TrainConfig, fit_rows: Callable[[Any, Any], int] | None = None,
     provider = get_provider(cfg.provider)
     provider.check(cfg)
     tokenizer = provider.load_tokenizer(cfg, tokenizer_from)
-    max_seq_length = fit_rows(provider, tokenizer) if fit_rows else cfg.max_seq_length
-    if max_seq_length < 1:
-        raise ValueError(f"max_seq_length {max_seq_length} was not resolved before the model")
-    cfg = cfg.model_copy(update={"max_seq_length": max_seq_length})
+    cfg = fit_rows(provider, tokenizer) if fit_rows else cfg
+    if cfg.max_seq_length < 1:
+        raise ValueError(f"max_seq_length {cfg.max_seq_length} was not resolved before the model")
     started = time.perf_counter()
     model = provider.load_model(cfg)
     model_load_s = time.perf_counter() - started

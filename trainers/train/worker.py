@@ -104,8 +104,9 @@ class RunContext:
                              message=f"continuing run {self.resume['from_run']} from its "
                                      f"checkpoint at step {self.resume['step']}")
 
-    def _prepare_rows(self, provider, tokenizer) -> int:
-        """Tokenize once (SFT), split, check one batch fits; return max_seq_length (-1 inferred)."""
+    def _prepare_rows(self, provider, tokenizer) -> TrainConfig:
+        """Tokenize once (SFT), split, fit speed mode's batch to the rows, check one batch
+        fits; return the config to load the model with (max_seq_length -1 inferred)."""
         cfg = self.cfg
         examples = self.data.examples
         max_seq_length = cfg.max_seq_length
@@ -137,9 +138,17 @@ class RunContext:
                 model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
                 max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
         self.train_rows, self.eval_rows = data_mod.split_train_eval(rows, cfg.eval_split, cfg.seed)
+        cfg = cfg.model_copy(update={"max_seq_length": max_seq_length})
+        if cfg.speed_mode and "input_ids" in (self.train_rows or [{}])[0]:
+            from trainers import speed
+            from trainers.estimate import gpu_memory_gib
+
+            cfg, self.speed_decisions = speed.fit_to_rows(
+                cfg, [len(r["input_ids"]) for r in self.train_rows], self.speed_decisions,
+                gpu_memory_gib())
         data_mod.check_enough_for_a_batch(len(self.train_rows), cfg.per_device_train_batch_size,
                                           cfg.dataset)
-        return max_seq_length
+        return cfg
 
     def _flops_row_lengths(self) -> list[int] | None:
         """The training rows' lengths for the MFU count, which is that of a decoder-only model
