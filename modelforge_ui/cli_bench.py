@@ -33,7 +33,7 @@ def add_bench_command(subparsers) -> None:
             continue
         default = "required" if field.is_required() else f"default {field.default!r}"
         bench.add_argument("--" + name.replace("_", "-"), dest="field_" + name, metavar="VALUE",
-                           help=f"{field.description} ({default})")
+                           help=f"{field.description} ({default})".replace("%", "%%"))
     bench.add_argument("--data-dir", type=Path,
                        help="where runs are stored (default: MODELFORGE_HOME or "
                             "~/.local/share/modelforge)")

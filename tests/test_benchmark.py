@@ -71,7 +71,7 @@ def test_spec_errors_name_the_field_and_the_fix():
 SPEC_DEFAULTS = {"max_seq_length": 2048, "dataset": "sample", "column_mapping": {},
                  "completion_only_loss": True, "lora_r": 16, "lora_alpha": 32,
                  "target_modules": "auto", "learning_rate": 2e-4, "gradient_checkpointing": True,
-                 "seed": 42, "attention": "sdpa", "name": ""}
+                 "seed": 42, "attention": "sdpa", "liger_kernel": False, "name": ""}
 
 
 def test_spec_takes_the_fields_it_shares_with_the_training_config():
@@ -310,3 +310,13 @@ def test_a_failing_provider_is_reported_not_dropped(tmp_path, demo_model, monkey
     assert rows["unsloth"]["status"] == "failed" and rows["unsloth"]["reason"]
     assert summary["matching"]["lora16"]["verdict"] == "not checked"
     assert summary["spec"]["invocation"].startswith("modelforge bench --model")
+
+
+def test_bench_help_lists_every_spec_field():
+    """argparse formats help with %: a field description with a percent sign must not break it."""
+    done = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "bench", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for flag in ("--attention", "--liger-kernel", "--torch-compile", "--check-plain"):
+        assert flag in done.stdout
+    assert "+42% tokens/s" in " ".join(done.stdout.split())  # the attention field's note
