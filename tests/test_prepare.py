@@ -11,14 +11,15 @@ import pytest
 from trainers.config import build_config
 
 # Prepares the demo model in a fresh process (so no other test's imports count) with -1 resolved
-# to 77 by the rows callback, and reports what it got.
+# to 77 by the rows callback (which returns the config to load with), and reports what it got.
 PREPARE_SCRIPT = """
 import json, sys
 from trainers.config import build_config
 from trainers.train.prepare import prepare
 cfg = build_config({"model_name": sys.argv[1], "dataset": "unused.jsonl", "max_seq_length": -1})
 seen = []
-ready = prepare(cfg, lambda provider, tokenizer: seen.append(tokenizer.pad_token) or 77)
+ready = prepare(cfg, lambda provider, tokenizer: seen.append(tokenizer.pad_token)
+                or cfg.model_copy(update={"max_seq_length": 77}))
 print("RESULT", json.dumps({
     "given": cfg.max_seq_length, "resolved": ready.cfg.max_seq_length, "pad_token_seen": seen,
     "model": type(ready.model).__name__, "fixes": ready.fixes, "info": ready.provider.info,
