@@ -50,7 +50,7 @@ def step_lengths(rows: list[dict], batch_size: int) -> list[list[int]]:
 def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
                  best: dict | None = None) -> TrainConfig:
     """The training config every variant of this spec shares, but for provider and mode (and,
-    for padding "best", the runner's per-provider decision on gradient checkpointing)."""
+    for padding "best", the runner's per-provider decisions: checkpointing, attention, Liger)."""
     checkpointing = best["gradient_checkpointing"] if best else spec.gradient_checkpointing
     # the spec's attention and Liger are for Hugging Face (Unsloth has its own); padding_free is
     # what sft_arguments sets, stated here too because per-row attention requires it

@@ -139,7 +139,7 @@ class RunContext:
                 max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
         self.train_rows, self.eval_rows = data_mod.split_train_eval(rows, cfg.eval_split, cfg.seed)
         cfg = cfg.model_copy(update={"max_seq_length": max_seq_length})
-        if cfg.speed_mode and "input_ids" in (self.train_rows or [{}])[0]:
+        if cfg.speed_mode and not self.data.is_preference and not provider.info.get("seq2seq"):
             from trainers import speed
             from trainers.estimate import gpu_memory_gib
 
