@@ -193,6 +193,25 @@ def torch_lm_head_without_gpu() -> bool:
     return True
 
 
+def lm_head_eager_under_compile() -> bool:
+    """TRL computes the loss inside the model's forward, so torch.compile traces its Triton
+    LM-head kernel, and inductor (torch 2.11) fails on it ("Loop-carried variable m has initial
+    type fp32 but is re-assigned to fp64"). Run that kernel eagerly; the rest still compiles
+    (as the engine does, trainers/train/trl_cpu.py)."""
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    kernel = trl_utils._ChunkedLogProbFunction
+    if kernel is None:
+        return False
+
+    class EagerChunkedLogProb:
+        apply = staticmethod(torch.compiler.disable(kernel.apply))
+
+    trl_utils._ChunkedLogProbFunction = EagerChunkedLogProb
+    return True
+
+
 def step_clock():
     import torch
     from transformers import TrainerCallback
@@ -295,6 +314,8 @@ def main(argv: list) -> int:
     set_seed(settings["sft_config"]["seed"])
     model = load_unsloth(settings) if provider == "unsloth" else load_huggingface(settings)
     lm_head_replaced = provider == "huggingface" and torch_lm_head_without_gpu()
+    if settings["sft_config"].get("torch_compile"):
+        lm_head_eager_under_compile()
     clock = step_clock()
     output_dir = Path(out_path).resolve().parent / f"trainer-{provider}"
     config = SFTConfig(**settings["sft_config"], output_dir=str(output_dir),

@@ -336,8 +336,12 @@ def build_trainer(spec: BenchmarkSpec, cfg: TrainConfig, loaded: dict, rows: lis
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    return SFTTrainer(model=loaded["model"],
-                      args=SFTConfig(**sft_arguments(spec, cfg, str(output_dir), best)),
+    args = sft_arguments(spec, cfg, str(output_dir), best)
+    if args.get("torch_compile"):
+        from trainers.train.trl_cpu import keep_lm_head_out_of_compile
+
+        keep_lm_head_out_of_compile()
+    return SFTTrainer(model=loaded["model"], args=SFTConfig(**args),
                       processing_class=loaded["tokenizer"], train_dataset=Dataset.from_list(rows),
                       callbacks=[timer])
 

@@ -1,4 +1,4 @@
-"""TRL 1.15's fused LM head on a machine without a GPU.
+"""TRL 1.15's fused LM head on a machine without a GPU, and under torch.compile.
 
 TRL's SFT, DPO and GRPO trainers always compute log-probabilities through a chunked LM-head
 kernel written in Triton (`trl.kernels.ChunkedLogProbFunction`). With triton installed (it comes
@@ -43,4 +43,26 @@ def use_torch_lm_head_without_gpu() -> bool:
     import trl.trainer.utils as trl_utils
 
     trl_utils._ChunkedLogProbFunction = TorchChunkedLogProb
+    return True
+
+
+def keep_lm_head_out_of_compile() -> bool:
+    """Run TRL's LM-head kernel eagerly inside a torch.compile'd model. Returns True if wrapped.
+
+    TRL computes the loss inside the model's patched forward, so torch.compile traces its
+    Triton kernel too, and inductor (torch 2.11) fails on it: "Loop-carried variable m has
+    initial type fp32 but is re-assigned to fp64" (H200, 2026-12-02). Disabled for the compiler,
+    dynamo breaks the graph at the kernel and still compiles the decoder layers around it.
+    """
+    import trl.trainer.utils as trl_utils
+
+    kernel = trl_utils._ChunkedLogProbFunction
+    if kernel is None or getattr(kernel, "eager_under_compile", False):
+        return False
+
+    class EagerChunkedLogProb:
+        eager_under_compile = True
+        apply = staticmethod(torch.compiler.disable(kernel.apply))
+
+    trl_utils._ChunkedLogProbFunction = EagerChunkedLogProb
     return True
