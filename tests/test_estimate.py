@@ -135,6 +135,9 @@ def test_the_estimate_over_http(server, tiny_config):
         text = client.post("/api/config/estimate", content=b"x",
                            headers={"content-type": "text/plain"})
         assert text.status_code == 415
+        speedy = client.post("/api/config/estimate?gpu_gib=24", json=tiny_config(speed_mode=True))
+        assert speedy.status_code == 200, speedy.text
+        assert any(d.startswith("padding-free batches: on") for d in speedy.json()["speed_mode"])
         assert client.get("/api/health").json()["torch_in_server"] is False
 
 
@@ -146,6 +149,9 @@ def test_the_training_tab_paragraph_warns_with_the_fix():
     assert "predicted not to fit" in text and "gradient_checkpointing: true" in text
     assert "⚠" not in estimate_markdown(_config(gradient_checkpointing=True), gpu_gib=80)
     assert "not available" in estimate_markdown(_config(model_name="/nowhere"))
+    speedy = estimate_markdown(_config(speed_mode=True), gpu_gib=80)  # speed mode picks the batch
+    assert speedy.startswith("**GPU memory estimate with speed mode's settings:** peak about ")
+    assert "fits: about" in speedy
 
 
 def test_a_padding_free_run_that_does_not_fit_is_offered_per_row_attention():

@@ -146,3 +146,17 @@ def test_the_batch_is_fitted_again_to_the_tokenized_rows():
     assert speed.fit_to_rows(worst, short_rows, plan["decisions"], gpu_gib=None)[0] == worst
     padded = worst.model_copy(update={"padding_free": False, "attention": "sdpa"})
     assert speed.fit_to_rows(padded, short_rows, [], gpu_gib=80)[0] == padded
+
+
+def test_the_estimate_of_a_speed_mode_config_is_of_what_speed_mode_runs():
+    """The Training tab and /api/config/estimate show what the run will train with: a config
+    that would not fit as written fits once speed mode picks the batch and the attention."""
+    as_written = build_config({**EIGHT_B, "gradient_checkpointing": False})
+    assert estimate(as_written, 80)["fits"] is False
+    assert speed.estimate_as_run(as_written, 80) == estimate(as_written, 80)
+    on = as_written.model_copy(update={"speed_mode": True})
+    run = speed.estimate_as_run(on, 80)
+    assert run["fits"] is True and run["components_gib"]["attention_mask"] == 0
+    assert run["speed_mode"] == speed.decide(on, 80)["decisions"]
+    assert run["peak_allocated_gib"] == estimate(
+        on.model_copy(update=speed.decide(on, 80)["updates"]), 80)["peak_allocated_gib"]

@@ -17,7 +17,8 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
 - cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
   shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
 The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
-them. torch.compile is not switched on: not measured yet on these runs.
+them. torch.compile is not switched on: on torch 2.11 with TRL 1.15 it failed with per-row
+attention and compiled for minutes on the masked path (benchmarks/results/torch_compile_huggingface/).
 The batch is decided twice in a training run: at start with every row taken as max_seq_length
 long, then again once the rows are tokenized (fit_to_rows), before the model loads. Every
 decision is returned with its reason; the worker puts them in the `started` event.
@@ -166,6 +167,19 @@ def fit_to_rows(cfg, row_lengths: list[int], decisions: list[str],
     decisions = [BATCH_DECISION + reason if d.startswith(BATCH_DECISION) else d
                  for d in decisions]
     return cfg.model_copy(update=updates), decisions
+
+
+def estimate_as_run(cfg, gpu_gib: float | None) -> dict:
+    """The VRAM estimate of what a run of cfg will train with: with speed_mode, of speed mode's
+    settings for a GPU of gpu_gib (as decided at start, before the rows are read), with its
+    decisions under "speed_mode"; without it, of cfg as written."""
+    from trainers.estimate import estimate
+
+    if not cfg.speed_mode:
+        return estimate(cfg, gpu_gib)
+    plan = decide(cfg, gpu_gib)
+    return {**estimate(cfg.model_copy(update=plan["updates"]), gpu_gib),
+            "speed_mode": plan["decisions"]}
 
 
 def apply(cfg) -> tuple:
