@@ -100,7 +100,9 @@ class BenchmarkSpec(BaseModel):
         False, "Hugging Face variants and the plain script's huggingface run: "
                "TrainingArguments(torch_compile=True), the model compiled by torch.compile "
                "(Unsloth compiles its own blocks). Varying row lengths recompile it; the trust "
-               "checks flag a compile in a measured step.")
+               "checks flag a compile in a measured step. With torch 2.11 on an H200 it failed "
+               "with attention sdpa_per_row and compiled for over a minute per new shape on "
+               "padding-free batches (benchmarks/results/torch_compile_huggingface/).")
 
     # --- judging -------------------------------------------------------------------------
     loss_rel_tolerance: float = _field(
