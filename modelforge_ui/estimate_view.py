@@ -17,7 +17,8 @@ def estimate_markdown(cfg: TrainConfig, gpu_gib: float | None = None) -> str:
     mark = "" if result["fits"] is not False else "⚠ "
     settings = " with speed mode's settings" if "speed_mode" in result else ""
     return (f"**{mark}GPU memory estimate{settings}:** peak about "
-            f"{result['peak_allocated_gib']:.1f} GiB allocated ({biggest} GiB), about {result['device_gib']:.1f} GiB on the device; "
+            f"{result['peak_allocated_gib']:.1f} GiB allocated ({biggest} GiB), about "
+            f"{result['device_gib']:.1f} GiB on the device; "
             f"{result['verdict'].rstrip('.')}.")
 
 

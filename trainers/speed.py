@@ -18,7 +18,8 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
 The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
 them. torch.compile is not switched on: on torch 2.11 with TRL 1.15 it failed with per-row
-attention and compiled for minutes on the masked path (benchmarks/results/torch_compile_huggingface/).
+attention and compiled for minutes on the masked path
+(benchmarks/results/torch_compile_huggingface/).
 The batch is decided twice in a training run: at start with every row taken as max_seq_length
 long, then again once the rows are tokenized (fit_to_rows), before the model loads. Every
 decision is returned with its reason; the worker puts them in the `started` event.
