@@ -1,6 +1,7 @@
 """TRL 1.15's fused LM head: the PyTorch stand-in on a machine without a GPU, and the eager
 kernel under torch.compile (inductor cannot compile TRL's Triton kernel on torch 2.11)."""
 
+import pytest
 import torch
 import trl.trainer.utils as trl_utils
 
@@ -16,10 +17,14 @@ def _log_probs(hidden, weight, targets):
     return trl_utils._ChunkedLogProbFunction.apply(hidden, weight, None, targets, 1.0, 4)[0]
 
 
-def test_stand_in_matches_log_softmax(monkeypatch):
+def _restore_kernel_after_the_test(monkeypatch):
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", trl_utils._ChunkedLogProbFunction)
+
+
+def test_stand_in_matches_log_softmax(monkeypatch):
     if torch.cuda.is_available():
-        return  # the stand-in is only for machines without a GPU
+        pytest.skip("the stand-in is only installed on machines without a GPU")
+    _restore_kernel_after_the_test(monkeypatch)
     assert use_torch_lm_head_without_gpu()
     hidden, weight, targets = _inputs()
     expected = torch.log_softmax(hidden @ weight.T, -1).gather(-1, targets[:, None])[:, 0]
@@ -27,7 +32,7 @@ def test_stand_in_matches_log_softmax(monkeypatch):
 
 
 def test_compile_breaks_the_graph_at_the_kernel_and_keeps_its_result(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", trl_utils._ChunkedLogProbFunction)
+    _restore_kernel_after_the_test(monkeypatch)
     use_torch_lm_head_without_gpu()  # on this CPU, the kernel is the PyTorch stand-in
     hidden, weight, targets = _inputs()
     expected = _log_probs(hidden, weight, targets)
