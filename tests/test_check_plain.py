@@ -1,4 +1,4 @@
-"""check_plain: the bare-library script runs after the engine's variants on the same rows, for
+"""check_plain: the bare-library script runs between the engine's repeats on the same rows, for
 both providers, and the report gives engine/plain tokens/s per provider and mode, flagged
 outside 0.95-1.05; CPU results are labelled not GPU speed; the data's padding and loss shares.
 """
@@ -47,6 +47,21 @@ def _row(total: float, plain_total: float, median: float, plain_median: float) -
             "engine_vs_plain_ratio_median": median / plain_median}
 
 
+def test_the_plain_script_runs_after_the_first_rounds_and_at_most_once_per_round():
+    from trainers.errors import ConfigError
+
+    spec = build_spec({"model": "m", "repeats": 3, "check_plain": True,
+                       "providers": ["huggingface", "unsloth"], "modes": ["lora16"]})
+    assert [(kind, repeat, provider[0]) for kind, repeat, _, provider in spec.run_order()] == [
+        ("engine", 1, "h"), ("engine", 1, "u"), ("plain", 1, "h"), ("plain", 1, "u"),
+        ("engine", 2, "h"), ("engine", 2, "u"), ("engine", 3, "h"), ("engine", 3, "u")]
+    assert all(kind == "engine" for kind, *_ in build_spec({"model": "m"}).run_order())
+    with pytest.raises(ConfigError) as refused:
+        build_spec({"model": "m", "repeats": 2, "check_plain": True, "plain_repeats": 3})
+    assert refused.value.problems[0]["field"] == "plain_repeats"
+    assert "between 1 and repeats" in refused.value.problems[0]["message"]
+
+
 def test_a_ratio_outside_the_band_is_flagged():
     assert report.ratio_check(_row(100, 98, 100, 97))["ok"]
     assert report.plain_cell(_row(100, 98, 100, 97)) == "1.020 / 1.031"
@@ -92,7 +107,8 @@ def test_batch_facts_count_padding_and_loss_tokens():
 def plain_run(tmp_path_factory, demo_model):
     run_dir = tmp_path_factory.mktemp("bench-plain") / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"model": str(demo_model), **TINY}))
+    spec = {"model": str(demo_model), **TINY, "repeats": 2, "plain_repeats": 2}
+    (run_dir / "config.json").write_text(json.dumps(spec))
     done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -144,13 +160,39 @@ def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run)
         for name in ("plain script imports no ModelForge code", "plain script: same first-step "
                      "loss", "plain script: same token counts", "plain script: same trainer "
                      "settings"):
-            assert checks[f"{name}, {provider} lora16"]["ok"], checks[f"{name}, {provider} lora16"]
+            for repeat in (1, 2):
+                check = checks[f"{name}, {provider} lora16, plain repeat {repeat}"]
+                assert check["ok"], check
         ratio = checks[f"engine vs plain script tokens/s, {provider} lora16"]
         assert ratio["ok"] == (
             report.in_band(summary["engine_vs_plain_ratio"][provider]["lora16"])
             and report.in_band(summary["engine_vs_plain_ratio_median"][provider]["lora16"]))
+        assert "the mean of 2 plain runs" in ratio["detail"]
+        assert f"plain script's repeats agree within 5%, {provider} lora16" in checks
     md = (run_dir / "results.md").read_text()
-    assert "engine/plain (total / median)" in md and "| plain-unsloth-lora16 | ok |" in md
+    assert "engine/plain (total / median)" in md and "| plain-unsloth-lora16-r2 | ok |" in md
+
+
+@pytest.mark.unsloth
+@needs_unsloth
+def test_the_plain_repeats_alternate_with_the_engine_s_and_the_ratio_is_of_the_means(plain_run):
+    run_dir, summary = plain_run
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    order = [e["variant"] if e["type"] == "variant_started" else e["message"].split(": ")[-1]
+             for e in events if e["type"] == "variant_started" or (
+                 e["type"] == "stage" and e["message"].startswith("plain script (bare"))]
+    assert order == ["huggingface-lora16-r1", "unsloth-lora16-r1", "plain-huggingface-lora16-r1",
+                     "plain-unsloth-lora16-r1", "huggingface-lora16-r2", "unsloth-lora16-r2",
+                     "plain-huggingface-lora16-r2", "plain-unsloth-lora16-r2"]
+    for provider in ("huggingface", "unsloth"):
+        def mean(runs):
+            return sum(r["timing"]["tokens_per_s_total"] for r in runs) / len(runs)
+
+        engine = [r for r in summary["runs"] if r["provider"] == provider]
+        plain = [p for p in summary["plain_runs"] if p["provider"] == provider]
+        assert [p["repeat"] for p in plain] == [1, 2] and len(engine) == 2
+        assert summary["engine_vs_plain_ratio"][provider]["lora16"] == pytest.approx(
+            mean(engine) / mean(plain))
 
 
 @pytest.mark.unsloth

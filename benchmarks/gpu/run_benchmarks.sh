@@ -9,9 +9,10 @@
 #     plain  also run benchmarks/gpu/plain_reference.py (lora16) for each provider in
 #            PLAIN_PROVIDERS (default huggingface; "huggingface unsloth" for both)
 #
-# CHECK_PLAIN=1 sets the spec's check_plain: after its variants the runner itself runs the
-# bare-library script (RUN_DIR/plain/plain_script.py) once per provider x mode and reports
-# engine/plain tokens/s (results.md's table and trust checks; logs.tar.gz has run/plain/).
+# CHECK_PLAIN=1 sets the spec's check_plain: the runner itself runs the bare-library script
+# (RUN_DIR/plain/plain_script.py) per provider x mode after the engine's first round of repeats
+# (PLAIN_REPEATS=2: after each of the first two) and reports engine/plain tokens/s (results.md's
+# table and trust checks; logs.tar.gz has run/plain/).
 # PROVIDERS (default huggingface,unsloth) picks the providers.
 #
 # Defaults are the evidence set-up: seq 2048, batch 8, 10 warm-up + 30 measured steps, each
@@ -66,12 +67,14 @@ spec = {
     "invocation": " ".join(
         [f"{k}={os.environ[k]}" for k in ("SEQ", "BATCH", "STEPS", "WARMUP", "REPEATS",
                                           "MIN_TOKENS", "PADDING", "CKPT", "ATTN", "COMPILE",
-                                          "LIGER", "PROVIDERS", "CHECK_PLAIN")
+                                          "LIGER", "PROVIDERS", "CHECK_PLAIN",
+                                          "PLAIN_REPEATS")
          if k in os.environ] + ["benchmarks/gpu/run_benchmarks.sh", shape, os.environ["MODES"]]),
 }
 spec["dataset"] = os.path.abspath(spec["dataset"])
 if os.environ.get("CHECK_PLAIN") == "1":
     spec["check_plain"] = True
+    spec["plain_repeats"] = int(os.environ.get("PLAIN_REPEATS", 1))
 print(json.dumps(spec, indent=2))
 EOF
 cat "$run_dir/config.json"

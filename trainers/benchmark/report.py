@@ -204,23 +204,26 @@ def add_comparisons(rows: list[dict]) -> None:
 
 # --- trust: the plain script, the device, the measurement ---------------------------------
 
-def _ok_plain(plain_runs: list[dict], provider: str, mode: str) -> dict | None:
-    return next((p for p in plain_runs if p["provider"] == provider and p["mode"] == mode
-                 and p["status"] == "ok"), None)
+def _ok_plain(plain_runs: list[dict], provider: str, mode: str) -> list[dict]:
+    return [p for p in plain_runs if p["provider"] == provider and p["mode"] == mode
+            and p["status"] == "ok"]
 
 
 def add_plain(rows: list[dict], plain_runs: list[dict]) -> None:
     """Engine tokens/s over the plain script's, per provider and mode: by total measured time
-    (the headline, engine_vs_plain_ratio) and by median step (engine_vs_plain_ratio_median)."""
+    (the headline, engine_vs_plain_ratio) and by median step (engine_vs_plain_ratio_median),
+    each side the mean of its runs; the plain runs' range beside it."""
     for row in rows:
         plain = _ok_plain(plain_runs, row["provider"], row["mode"])
-        if plain is None or not row.get("tokens_per_s"):
+        if not plain or not row.get("tokens_per_s"):
             continue
-        t = plain["timing"]
-        row.update(plain_tokens_per_s=t["tokens_per_s_total"],
-                   plain_tokens_per_s_median=t["tokens_per_s"],
-                   engine_vs_plain_ratio=row["tokens_per_s"] / t["tokens_per_s_total"],
-                   engine_vs_plain_ratio_median=row["tokens_per_s_median"] / t["tokens_per_s"])
+        totals = [p["timing"]["tokens_per_s_total"] for p in plain]
+        total, median = _mean(totals), _mean([p["timing"]["tokens_per_s"] for p in plain])
+        row.update(plain_runs_ok=len(plain), plain_tokens_per_s=total,
+                   plain_tokens_per_s_low=min(totals), plain_tokens_per_s_high=max(totals),
+                   plain_tokens_per_s_median=median,
+                   engine_vs_plain_ratio=row["tokens_per_s"] / total,
+                   engine_vs_plain_ratio_median=row["tokens_per_s_median"] / median)
 
 
 def in_band(ratio: float | None) -> bool:
@@ -233,25 +236,33 @@ def ratio_check(row: dict) -> dict:
     ratios = (row.get("engine_vs_plain_ratio"), row.get("engine_vs_plain_ratio_median"))
     if None in ratios:
         return _check(name, False, "no ratio: the engine's or the plain script's run failed")
+    plain_runs = row.get("plain_runs_ok", 1)
+    plain = f"{row['plain_tokens_per_s']:,.0f}" + ("" if plain_runs < 2 else (
+        f", the mean of {plain_runs} plain runs, {row['plain_tokens_per_s_low']:,.0f} to "
+        f"{row['plain_tokens_per_s_high']:,.0f}"))
     detail = (f"engine/plain {ratios[0]:.3f} in total measured time ({row['tokens_per_s']:,.0f} "
-              f"vs {row['plain_tokens_per_s']:,.0f}), {ratios[1]:.3f} by median step "
+              f"vs {plain}), {ratios[1]:.3f} by median step "
               f"({row['tokens_per_s_median']:,.0f} vs {row['plain_tokens_per_s_median']:,.0f}); "
               f"band {PLAIN_BAND[0]}-{PLAIN_BAND[1]}")
     return _check(name, in_band(ratios[0]) and in_band(ratios[1]), detail)
 
 
 def repeat_checks(rows: list[dict]) -> list[dict]:
-    """Repeats of one provider x mode must agree within REPEAT_BAND_PCT, or it is said."""
+    """Repeats of one provider x mode must agree within REPEAT_BAND_PCT, or it is said; the
+    same for the plain script's repeats."""
     checks = []
     for row in rows:
-        spread = row.get("repeat_spread_pct")
-        if spread is None:
-            continue
-        checks.append(_check(
-            f"repeats agree within {REPEAT_BAND_PCT:g}%, {row['provider']} {row['mode']}",
-            spread <= REPEAT_BAND_PCT,
-            f"{row['runs_ok']} repeats: {row['tokens_per_s_low']:,.0f} to "
-            f"{row['tokens_per_s_high']:,.0f} tokens/s, a spread of {spread:.1f}% of their mean"))
+        for side, prefix, count in (("repeats", "", "runs_ok"),
+                                    ("plain script's repeats", "plain_", "plain_runs_ok")):
+            if row.get(count, 0) < 2:
+                continue
+            low, high = row[f"{prefix}tokens_per_s_low"], row[f"{prefix}tokens_per_s_high"]
+            spread = 100 * (high - low) / row[f"{prefix}tokens_per_s"]
+            checks.append(_check(
+                f"{side} agree within {REPEAT_BAND_PCT:g}%, {row['provider']} {row['mode']}",
+                spread <= REPEAT_BAND_PCT,
+                f"{row[count]} repeats: {low:,.0f} to {high:,.0f} tokens/s, a spread of "
+                f"{spread:.1f}% of their mean"))
     return checks
 
 
@@ -276,7 +287,7 @@ def compile_checks(runs: list[dict], warmup: int) -> list[dict]:
 
 def plain_run_checks(spec: BenchmarkSpec, plain: dict, engine: dict) -> list[dict]:
     """The plain script trained what the engine trained, with the bare libraries only."""
-    where = f"{plain['provider']} {plain['mode']}"
+    where = _plain_where(spec, plain)
     ref, got = engine["loss"]["first_step"], plain["loss"]["first_step"]
     off = abs(got - ref) / abs(ref) if None not in (ref, got) and ref else None
     shared = sorted(set(plain["effective"]) & set(engine["effective"]))
@@ -300,19 +311,29 @@ def plain_run_checks(spec: BenchmarkSpec, plain: dict, engine: dict) -> list[dic
     ]
 
 
+def _plain_where(spec: BenchmarkSpec, plain: dict) -> str:
+    """"PROVIDER MODE", with the repeat when the plain script runs more than once."""
+    where = f"{plain['provider']} {plain['mode']}"
+    return where if spec.plain_repeats < 2 else f"{where}, plain repeat {plain.get('repeat')}"
+
+
 def plain_checks(spec: BenchmarkSpec, rows: list[dict], runs: list[dict],
                  plain_runs: list[dict]) -> list[dict]:
+    """Per provider and mode the engine/plain ratio once; per plain run what it trained."""
     checks = []
-    for plain in plain_runs:
-        row = next((r for r in rows
-                    if r["provider"] == plain["provider"] and r["mode"] == plain["mode"]), None)
-        engine = next((r for r in runs if r["provider"] == plain["provider"]
-                       and r["mode"] == plain["mode"] and r["status"] == "ok"), None)
-        if plain["status"] != "ok" or row is None or engine is None:
-            checks.append(_check(f"plain script, {plain['provider']} {plain['mode']}", False,
-                                 plain.get("message") or "the engine's run of it failed"))
-            continue
-        checks += [ratio_check(row), *plain_run_checks(spec, plain, engine)]
+    for row in rows:
+        mine = [p for p in plain_runs
+                if p["provider"] == row["provider"] and p["mode"] == row["mode"]]
+        engine = next((r for r in runs if r["provider"] == row["provider"]
+                       and r["mode"] == row["mode"] and r["status"] == "ok"), None)
+        if any(p["status"] == "ok" for p in mine) and engine is not None:
+            checks.append(ratio_check(row))
+        for plain in mine:
+            if plain["status"] != "ok" or engine is None:
+                checks.append(_check(f"plain script, {_plain_where(spec, plain)}", False,
+                                     plain.get("message") or "the engine's run of it failed"))
+            else:
+                checks += plain_run_checks(spec, plain, engine)
     return checks
 
 
@@ -547,8 +568,8 @@ def markdown(summary: dict) -> str:
               "(mean tokens per step over the median step time) is beside it. Peak VRAM: "
               "torch.cuda.max_memory_allocated. MFU: model FLOPs (formula below) over the GPU's "
               "dense bf16 peak. engine/plain: the engine's tokens/s over the plain script's "
-              "(bare libraries, same rows and settings), in total measured time and by median "
-              f"step; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
+              "(bare libraries, same rows and settings; the mean of its runs), in total measured "
+              f"time and by median step; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
               _md_table(["run", "status", "tokens/s", "tokens/s (median step)",
                          "median step s (min-max)", "steps",
                          "max allocated GiB", "max reserved GiB", "NVML used GiB",

@@ -7,7 +7,8 @@ Reads RUN_DIR/config.json (a BenchmarkSpec) and, top to bottom:
   3. runs every repeat x mode x provider as a fresh `trainers.benchmark.variant` process, one
      after another; a variant that fails is kept, with its reason;
   4. with check_plain, runs the bare-library script (plain_script.py, copied to RUN_DIR/plain/
-     with its settings) once per provider x mode, each in a fresh process, on the same rows;
+     with its settings) per provider x mode in a fresh process on the same rows, after each of
+     the engine's first plain_repeats rounds (BenchmarkSpec.run_order);
   5. checks matching and writes RUN_DIR/results.json, results.md and results.csv (rewritten
      after every variant, so a stopped or killed benchmark keeps what it measured).
 Events (started, stage, variant_started, progress, variant_finished, variant_failed, then
@@ -343,13 +344,20 @@ def write_plain(spec: BenchmarkSpec, prepared: dict, run_dir: Path) -> Path:
     return folder
 
 
-def run_plain(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str) -> dict:
+def plain_name(spec: BenchmarkSpec, provider: str, mode: str, repeat: int) -> str:
+    """plain-PROVIDER-MODE, with -rN when the plain script runs more than once."""
+    return f"plain-{provider}-{mode}" + (f"-r{repeat}" if spec.plain_repeats > 1 else "")
+
+
+def run_plain(spec: BenchmarkSpec, run_dir: Path, provider: str, mode: str, repeat: int) -> dict:
     folder = run_dir / PLAIN_DIR
-    name = f"plain-{provider}-{mode}"
+    name = plain_name(spec, provider, mode, repeat)
     cmd = [sys.executable, str(folder / PLAIN_SCRIPT.name), str(folder / f"settings-{mode}.json"),
            provider, str(folder / f"{name}.json")]
-    return run_process(cmd, measured_env(spec, run_dir, name), run_dir, folder / f"{name}.log", folder / f"{name}.json",
-                       {"name": name, "provider": provider, "mode": mode}, spec.variant_timeout_s)
+    return run_process(cmd, measured_env(spec, run_dir, name), run_dir, folder / f"{name}.log",
+                       folder / f"{name}.json",
+                       {"name": name, "provider": provider, "mode": mode, "repeat": repeat},
+                       spec.variant_timeout_s)
 
 
 def _plain_message(summary: dict, result: dict) -> str:
@@ -401,29 +409,27 @@ def execute(spec: BenchmarkSpec, run_dir: Path, events: EventWriter, env: dict) 
         return report.build(spec, meta, env, results, _runner_command(run_dir),
                             planned=len(plan), plain_runs=plain)
 
-    for index, (repeat, mode, provider) in enumerate(plan, start=1):
+    folder = write_plain(spec, prepared, run_dir) if spec.check_plain else None
+    for kind, repeat, mode, provider in spec.run_order():
         if stop_requested(run_dir):
             break
+        if kind == "plain":
+            events.emit("stage", name="plain_script", message=f"plain script (bare libraries, "
+                        f"{folder}): {plain_name(spec, provider, mode, repeat)}")
+            plain.append(run_plain(spec, run_dir, provider, mode, repeat))
+            done = summary()
+            report.write_all(run_dir, done)
+            events.emit("stage", name="plain_script", message=_plain_message(done, plain[-1]))
+            continue
+        index = len(results) + 1
         name = variant_name(provider, mode, repeat)
         events.emit("variant_started", variant=name, index=index, total=len(plan),
                     provider=provider, mode=mode, repeat=repeat)
         result = run_variant(spec, run_dir, provider, mode, repeat)
         results.append(result)
-        kind = "variant_finished" if result["status"] == "ok" else "variant_failed"
-        events.emit(kind, index=index, total=len(plan), **_variant_event(result))
+        event = "variant_finished" if result["status"] == "ok" else "variant_failed"
+        events.emit(event, index=index, total=len(plan), **_variant_event(result))
         report.write_all(run_dir, summary())
-    if spec.check_plain:
-        folder = write_plain(spec, prepared, run_dir)
-        for mode in spec.modes:
-            for provider in spec.providers:
-                if stop_requested(run_dir):
-                    break
-                events.emit("stage", name="plain_script",
-                            message=f"plain script (bare libraries, {folder}): {provider} {mode}")
-                plain.append(run_plain(spec, run_dir, provider, mode))
-                done = summary()
-                report.write_all(run_dir, done)
-                events.emit("stage", name="plain_script", message=_plain_message(done, plain[-1]))
     return summary()
 
 

@@ -129,9 +129,13 @@ class BenchmarkSpec(BaseModel):
               "so no variant waits for the disk when it first launches a kernel (on a fresh "
               "machine that would be the baseline's first run). Recorded in the results.")
     check_plain: bool = _field(
-        False, "After the engine's runs, run a plain script of the bare libraries (written to "
-               "RUN_DIR/plain/) per provider and mode on the same rows, and report engine/plain "
-               "tokens/s (flagged outside 0.95-1.05).")
+        False, "Also run a plain script of the bare libraries (written to RUN_DIR/plain/) per "
+               "provider and mode on the same rows, after the engine's first round of repeats, "
+               "and report engine/plain tokens/s (flagged outside 0.95-1.05).")
+    plain_repeats: int = _field(
+        1, "With check_plain, how many times the plain script runs per provider and mode: once "
+           "after each of the engine's first plain_repeats rounds. 2 or more shows the plain "
+           "script's own spread, so a ratio outside the band can be told from noise.")
 
     # --- labels --------------------------------------------------------------------------
     name: config_field("name") = ""
@@ -163,6 +167,18 @@ class BenchmarkSpec(BaseModel):
         return [(r, m, p) for r in range(1, self.repeats + 1) for m in self.modes
                 for p in self.providers]
 
+    def run_order(self) -> list[tuple[str, int, str, str]]:
+        """("engine" or "plain", repeat, mode, provider) in run order: the plain script's
+        repeat r follows the engine's round r, so the two sides alternate in time as the
+        providers do, and a run cut short by a time limit costs an engine repeat first."""
+        order = []
+        for repeat in range(1, self.repeats + 1):
+            round_ = [(repeat, m, p) for m in self.modes for p in self.providers]
+            order += [("engine", *v) for v in round_]
+            if self.check_plain and repeat <= self.plain_repeats:
+                order += [("plain", *v) for v in round_]
+        return order
+
 
 # The benchmark's own rules (TrainConfig's apply to the shared_fields() as well).
 _RULES = [
@@ -172,6 +188,8 @@ _RULES = [
     ("steps", lambda s: s.steps >= 1, "must be at least 1 (30 or more gives a stable median)"),
     ("warmup_steps", lambda s: s.warmup_steps >= 0, "must be 0 or more (10 is usual)"),
     ("repeats", lambda s: 1 <= s.repeats <= 10, "must be between 1 and 10"),
+    ("plain_repeats", lambda s: 1 <= s.plain_repeats <= s.repeats,
+     "must be between 1 and repeats: the plain script runs after a round of the engine's repeats"),
     ("min_example_tokens", lambda s: s.min_example_tokens >= 0, "must be 0 or more"),
     ("loss_rel_tolerance", lambda s: 0 < s.loss_rel_tolerance < 1,
      "must be above 0 and below 1 (0.01 = 1%)"),
