@@ -569,7 +569,8 @@ def markdown(summary: dict) -> str:
               "torch.cuda.max_memory_allocated. MFU: model FLOPs (formula below) over the GPU's "
               "dense bf16 peak. engine/plain: the engine's tokens/s over the plain script's "
               "(bare libraries, same rows and settings; the mean of its runs), in total measured "
-              f"time and by median step; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.", "", "## Runs", "",
+              f"time and by median step; outside {PLAIN_BAND[0]}-{PLAIN_BAND[1]} it is flagged.",
+              "", "## Runs", "",
               _md_table(["run", "status", "tokens/s", "tokens/s (median step)",
                          "median step s (min-max)", "steps",
                          "max allocated GiB", "max reserved GiB", "NVML used GiB",
