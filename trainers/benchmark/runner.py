@@ -367,8 +367,9 @@ def _plain_message(summary: dict, result: dict) -> str:
                 if r["provider"] == result["provider"] and r["mode"] == result["mode"]), {})
     ratio = row.get("engine_vs_plain_ratio")
     speed = result["timing"]["tokens_per_s_total"]
+    so_far = " (the means of the runs so far)" if row.get("plain_runs_ok", 1) > 1 else ""
     return (f"{result['name']}: {speed:,.0f} tokens/s; engine/plain "
-            + ("-" if ratio is None else f"{ratio:.3f}"))
+            + ("-" if ratio is None else f"{ratio:.3f}{so_far}"))
 
 
 def _tail(path: Path, max_bytes: int = 3000) -> str:
