@@ -163,9 +163,9 @@ class BenchmarkSpec(BaseModel):
         return self.warmup_steps + self.steps
 
     def variants(self) -> list[tuple[int, str, str]]:
-        """(repeat, mode, provider) in run order: providers alternate, so drift hits both."""
-        return [(r, m, p) for r in range(1, self.repeats + 1) for m in self.modes
-                for p in self.providers]
+        """The engine's (repeat, mode, provider) in run order: providers alternate, so drift
+        hits both."""
+        return [(r, m, p) for kind, r, m, p in self.run_order() if kind == "engine"]
 
     def run_order(self) -> list[tuple[str, int, str, str]]:
         """("engine" or "plain", repeat, mode, provider) in run order: the plain script's
