@@ -4,6 +4,7 @@ and between the stages; both providers."""
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from preference_support import (in_process_context, needs_unsloth, progress, sta
                                 wait_for_event)
 
 from trainers.tools.demo import SAMPLE_PREFERENCES
+from trainers import tracking
 from trainers.events import read_events
 from trainers.runs.stop_flag import request_stop
 
@@ -29,7 +31,7 @@ def rlhf_config(demo_model, **overrides) -> dict:
 
 def assert_both_stages(run_dir, events):
     assert events[-1]["type"] == "finished", events[-1]
-    stages = [e for e in events if e["type"] == "stage"]
+    stages = [e for e in events if e["type"] == "stage" and e["name"] != "tracking"]
     assert [s["name"] for s in stages] == ["reward_model", "policy"]
     reward_stage, policy_stage = stages
     assert reward_stage["trainer"] == "RewardTrainer" and "SEQ_CLS" in reward_stage["loader"]
@@ -61,13 +63,35 @@ def assert_both_stages(run_dir, events):
     assert not (run_dir / "adapter" / "ref").exists()
 
 
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
 @pytest.fixture(scope="module")
 def hf_run(tmp_path_factory, demo_model):
-    return train(tmp_path_factory.mktemp("rlhf-hf"), rlhf_config(demo_model))
+    return train(tmp_path_factory.mktemp("rlhf-hf"), rlhf_config(
+        demo_model, report_to="tensorboard" if HAS_TENSORBOARD else "none"))
 
 
 def test_rlhf_runs_both_stages_and_reports_them(hf_run):
     assert_both_stages(*hf_run)
+
+
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard is not installed (the test extra)")
+def test_each_stage_has_its_own_tensorboard_folder(hf_run):
+    """Both trainers count steps from 1: in one folder their curves would overlay."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, events = hf_run
+    logs = run_dir / tracking.TENSORBOARD_DIR
+    stage = next(e for e in events if e["type"] == "stage" and e["name"] == "tracking")
+    assert stage["path"] == str(logs)
+    assert not list(logs.glob("events.out.tfevents.*"))  # nothing outside the stage folders
+    steps = {}
+    for name in ("reward_model", "policy"):
+        board = EventAccumulator(str(logs / name))
+        board.Reload()
+        steps[name] = [s.step for s in board.Scalars("train/loss")]
+    assert steps == {"reward_model": [1, 2, 3, 4, 5, 6], "policy": [1, 2, 3, 4]}
 
 
 def test_saved_reward_model_loads_and_scores(hf_run, demo_model):

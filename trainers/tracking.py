@@ -47,6 +47,15 @@ def tensorboard_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / TENSORBOARD_DIR
 
 
+def use_stage_logs(report_to: str, run_dir: Path, stage: str) -> None:
+    """Give one stage of a strategy with several trainers (rlhf) its own TensorBoard folder,
+    RUN_DIR/tensorboard/STAGE: each trainer counts steps from 1, so in one folder the stages'
+    curves would lie on top of each other. Call before the stage's trainer is built (its
+    TensorBoardCallback reads the folder then)."""
+    if report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(run_dir) / stage)
+
+
 def _has_wandb_login() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True

@@ -27,6 +27,7 @@ policy stage when it arrives during or after the reward-model stage.
 from __future__ import annotations
 
 from trainers.runs.stop_flag import stop_requested
+from trainers.tracking import use_stage_logs
 from trainers.train.strategies.common import common_training_args
 from trainers.train.strategies.preference import (cut_answers, cut_prompts, last_logged,
                                              reference_is_disabled_adapter)
@@ -44,6 +45,7 @@ def run(ctx) -> dict:
                         reason="stop requested after the reward model stage")
         return {**reward_summary, "policy_adapter_saved": False, "stopped_early": True}
     ctx.telemetry.stage = "policy"
+    use_stage_logs(ctx.cfg.report_to, ctx.run_dir, "policy")
     trainer = build_policy_trainer(ctx, [reward_model])
     ctx.events.emit("stage", name="policy", trainer="GRPOTrainer",
                     num_generations=ctx.cfg.num_generations,
@@ -97,6 +99,7 @@ def _fit_pairs(rows, ctx):
 def train_reward_model(ctx):
     """Train and save the reward model; return it (in eval mode) and a summary for the result."""
     ctx.telemetry.stage = "reward_model"
+    use_stage_logs(ctx.cfg.report_to, ctx.run_dir, "reward_model")
     save_to = ctx.run_dir / REWARD_MODEL_DIR
     trainer, facts = build_reward_trainer(ctx)
     ctx.events.emit("stage", name="reward_model", trainer="RewardTrainer",
