@@ -55,6 +55,20 @@ def test_repeats_further_apart_than_five_percent_are_flagged():
     assert len(checks) == 2
 
 
+def test_a_flagged_spread_says_which_step_holds_the_difference():
+    fast = _run("unsloth-qlora4-r1", "unsloth", [5.0, 1.0, 1.0, 1.0, 1.0], 1000)
+    slow = _run("unsloth-qlora4-r2", "unsloth", [5.0, 1.0, 1.0, 1.7, 1.1], 1000)
+    slow["step_costs"] = {"per_step": [{"gc_s": 0.0}] * 3 + [{"gc_s": 0.6}, {"gc_s": 0.0}]}
+    for run in (fast, slow):
+        run["mode"] = "qlora4"
+    row = report.table_row([fast, slow], "unsloth", "qlora4")
+    [check] = report.repeat_checks([row], [fast, slow], warmup=1)
+    assert not check["ok"]
+    assert ("unsloth-qlora4-r2's measured steps took 0.80 s longer than unsloth-qlora4-r1's, "
+            "the most in step 4: 1.70 s against 1.00 s, 0.60 s of it in Python's garbage "
+            "collector") in check["detail"]
+
+
 def test_committed_results_rebuild_with_the_current_method(tmp_path):
     source = RESULTS / "check_plain_llama-3.2-1b_lora16_warmup10" / "results.json"
     shutil.copy(source, tmp_path / "results.json")

@@ -247,23 +247,51 @@ def ratio_check(row: dict) -> dict:
     return _check(name, in_band(ratios[0]) and in_band(ratios[1]), detail)
 
 
-def repeat_checks(rows: list[dict]) -> list[dict]:
-    """Repeats of one provider x mode must agree within REPEAT_BAND_PCT, or it is said; the
-    same for the plain script's repeats."""
+def repeat_checks(rows: list[dict], runs: list[dict] = (), plain_runs: list[dict] = (),
+                  warmup: int = 0) -> list[dict]:
+    """Repeats of one provider x mode must agree within REPEAT_BAND_PCT, or it is said, with
+    where the difference lies; the same for the plain script's repeats."""
     checks = []
     for row in rows:
-        for side, prefix, count in (("repeats", "", "runs_ok"),
-                                    ("plain script's repeats", "plain_", "plain_runs_ok")):
+        for side, prefix, count, side_runs in (
+                ("repeats", "", "runs_ok", runs),
+                ("plain script's repeats", "plain_", "plain_runs_ok", plain_runs)):
             if row.get(count, 0) < 2:
                 continue
             low, high = row[f"{prefix}tokens_per_s_low"], row[f"{prefix}tokens_per_s_high"]
             spread = 100 * (high - low) / row[f"{prefix}tokens_per_s"]
+            detail = (f"{row[count]} repeats: {low:,.0f} to {high:,.0f} tokens/s, a spread of "
+                      f"{spread:.1f}% of their mean")
+            if spread > REPEAT_BAND_PCT:
+                mine = [r for r in side_runs if r["provider"] == row["provider"]
+                        and r["mode"] == row["mode"] and r.get("status") == "ok"]
+                detail += _largest_step_gap(mine, warmup)
             checks.append(_check(
                 f"{side} agree within {REPEAT_BAND_PCT:g}%, {row['provider']} {row['mode']}",
-                spread <= REPEAT_BAND_PCT,
-                f"{row[count]} repeats: {low:,.0f} to {high:,.0f} tokens/s, a spread of "
-                f"{spread:.1f}% of their mean"))
+                spread <= REPEAT_BAND_PCT, detail))
     return checks
+
+
+def _largest_step_gap(runs: list[dict], warmup: int) -> str:
+    """Where the fastest and the slowest repeat differ. They train the same batches in the same
+    order, so step i is the same work in both: one step holding most of the difference is a
+    one-off stall (the garbage collector's share is named when it was recorded); many small
+    ones are the machine's step-to-step noise."""
+    if len(runs) < 2:
+        return ""
+    fast = max(runs, key=lambda r: r["timing"]["tokens_per_s_total"])
+    slow = min(runs, key=lambda r: r["timing"]["tokens_per_s_total"])
+    a, b = fast["timing"]["step_times_s"], slow["timing"]["step_times_s"]
+    steps = range(warmup, min(len(a), len(b)))
+    if not steps:
+        return ""
+    i = max(steps, key=lambda i: b[i] - a[i])
+    total = sum(b[j] - a[j] for j in steps)
+    per_step = (slow.get("step_costs") or {}).get("per_step") or []
+    gc_s = per_step[i].get("gc_s", 0.0) if i < len(per_step) else 0.0
+    gc = f", {gc_s:.2f} s of it in Python's garbage collector" if gc_s >= 0.05 else ""
+    return (f"; {slow['name']}'s measured steps took {total:.2f} s longer than "
+            f"{fast['name']}'s, the most in step {i + 1}: {b[i]:.2f} s against {a[i]:.2f} s{gc}")
 
 
 def compile_checks(runs: list[dict], warmup: int) -> list[dict]:
@@ -390,7 +418,8 @@ def build(spec: BenchmarkSpec, prepared: dict, environment: dict, runs: list[dic
         "representative": fair, "representative_reason": why,
         "engine_vs_plain_ratio": _ratios(rows, "engine_vs_plain_ratio"),
         "engine_vs_plain_ratio_median": _ratios(rows, "engine_vs_plain_ratio_median"),
-        "checks": measurement_checks(spec, fair, why) + repeat_checks(rows)
+        "checks": measurement_checks(spec, fair, why)
+        + repeat_checks(rows, runs, plain_runs, spec.warmup_steps)
         + compile_checks(runs, spec.warmup_steps)
         + plain_checks(spec, rows, runs, plain_runs),
         "runs": runs, "plain_runs": plain_runs,
