@@ -236,9 +236,9 @@ def test_both_sides_run_with_the_same_attention_and_warm_libraries(plain_run):
         assert run["effective"]["cudnn_sdp_enabled"] is False, run["name"]
     cache = summary["page_cache"]
     assert cache["warmed"] is True and cache["files"] > 0
-    # All were read; the kernel may evict some again under memory pressure before they are
-    # counted (0.9994 seen here; this test failed once, unlogged, with nothing else in it that
-    # can vary): this checks that the engine warmed them, not the kernel's cache policy.
+    # All were read, but reading 5 GiB from a cold cache evicts some of them again before they
+    # are counted (0.9953 seen here from cold; this test failed twice, unlogged, and nothing
+    # else in it can vary): it checks that the engine warmed them, not the kernel's policy.
     assert cache["bytes_read"] > 0 and cache["resident_share_after"] >= 0.9, cache
     checks = {c["check"]: c for c in summary["matching"]["lora16"]["checks"]}
     assert checks["cuDNN SDPA attention"]["ok"]
