@@ -91,6 +91,8 @@ def test_committed_results_rebuild_with_the_current_method(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "tokens/s (median step)" in md and "engine/plain (total / median)" in md
     assert report.main([str(tmp_path / "missing.json")]) == 2
+    worker = RESULTS / "train_gpu_llama-3.2-1b" / "results.json"  # not the engine's: refused
+    assert report.main([str(worker)]) == 2
 
 
 def test_a_compile_in_a_measured_step_is_flagged():

@@ -723,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     path = Path(argv[0])
+    if "spec" not in json.loads(path.read_text()):
+        print(f"{path} is not a benchmark engine's results.json (it has no spec): nothing to "
+              "rebuild", file=sys.stderr)
+        return 2
     write_all(path.parent, rebuild(path))
     print(f"rebuilt {', '.join(RESULT_FILES)} in {path.parent}")
     return 0
