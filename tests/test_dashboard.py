@@ -286,3 +286,17 @@ def test_benchmark_from_the_dashboard(client, demo_model):
     bad = form.from_dict({"model": str(demo_model), "steps": 0, "peak_tflops": "abc"})
     problems, _ = client.predict(*bad, api_name="/run_benchmark")
     assert "**peak_tflops**: got 'abc'" in problems and "**steps**: must be at least 1" in problems
+
+
+def test_benchmark_quick_setting_keeps_the_model_and_says_what_it_gives_up(client, demo_model):
+    from modelforge_ui.tabs.benchmark import spec_form
+    from trainers.benchmark.spec import QUICK
+
+    form = spec_form()
+    typed = form.from_dict({"model": str(demo_model), "repeats": 3, "steps": 50,
+                            "max_seq_length": 512})
+    *values, note = client.predict(*typed, api_name="/benchmark_quick")
+    spec = form.validate(values)
+    assert {k: getattr(spec, k) for k in QUICK} == QUICK
+    assert spec.model == str(demo_model) and spec.max_seq_length == 512  # the rest stays
+    assert "It gives up: One run per variant, so no repeat check" in note

@@ -72,6 +72,21 @@ def test_per_row_attention_for_hugging_face_decoders_on_padding_free_batches(tmp
     assert estimate(chosen, 80)["components_gib"]["attention_mask"] == 0
 
 
+
+@pytest.mark.parametrize("family, why", [
+    ("gemma-2-2b", "a sliding-window model (gemma2, window 4096)"),
+    ("phi-3-mini", "a sliding-window model (phi3, window 2047)"),
+])
+def test_per_row_attention_stays_off_where_it_would_leave_the_model_s_attention_out(family, why):
+    """Gemma 2's sliding-window layers refused per-row attention mid-run on an H100; speed mode
+    now keeps SDPA with its mask for such models, and says why. Qwen2.5 declares a window it
+    does not use (use_sliding_window: false) and keeps per-row attention."""
+    plan = speed.decide(build_config({**EIGHT_B, "model_name": family}), gpu_gib=80)
+    assert "attention" not in plan["updates"]
+    assert f"attention: as set ({why}" in " ".join(plan["decisions"])
+    qwen = speed.decide(build_config({**EIGHT_B, "model_name": "qwen2.5-1.5b"}), gpu_gib=80)
+    assert qwen["updates"]["attention"] == "sdpa_per_row"
+
 def test_liger_kernel_rules():
     with pytest.raises(Exception, match="liger_kernel.*huggingface provider"):
         build_config({"model_name": "m", "dataset": "d", "provider": "unsloth",

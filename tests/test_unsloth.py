@@ -161,6 +161,14 @@ def test_encoder_decoders_are_refused(model_type):
         unsloth_provider.check_model_family(model_type, True)
 
 
+def test_gemma2_is_refused_on_a_gpu_where_unsloth_failed_to_compile_it():
+    with pytest.raises(UnsupportedModelError, match="Gemma 2 layers fail in torch.compile") as exc:
+        unsloth_provider.check_known_failure("gemma2", cpu_backend=False)
+    assert "provider to huggingface" in exc.value.hint
+    unsloth_provider.check_known_failure("gemma2", cpu_backend=True)  # the CPU backend compiles none
+    unsloth_provider.check_known_failure("llama", cpu_backend=False)
+
+
 def test_other_architectures_run_the_generic_path_with_a_warning():
     warning = unsloth_provider.check_model_family("gpt2", False)
     assert "generic path" in warning and "fails if Unsloth does not patch" in warning

@@ -80,22 +80,36 @@ def _batch_and_checkpointing(cfg, gpu_gib: float | None, keep_batch: bool,
     return {}, f"kept as set: nothing tried fits ({last['verdict'] if last else 'no estimate'})"
 
 
-def _encoder_decoder(cfg) -> bool:
-    """From the local config.json, else as the worker will load it (transformers' AutoConfig,
-    which fetches a hub model's config.json); a model whose config cannot be read fails to load
-    later with its own error."""
+def _model_config(cfg) -> dict:
+    """From the local config.json (or a synthetic family's shape), else as the worker will load
+    it (transformers' AutoConfig, which fetches a hub model's config.json); {} for a model whose
+    config cannot be read: its load fails later with its own error."""
     from trainers.estimate import NotEstimable, model_config
 
     try:
-        return bool(model_config(cfg.model_name).get("is_encoder_decoder"))
+        return model_config(cfg.model_name)
     except NotEstimable:
         pass
     try:
-        from trainers.train.providers.base import is_encoder_decoder, load_model_config
+        from trainers.train.providers.base import load_model_config
 
-        return is_encoder_decoder(load_model_config(cfg.model_name, cfg.trust_remote_code))
+        return load_model_config(cfg.model_name, cfg.trust_remote_code).to_dict()
     except Exception:  # noqa: BLE001 - the model load reports it, with its fix
-        return False
+        return {}
+
+
+def _attention_per_row_cannot_do(config: dict) -> str | None:
+    """What of the model's attention sdpa_per_row leaves out (it is plain causal SDPA per row),
+    or None. Seen on an H100: Gemma 2's sliding-window layers refuse it mid-run."""
+    if config.get("is_encoder_decoder"):
+        return "an encoder-decoder model: per-row attention is for causal decoders"
+    if config.get("sliding_window") and config.get("use_sliding_window") is not False:
+        return (f"a sliding-window model ({config.get('model_type')}, window "
+                f"{config['sliding_window']}): per-row attention does not implement the window")
+    if config.get("attn_logit_softcapping"):
+        return (f"attention logit soft-capping ({config.get('model_type')}): per-row attention "
+                "does not implement it")
+    return None
 
 
 def _per_row_attention(cfg, padding_free: bool) -> tuple[bool, str]:
@@ -104,8 +118,9 @@ def _per_row_attention(cfg, padding_free: bool) -> tuple[bool, str]:
         return False, "Unsloth keeps the packed rows apart itself"
     if not padding_free:
         return False, "no padding-free batches: a padded batch needs its mask"
-    if _encoder_decoder(cfg):
-        return False, "an encoder-decoder model: per-row attention is for causal decoders"
+    cannot = _attention_per_row_cannot_do(_model_config(cfg))
+    if cannot:
+        return False, cannot
     return True, "padding-free batches"
 
 

@@ -19,7 +19,8 @@ from modelforge_ui.form import ConfigForm
 from modelforge_ui.security import check_spec_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from trainers.benchmark.report import RESULT_FILES
-from trainers.benchmark.spec import MODE_LABELS, BenchmarkSpec, build_spec
+from trainers.benchmark.spec import (MODE_LABELS, QUICK, QUICK_GIVES_UP, BenchmarkSpec,
+                                     build_spec)
 from trainers.benchmark.variant import variant_name
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.runs.jobs import submit_benchmark
@@ -222,6 +223,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
                                        interactive=not app.read_only, elem_id="bench-run")
                 stop_button = gr.Button("Stop", variant="stop", interactive=not app.read_only,
                                         elem_id="bench-stop")
+                quick_button = gr.Button("Quick setting", size="sm", elem_id="bench-quick")
             message = gr.Markdown(elem_id="bench-message")
             gr.Markdown("Every variant gets the same tokenized rows, seed, LoRA settings, "
                         "optimizer and padding; each runs in its own process.")
@@ -277,7 +279,15 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         run = app.manager.stop(run_id)
         return f"Stop requested for `{run_id}` (now {run['status']})."
 
+    def quick(*values):
+        """The quick setting over the form's values: the model and data stay."""
+        shown = [spec.to_display(QUICK[spec.name]) if spec.name in QUICK else value
+                 for spec, value in zip(form.specs, values)]
+        return *shown, f"**Quick setting** (a verdict in minutes, not tens of minutes). It gives " \
+                       f"up: {QUICK_GIVES_UP}"
+
     run_button.click(start, inputs, [message, picked], api_name="run_benchmark")
+    quick_button.click(quick, inputs, inputs + [message], api_name="benchmark_quick")
     stop_button.click(stop, picked, message, api_name="stop_benchmark")
     tab.select(choices, picked, picked, api_name="benchmark_runs")
     picked.change(lambda rid: refresh(app, rid, None), picked, outputs,

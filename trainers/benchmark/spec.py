@@ -202,6 +202,14 @@ _RULES = [
 ]
 
 
+# The Benchmark tab's quick setting: a verdict in about two minutes on a 1B model on an H100,
+# where the defaults (both modes, 2 repeats, 10 + 30 steps) take several times as long.
+QUICK = {"modes": ["lora16"], "repeats": 1, "warmup_steps": 5, "steps": 10}
+QUICK_GIVES_UP = ("One run per variant, so no repeat check (a spread between repeats cannot be "
+                  "seen); 10 measured steps after 5 warm-up steps, so the median is noisier and "
+                  "Unsloth's compiled blocks may not have settled; 16-bit LoRA only (add qlora4 "
+                  "under modes to compare 4-bit too).")
+
 def shared_fields() -> list[str]:
     """The fields a training run has too: each is declared with config_field, so it has
     TrainConfig's type, description and rules."""

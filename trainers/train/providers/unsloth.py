@@ -28,6 +28,13 @@ SUPPORTED_FAMILIES = {
     "gemma": "Gemma", "gemma2": "Gemma 2", "gemma3": "Gemma 3", "gemma3_text": "Gemma 3",
     "phi": "Phi-2", "phi3": "Phi-3",
 }
+# model_type -> what failed on a CUDA GPU with this Unsloth (2026.10.9) and torch 2.11, seen on an
+# H100 (benchmarks/results/acceptance_h100_2026-12-07/): refused before the model loads rather
+# than minutes into the run. Unsloth's CPU backend does not compile these layers.
+FAILS_ON_GPU = {
+    "gemma2": "its compiled Gemma 2 layers fail in torch.compile (InductorError: AssertionError) "
+              "on a CUDA GPU, for 16-bit and 4-bit LoRA alike",
+}
 UNSLOTH_MISSING = ("Unsloth is not installed. Install it with `pip install unsloth` (or this "
                    "project's unsloth extra), or use provider huggingface")
 FLASH_ATTN_ENV = "UNSLOTH_DISABLE_FLASH_ATTN"
@@ -73,6 +80,15 @@ def check_model_family(model_type: str, encoder_decoder: bool) -> str | None:
                 f"({', '.join(sorted(set(SUPPORTED_FAMILIES.values())))}); Unsloth's generic "
                 "path will be used, and the run fails if Unsloth does not patch the model.")
     return None
+
+
+def check_known_failure(model_type: str, cpu_backend: bool) -> None:
+    """Refuse a family that this Unsloth is known to fail on a GPU (FAILS_ON_GPU)."""
+    if model_type in FAILS_ON_GPU and not cpu_backend:
+        raise UnsupportedModelError(
+            f"Model type '{model_type}' cannot train with the unsloth provider here: Unsloth "
+            f"{FAILS_ON_GPU[model_type]}",
+            "Set provider to huggingface for this model (its 16-bit and 4-bit LoRA run on a GPU).")
 
 
 def disable_flash_attention() -> None:
@@ -169,6 +185,7 @@ class UnslothProvider(Provider):
         check_cuda_features(cfg)
         model_type, encoder_decoder = model_type_of(cfg)
         warning = check_model_family(model_type, encoder_decoder)
+        check_known_failure(model_type, getattr(unsloth, "_IS_CPU_BACKEND", False))
         self.info["warnings"] = [warning] if warning else []
 
     def load_model(self, cfg: TrainConfig):
