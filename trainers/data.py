@@ -443,6 +443,20 @@ def tokenize_examples(examples: list[dict], tokenizer, max_seq_length: int,
     return rows, stats
 
 
+def trainable_rows(rows: list[dict], source: str, max_seq_length: int) -> tuple[list[dict], int]:
+    """The rows with a token left to learn from after truncation, and how many had none (a
+    prompt that fills max_seq_length under completion-only loss). TRL drops such rows itself
+    when it truncates, and only then, so a padded run and a padding-free one (whose rows it does
+    not cut again) would train on different rows; every run leaves them out here instead."""
+    kept = [r for r in rows if any(r["completion_mask"])]
+    if not kept:
+        raise DataError(f"{source}: no example has a completion token within the first "
+                        f"{max_seq_length} tokens: every prompt fills max_seq_length.",
+                        "Raise max_seq_length, shorten the prompts, or set "
+                        "completion_only_loss to false.")
+    return kept, len(rows) - len(kept)
+
+
 def token_stats(lengths: list[int], max_seq_length: int | None) -> dict:
     ordered = sorted(lengths)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]

@@ -128,6 +128,8 @@ class RunContext:
                     [len(r["input_ids"]) for r in rows], model_max)
                 rows, stats = data_mod.tokenize_examples(examples, tokenizer, max_seq_length,
                                                          cfg.completion_only_loss)
+            rows, stats["left_out_no_completion_token"] = data_mod.trainable_rows(
+                rows, cfg.dataset, max_seq_length)
             self.token_stats = stats
         else:
             rows = [{k: e[k] for k in ("prompt", "chosen", "rejected")} for e in examples]
