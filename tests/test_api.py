@@ -18,8 +18,6 @@ from trainers.config import check_config
 from trainers.errors import ConfigError
 from trainers.tools.demo import SAMPLE_SFT
 
-pytestmark = pytest.mark.slow
-
 
 def test_health_docs_and_openapi(client):
     health = client.get("/api/health").json()
