@@ -180,6 +180,7 @@ def test_the_dashboard_previews_with_the_apis_request_model():
     assert err.value.problems[0]["field"] == "dataset_split"
 
 
+@pytest.mark.slow  # fast guard: test_dashboard.py's environment report
 def test_doctor_over_http_and_cli(client):
     report = client.get("/api/doctor").json()
     names = {c["name"]: c for c in report["checks"]}

@@ -101,6 +101,7 @@ def test_batch_facts_count_padding_and_loss_tokens():
 
 
 # --- a tiny benchmark with check_plain, both providers ---------------------------------------
+# (the slow tier: the rules above are the fast tier's guard of check_plain)
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, demo_model):
