@@ -191,7 +191,7 @@ def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
 @pytest.mark.slow  # fast guard: test_demo_model.py, test_loss_falls_over_the_steps
 def test_readme_demo_as_written(tmp_path, pretrained_demo):
     """The README's snippet, run from a directory of its own, on the real pre-trained demo model
-    (the session's cache, pre-trained by the fixture if no test did before) and a real 60-step LoRA
+    (the weights shipped in the package) and a real 60-step LoRA
     run: the loss falls by 25% or more (the first 5 steps' mean against the last 10 steps', the
     README's measure), and the Playground's greedy answers with the adapter differ from the base
     model's. The demo model lands under the data directory's models/, so the Playground of a
