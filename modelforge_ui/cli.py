@@ -260,12 +260,10 @@ def cmd_demo_model(args) -> int:
 
 
 def _write_demo_model(out: Path) -> None:
-    from trainers.tools.demo import (PRETRAIN_TIME, is_cached, pretrained_demo_path,
-                                     write_demo_model)
+    from trainers.tools.demo import needs_pretraining, pretraining_notice, write_demo_model
 
-    if not is_cached():
-        print(f"pre-training the demo model on the bundled data ({PRETRAIN_TIME}, once: kept "
-              f"in {pretrained_demo_path()}) ...", flush=True)
+    if needs_pretraining():
+        print(pretraining_notice(), flush=True)
     write_demo_model(out)
     print(f"demo model written to {out}")
 

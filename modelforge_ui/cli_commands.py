@@ -72,13 +72,16 @@ def cmd_run(args) -> int:
 
 
 def ensure_demo_model(path: Path) -> None:
-    """Build the demo model in a subprocess, so the server process never imports torch."""
+    """Copy the shipped demo model to path; if it must be pre-trained, do that in a subprocess,
+    so the server process never imports torch."""
     if (path / "config.json").is_file():
         return
-    from trainers.tools.demo import PRETRAIN_TIME
+    from trainers.tools.demo import needs_pretraining, pretraining_notice, write_demo_model
 
-    print(f"writing the demo model to {path} (pre-trained on the bundled data on first use: "
-          f"{PRETRAIN_TIME}, once) ...", flush=True)
+    if not needs_pretraining():
+        write_demo_model(path)
+        return
+    print(pretraining_notice(), flush=True)
     out = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "demo-model", str(path)],
                          capture_output=True, text=True, env={**os.environ})
     if out.returncode != 0:

@@ -1,5 +1,5 @@
-"""Shared fixtures: the tiny random-init demo model and the pre-trained demo (each built at most
-once per session), data paths, a config maker."""
+"""Shared fixtures: the tiny random-init demo model (built once per session), the pre-trained
+demo (shipped), data paths, a config maker."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ PUBLIC_DATA = Path(__file__).resolve().parent / "data"  # 20 rows of each public
 
 @pytest.fixture(scope="session", autouse=True)
 def demo_cache(tmp_path_factory) -> Path:
-    """The pre-trained demo model's cache for this session (MODELFORGE_CACHE, inherited by the
-    CLI and server subprocesses): built at most once, and never the user's own cache."""
+    """The demo model's cache for this session (MODELFORGE_CACHE, inherited by the CLI and server
+    subprocesses): never the user's own cache."""
     path = tmp_path_factory.mktemp("modelforge-cache")
     os.environ["MODELFORGE_CACHE"] = str(path)
     return path
@@ -35,8 +35,8 @@ def demo_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def pretrained_demo(demo_cache) -> Path:
-    """The demo that `modelforge demo-model` and `run --demo` write, in the session's cache: the
-    first test asking pays its pre-training, the others reuse it."""
+    """The pre-trained demo that `modelforge demo-model` and `run --demo` copy: the weights
+    shipped in the package (read only; a test that changes them works on a copy)."""
     from trainers.tools.demo import pretrained_demo_model
 
     return pretrained_demo_model()

@@ -18,8 +18,6 @@ from trainers.config import check_config
 from trainers.errors import ConfigError
 from trainers.tools.demo import SAMPLE_SFT
 
-pytestmark = pytest.mark.slow
-
 
 def test_health_docs_and_openapi(client):
     health = client.get("/api/health").json()
@@ -182,6 +180,7 @@ def test_the_dashboard_previews_with_the_apis_request_model():
     assert err.value.problems[0]["field"] == "dataset_split"
 
 
+@pytest.mark.slow  # fast guard: test_dashboard.py's environment report
 def test_doctor_over_http_and_cli(client):
     report = client.get("/api/doctor").json()
     names = {c["name"]: c for c in report["checks"]}

@@ -186,6 +186,7 @@ def matched_run(tmp_path_factory, demo_model):
     return run_dir, code
 
 
+@pytest.mark.slow  # fast guard: test_a_failing_provider_is_reported_not_dropped
 @pytest.mark.unsloth
 @needs_unsloth
 def test_both_providers_run_and_the_table_is_complete(matched_run):
@@ -223,6 +224,7 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
             run["command"]
 
 
+@pytest.mark.slow  # fast guard: test_a_failing_provider_is_reported_not_dropped
 @pytest.mark.unsloth
 @needs_unsloth
 def test_matching_holds_same_tokens_and_first_step_loss(matched_run):
@@ -260,6 +262,7 @@ def _optimizer_off(run):
     (_padding_off, ["padding treatment (padding-free)"]),
     (_optimizer_off, ["optimizer"]),
 ])
+@pytest.mark.slow  # fast guard: test_a_failing_provider_is_reported_not_dropped
 def test_a_difference_between_the_runs_is_flagged_not_matched(matched_run, change, failing):
     run_dir, _ = matched_run
     summary = json.loads((run_dir / "results.json").read_text())
@@ -270,6 +273,7 @@ def test_a_difference_between_the_runs_is_flagged_not_matched(matched_run, chang
     assert [c["check"] for c in result["checks"] if not c["ok"]] == failing
 
 
+@pytest.mark.slow  # fast guard: test_a_failing_provider_is_reported_not_dropped
 @pytest.mark.unsloth
 @needs_unsloth
 def test_exports_and_events(matched_run):

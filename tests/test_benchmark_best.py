@@ -45,6 +45,7 @@ def test_checkpointing_goes_off_only_where_the_estimate_says_it_fits():
         assert "pip install liger-kernel" in hf["liger_kernel_reason"]
 
 
+@pytest.mark.slow  # fast guard: test_checkpointing_goes_off_only_where_the_estimate_says_it_fits
 @pytest.mark.unsloth
 @needs_unsloth
 def test_a_best_benchmark_runs_both_providers_and_the_plain_script_alike(tmp_path, demo_model):

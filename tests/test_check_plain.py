@@ -101,6 +101,7 @@ def test_batch_facts_count_padding_and_loss_tokens():
 
 
 # --- a tiny benchmark with check_plain, both providers ---------------------------------------
+# (the slow tier: the rules above are the fast tier's guard of check_plain)
 
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, demo_model):
@@ -114,6 +115,7 @@ def plain_run(tmp_path_factory, demo_model):
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.unsloth
 @needs_unsloth
 def test_the_plain_script_is_in_the_run_dir_and_runs_without_modelforge(plain_run, tmp_path):
@@ -140,6 +142,7 @@ def test_the_plain_script_is_in_the_run_dir_and_runs_without_modelforge(plain_ru
     assert again["tokens"] == plain["huggingface"]["tokens"]
 
 
+@pytest.mark.slow
 @pytest.mark.unsloth
 @needs_unsloth
 def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run):
@@ -172,6 +175,7 @@ def test_engine_vs_plain_ratio_per_provider_and_the_same_rows_trained(plain_run)
     assert "engine/plain (total / median)" in md and "| plain-unsloth-lora16-r2 | ok |" in md
 
 
+@pytest.mark.slow
 @pytest.mark.unsloth
 @needs_unsloth
 def test_the_plain_repeats_alternate_with_the_engine_s_and_the_ratio_is_of_the_means(plain_run):
@@ -194,6 +198,7 @@ def test_the_plain_repeats_alternate_with_the_engine_s_and_the_ratio_is_of_the_m
             mean(engine) / mean(plain))
 
 
+@pytest.mark.slow
 @pytest.mark.unsloth
 @needs_unsloth
 def test_a_plain_run_far_from_the_engine_is_flagged_in_json_and_markdown(plain_run):
@@ -212,6 +217,7 @@ def test_a_plain_run_far_from_the_engine_is_flagged_in_json_and_markdown(plain_r
     assert "engine vs plain script tokens/s, unsloth lora16: FLAGGED" in report.markdown(again)
 
 
+@pytest.mark.slow
 @pytest.mark.unsloth
 @needs_unsloth
 def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
@@ -228,6 +234,7 @@ def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
     assert f"min / median / max {stats['min']} / {stats['median']} / {stats['max']}" in md
 
 
+@pytest.mark.slow
 def test_both_sides_run_with_the_same_attention_and_warm_libraries(plain_run):
     """cuDNN's SDPA is off in the engine's variants and in the plain script alike (the spec's
     cudnn_attention), and the CUDA libraries were read into the page cache before any variant."""
@@ -256,6 +263,7 @@ def test_page_cache_reads_and_drops_the_cuda_libraries(tmp_path):
     assert 0 <= page_cache.evict(small)["resident_share"] <= 1
 
 
+@pytest.mark.slow
 def test_the_report_says_what_to_set_in_your_own_code(plain_run):
     run_dir, _ = plain_run
     md = (run_dir / "results.md").read_text()

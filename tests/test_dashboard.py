@@ -223,6 +223,7 @@ def test_environment_report_and_config_checker(client):
     assert "not valid JSON" in client.predict('{"lora_r": ', api_name="/check_config")
 
 
+@pytest.mark.slow  # fast guard: test_api.py's train/rename/delete test
 def test_rename_and_delete(client, demo_model):
     # its own run (one that fails on its data at once), so no other test's runs matter
     message, _ = client.predict(*form_values(demo_model, dataset=str(SAMPLE_PREFERENCES)),
@@ -235,6 +236,7 @@ def test_rename_and_delete(client, demo_model):
     assert run_id not in [r[0] for r in table["data"]]
 
 
+@pytest.mark.slow  # fast guard: test_model_policy.py's playground test
 def test_playground_streams_both_models_and_export_merges(client, demo_model):
     message, _ = client.predict(*form_values(demo_model), api_name="/start_run")
     run_id = message.split("`")[1]
@@ -254,6 +256,7 @@ def test_playground_streams_both_models_and_export_merges(client, demo_model):
     assert "Cannot push to the Hub: HF_HUB_OFFLINE is set" in result  # said, not hidden
 
 
+@pytest.mark.slow  # fast guard: test_benchmark.py's failing-provider test
 def test_benchmark_from_the_dashboard(client, demo_model):
     from modelforge_ui.tabs.benchmark import spec_form
 

@@ -19,7 +19,6 @@ from trainers.config import build_config
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 from trainers.runs.registry import RunRegistry
 
-pytestmark = pytest.mark.slow
 
 TOKEN = "guard-token-0123456789abcdef"
 SPACE_HOST = "someone-modelforge.hf.space"

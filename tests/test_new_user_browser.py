@@ -42,8 +42,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(data_dir, pretrained_demo):
-    """`run --demo` with the demo cache filled first (pre-training at the server's start would
-    outlast the wait for its health check)."""
+    """`run --demo`, which copies the shipped demo model into the data directory."""
     port = free_port()
     args = ["-m", "modelforge_ui.cli", "run", "--demo", "--port", str(port),
             "--data-dir", str(data_dir)]

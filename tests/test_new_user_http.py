@@ -17,8 +17,6 @@ import pytest
 from live_server import PROJECT_ROOT, LiveServer
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def server(demo_model, tmp_path_factory):

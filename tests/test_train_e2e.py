@@ -16,7 +16,6 @@ from trainers.events import read_events
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_SFT
 
-pytestmark = pytest.mark.slow
 
 MODELFORGE = str(Path(sys.executable).parent / "modelforge")
 
@@ -159,6 +158,7 @@ def test_too_small_data_set_fails_before_the_model_loads(tmp_path, demo_model):
     assert [e["type"] for e in read_events(only_run(tmp_path)["run_dir"])] == ["failed"]
 
 
+@pytest.mark.slow  # fast guard: test_jobs.py's Ctrl-C test
 def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
     """Ctrl-C (SIGINT) on `modelforge train`: the trainer stops at the next step, saves the
     adapter, and the run is recorded as stopped."""
@@ -188,9 +188,10 @@ def test_stop_is_graceful_and_saves_the_adapter(tmp_path, tiny_config):
     assert (Path(run["run_dir"]) / "adapter" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow  # fast guard: test_demo_model.py, test_loss_falls_over_the_steps
 def test_readme_demo_as_written(tmp_path, pretrained_demo):
     """The README's snippet, run from a directory of its own, on the real pre-trained demo model
-    (the session's cache, pre-trained by the fixture if no test did before) and a real 60-step LoRA
+    (the weights shipped in the package) and a real 60-step LoRA
     run: the loss falls by 25% or more (the first 5 steps' mean against the last 10 steps', the
     README's measure), and the Playground's greedy answers with the adapter differ from the base
     model's. The demo model lands under the data directory's models/, so the Playground of a

@@ -73,6 +73,7 @@ def test_unsloth_loss_falls_and_adapter_is_saved(unsloth_run):
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
 
 
+@pytest.mark.slow  # fast guard: test_unsloth_loss_falls_and_adapter_is_saved
 @needs_unsloth
 @pytest.mark.unsloth
 def test_saved_adapter_reloads_and_generates(unsloth_run):
@@ -95,6 +96,7 @@ def test_saved_adapter_reloads_and_generates(unsloth_run):
     assert "GENERATED 8" in result.stdout and "PEFT PeftModel" in result.stdout
 
 
+@pytest.mark.slow  # fast guard: test_unsloth_trains_and_proves_it_ran
 @needs_unsloth
 @pytest.mark.unsloth
 def test_flash_attention_switch_is_recorded(tmp_path, tiny_config):
@@ -174,6 +176,7 @@ def test_other_architectures_run_the_generic_path_with_a_warning():
     assert "generic path" in warning and "fails if Unsloth does not patch" in warning
 
 
+@pytest.mark.slow  # fast guard: test_encoder_decoders_are_refused
 @needs_unsloth
 @pytest.mark.unsloth
 def test_t5_model_fails_before_loading(tmp_path, tiny_config):
@@ -208,6 +211,7 @@ def test_out_of_memory_diagnosis_lists_the_remedies_in_order():
     assert remedies[3] == "enable use_4bit (QLoRA)"
 
 
+@pytest.mark.slow  # fast guard: test_config.py's migration test
 @needs_unsloth
 @pytest.mark.unsloth
 def test_migrated_config_runs(tmp_path, tiny_config):
@@ -218,6 +222,7 @@ def test_migrated_config_runs(tmp_path, tiny_config):
     assert events[-1]["type"] == "finished" and events[0]["unsloth"]["active"] is True
 
 
+@pytest.mark.slow  # fast guard: test_unsloth_trains_and_proves_it_ran
 @needs_unsloth
 @pytest.mark.unsloth
 def test_a_model_unsloth_did_not_patch_is_not_taken_for_unsloth(demo_model):

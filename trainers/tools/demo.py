@@ -4,8 +4,10 @@ bundled data, so that everything (training, the dashboard, the tests) works with
 `build_demo_model(out)` writes random-init weights in seconds, for tests that only need a model
 (loss, adapters, events and timings are real; its generations are noise). The demo that
 `modelforge demo-model` and `run --demo` write is `pretrained_demo_model()`: a wider model
-pre-trained briefly on the bundled texts on the CPU, once, and kept in a cache folder, so that
-a short LoRA run visibly lowers the loss and changes the Playground's answers.
+pre-trained briefly on the bundled texts, so that a short LoRA run visibly lowers the loss and
+changes the Playground's answers. Its weights ship in the package (trainers/demo_model/, written
+by `python -m trainers.tools.demo` from the recipe below); only when they do not follow the
+current recipe is it pre-trained on the CPU, once, in a cache folder.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_SFT = SAMPLE_DIR / "instructions.jsonl"
 SAMPLE_PREFERENCES = SAMPLE_DIR / "preferences.jsonl"
 SAMPLE_SUMMARIES = SAMPLE_DIR / "summaries.jsonl"
+SHIPPED_DEMO = Path(__file__).resolve().parents[1] / "demo_model"  # package data
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
@@ -35,6 +39,8 @@ DEMO_SHAPE = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
 # the wider model gave the demo config's 60-step LoRA run the larger loss drop (~40%, not ~30%).
 PRETRAIN_SHAPE = dict(hidden_size=128, intermediate_size=352)
 PRETRAIN = dict(steps=400, batch_size=16, block_size=256, learning_rate=5e-3, warmup_steps=20)
+PRETRAIN_SEED = 0
+VOCAB_SIZE = 2048
 PRETRAIN_TIME = "1-2 minutes on 2 CPU cores"  # what the CLI tells a user who waits for it
 
 
@@ -48,7 +54,7 @@ def _sample_texts() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 2048):
+def build_tokenizer(vocab_size: int = VOCAB_SIZE):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -151,12 +157,42 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelforge"
 
 
-def pretrained_demo_path() -> Path:
-    """The cache folder of the pre-trained demo. Its name changes with this file and the bundled
-    data, so a changed recipe builds anew instead of reusing a stale model."""
-    digest = hashlib.sha256(Path(__file__).read_bytes())
+def recipe() -> dict:
+    """What the pre-trained demo's weights follow from, as recorded next to the shipped ones. The
+    code of `pretrain` is not in it: the slow test that rebuilds the weights guards that."""
+    data = hashlib.sha256()
     for path in (SAMPLE_SFT, SAMPLE_PREFERENCES, SAMPLE_SUMMARIES):
-        digest.update(path.read_bytes())
+        data.update(path.read_bytes())
+    return {"shape": {**DEMO_SHAPE, **PRETRAIN_SHAPE}, "pretrain": PRETRAIN,
+            "seed": PRETRAIN_SEED, "vocab_size": VOCAB_SIZE, "chat_template": CHAT_TEMPLATE,
+            "sample_data_sha256": data.hexdigest()}
+
+
+def shipped_is_current() -> bool:
+    """Do the weights shipped in the package follow the current recipe?"""
+    try:
+        shipped = json.loads((SHIPPED_DEMO / "recipe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return shipped["recipe"] == recipe() and (SHIPPED_DEMO / "model.safetensors").is_file()
+
+
+def needs_pretraining() -> bool:
+    """Will `pretrained_demo_model()` pre-train (minutes) rather than return a ready model?"""
+    return not shipped_is_current() and not is_cached()
+
+
+def pretraining_notice() -> str:
+    """What the CLI prints before `pretrained_demo_model()` pre-trains."""
+    return (f"the package's demo weights do not follow the recipe in trainers/tools/demo.py: "
+            f"pre-training the demo model on the bundled data ({PRETRAIN_TIME}, once: kept in "
+            f"{pretrained_demo_path()}) ...")
+
+
+def pretrained_demo_path() -> Path:
+    """The cache folder of a demo pre-trained here. Its name changes with the recipe, so a
+    changed recipe builds anew instead of reusing a stale model."""
+    digest = hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode())
     return cache_root() / f"demo-model-{digest.hexdigest()[:12]}"
 
 
@@ -165,22 +201,80 @@ def is_cached() -> bool:
 
 
 def pretrained_demo_model() -> Path:
-    """The pre-trained demo model in the cache, pre-trained on first use. It is built in a
-    temporary folder and renamed, so an interrupted build never looks finished."""
+    """The shipped pre-trained demo, or, when the recipe changed since it was written, the
+    recipe's build in the cache (pre-trained on first use)."""
+    return SHIPPED_DEMO if shipped_is_current() else build_in_cache()
+
+
+def build_in_cache() -> Path:
+    """Pre-train the demo into the cache unless it is there. A process that finds another one
+    building waits for that build (a lock file) instead of building its own; the build happens
+    in a temporary folder that is renamed, so an interrupted build never looks finished."""
     path = pretrained_demo_path()
-    if not is_cached():
-        building = path.with_name(f"{path.name}.building-{os.getpid()}")
-        shutil.rmtree(building, ignore_errors=True)
-        build_demo_model(building, pretrain_steps=PRETRAIN["steps"], **PRETRAIN_SHAPE)
-        try:
-            building.rename(path)
-        except OSError:  # another process finished the same build first: theirs is kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "a", encoding="utf-8") as lock:
+        _lock(lock)
+        remove_dead_builds()
+        if not is_cached():
+            building = path.with_name(f"{path.name}.building-{os.getpid()}")
             shutil.rmtree(building, ignore_errors=True)
+            build_demo_model(building, seed=PRETRAIN_SEED, pretrain_steps=PRETRAIN["steps"],
+                             **PRETRAIN_SHAPE)
+            try:
+                building.rename(path)
+            except OSError:  # only without the lock: another build finished first
+                shutil.rmtree(building, ignore_errors=True)
     return path
 
 
+def _lock(file) -> None:
+    """Block until this process holds an exclusive lock on the open file (released when it is
+    closed or the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; two builds at once each build, the first rename wins
+        return
+    fcntl.flock(file, fcntl.LOCK_EX)
+
+
+def remove_dead_builds() -> list[Path]:
+    """Delete the cache's `demo-model-*.building-PID` folders whose process is gone (a killed
+    build); return them."""
+    import psutil
+
+    removed = []
+    for folder in cache_root().glob("demo-model-*.building-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def write_demo_model(out_dir: str | Path) -> Path:
-    """Copy the pre-trained demo model (pre-trained first if the cache lacks it) to out_dir."""
+    """Copy the pre-trained demo model (pre-trained first if neither the package nor the cache
+    has the current recipe's) to out_dir."""
     out = Path(out_dir)
     shutil.copytree(pretrained_demo_model(), out, dirs_exist_ok=True)
     return out
+
+
+def write_shipped(out_dir: Path = SHIPPED_DEMO) -> Path:
+    """Pre-train the demo from the recipe and write it, with recipe.json, as the package's files
+    (`python -m trainers.tools.demo`, after changing the recipe; commit the result)."""
+    import torch
+    import transformers
+
+    out = Path(out_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    build_demo_model(out, seed=PRETRAIN_SEED, pretrain_steps=PRETRAIN["steps"], **PRETRAIN_SHAPE)
+    made_with = {"torch": torch.__version__, "transformers": transformers.__version__,
+                 "python": sys.version.split()[0], "threads": torch.get_num_threads()}
+    (out / "recipe.json").write_text(json.dumps({"recipe": recipe(), "made_with": made_with},
+                                                indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+if __name__ == "__main__":
+    print(f"pre-training the demo model ({PRETRAIN_TIME}) ...", flush=True)
+    print(f"written to {write_shipped()}")
