@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
-                             with_absolute_paths)
+                             preset_note, with_absolute_paths)
 from trainers.errors import ConfigError, ModelForgeError
 
 
@@ -104,6 +104,8 @@ def cmd_train(args) -> int:
             raw = load_config_file(args.config)
             raw.update(_parse_overrides(args.set))
             cfg = build_config(with_absolute_paths(raw), preset=args.preset)
+            if preset_note(raw, args.preset):
+                print(f"note: {preset_note(raw, args.preset)}", file=sys.stderr)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ run history like a training run (kind "benchmark"); its results are RUN_DIR/resu
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
@@ -66,7 +67,26 @@ def spec_from_args(args) -> BenchmarkSpec:
             raw[name] = parse_flag(name, text)
             words += ["--" + name.replace("_", "-"), text]
     raw["invocation"] = shlex.join(words)
+    if "modes" not in raw:
+        raw["modes"] = machine_modes()
     return build_spec(with_absolute_paths(raw, BenchmarkSpec))
+
+
+GPU_ONLY_MODES = ("qlora4",)  # bitsandbytes' 4-bit loading needs CUDA
+
+
+def machine_modes() -> list[str]:
+    """The default modes this machine can run: without a GPU, none that needs one (said)."""
+    from trainers.runs.manager import visible_gpus
+
+    modes = BenchmarkSpec.model_fields["modes"].default
+    if visible_gpus():
+        return list(modes)
+    left_out = [m for m in modes if m in GPU_ONLY_MODES]
+    if left_out:
+        print(f"modes: {', '.join(m for m in modes if m not in left_out)} "
+              f"({', '.join(left_out)} needs a CUDA GPU and this machine has none)")
+    return [m for m in modes if m not in left_out]
 
 
 def cmd_bench(args) -> int:
@@ -96,8 +116,10 @@ def print_event(event: dict) -> None:
         print(f"[{event['index']}/{event['total']}] {event['variant']} ...")
     elif kind == "progress" and event.get("variant"):
         loss = event.get("loss")
-        print(f"\r  step {event['step']}/{event['total_steps']} loss "
-              f"{'-' if loss is None else f'{loss:.4f}'}   ", end="", flush=True)
+        live = sys.stdout.isatty()  # a terminal redraws one line; a log file gets one a step
+        print(("\r" if live else "") + f"  step {event['step']}/{event['total_steps']} loss "
+              f"{'-' if loss is None else f'{loss:.4f}'}   ", end="" if live else "\n",
+              flush=True)
     elif kind == "variant_finished":
         vram, loss = event.get("max_allocated_gib"), event.get("first_step_loss")
         print(f"\r  {event['name']}: {event['tokens_per_s']:,.0f} tokens/s, median step "
@@ -121,11 +143,29 @@ def report_outcome(record: dict, run_dir: Path, out: Path | None) -> int:
     if results_md.exists():
         blocks = results_md.read_text().split("\n\n")
         print("\n" + next((b for b in blocks if b.startswith("| provider")), ""))
-    print(f"\n{record['status']}: results in {run_dir}/results.json, results.md, results.csv")
+    from modelforge_ui.benchmark_view import verdict_markdown  # pandas: only here
+
+    summary = _results(run_dir)
+    print("\n" + plain_text(verdict_markdown(summary, record["status"])))
+    failed = [f"{r.get('provider')} {r.get('mode')}" for r in (summary or {}).get("table", [])
+              if r.get("status") == "failed"]
+    outcome = f"{len(failed)} variant(s) FAILED ({', '.join(failed)})" if failed \
+        else record["status"]
+    print(f"\n{outcome}: results in {run_dir}/results.json, results.md, results.csv")
     if out:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.md", "results.csv"):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, out / name)
         print(f"copied to {out}")
-    return 0
+    return 1 if failed or summary is None else 0
+
+
+def _results(run_dir: Path) -> dict | None:
+    path = run_dir / "results.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def plain_text(markdown: str) -> str:
+    """The Benchmark tab's verdict (modelforge_ui/benchmark_view.py) for a terminal."""
+    return markdown.replace("**", "").replace("### ", "")

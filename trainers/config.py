@@ -515,8 +515,35 @@ def _rule_problems_beside(merged: dict, problems: list[dict]) -> list[dict]:
     return []
 
 
+def holds_default(name: str, value: Any) -> bool:
+    """Whether `value` is field `name`'s default (a config written with every field filled in
+    holds many): such a value does not beat a preset's."""
+    field = TrainConfig.model_fields.get(name)
+    return field is not None and not field.is_required() and \
+        value == field.get_default(call_default_factory=True)
+
+
+def preset_overrides(data: dict[str, Any], preset: str | None) -> list[str]:
+    """The preset's fields that `data` sets to a value of its own (not the default), which
+    win over the preset, as "name = value (preset: value)"; said to the user, never silent."""
+    if not preset or preset not in PRESETS or not isinstance(data, dict):
+        return []
+    return [f"{k} = {data[k]!r} (preset: {v!r})" for k, v in PRESETS[preset].items()
+            if k in data and data[k] != v and not holds_default(k, data[k])]
+
+
+def preset_note(data: dict[str, Any], preset: str | None) -> str:
+    """One sentence naming the preset's fields the config overrides, or ''."""
+    overrides = preset_overrides(data, preset)
+    if not overrides:
+        return ""
+    return (f"the config's own values beat preset '{preset}' for: {'; '.join(overrides)} "
+            "(remove them from the config to take the preset's)")
+
+
 def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig:
-    """Validate a dict (preset values first, the dict's own values override them).
+    """Validate a dict (preset values first; the dict's own values override them, except a
+    value that only repeats a field's default: see preset_note).
 
     Raises ConfigError listing every problem; never returns a half-valid config.
     """
@@ -528,6 +555,7 @@ def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig
             raise ConfigError([_problem(
                 "preset", f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")])
         merged.update(PRESETS[preset])
+        data = {k: v for k, v in data.items() if not (k in merged and holds_default(k, v))}
     merged.update(data)
     try:
         return TrainConfig(**merged)

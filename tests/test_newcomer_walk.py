@@ -1,0 +1,125 @@
+"""Issue 30, what a newcomer met, on the command line and over real HTTP: a preset that a
+config full of defaults silently overrode, problems reported one fix at a time, a missing path
+called "outside the allowed roots", a port hint that led into another wall, and `modelforge
+bench` calling a failed variant success on a CPU. (The Training tab's part: test_newcomer_walk
+_browser.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from trainers.config import build_config, save_config
+from trainers.runs.manager import visible_gpus
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT, demo_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def modelforge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelforge_ui.cli", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def full_config(demo_model: Path) -> dict:
+    """What `modelforge demo-model --config` writes: every field, defaults filled in."""
+    return build_config(demo_config(demo_model)).model_dump(mode="json")
+
+
+# --- 1. a preset beats fields that merely hold defaults -------------------------------------
+
+def test_a_preset_beats_the_defaults_of_a_full_config_and_names_what_the_file_overrides(
+        demo_model):
+    cfg = build_config(full_config(demo_model), preset="speed")
+    assert (cfg.per_device_train_batch_size, cfg.optim, cfg.speed_mode) == (16, "adamw_8bit", True)
+    assert cfg.max_seq_length == 512  # the file's own value (the preset says 2048) wins
+
+
+def test_train_with_a_preset_says_which_preset_fields_the_config_overrides(demo_model, tmp_path):
+    path = tmp_path / "config.json"
+    save_config(build_config(demo_config(demo_model)), path)  # as `demo-model --config` does
+    done = modelforge("train", str(path), "--preset", "memory", "--data-dir", str(tmp_path / "d"))
+    note = next(line for line in done.stderr.splitlines() if line.startswith("note:"))
+    assert "preset 'memory'" in note and "max_seq_length = 512 (preset: 1024)" in note
+    assert "per_device_train_batch_size" not in note  # a default: the preset's 2 applies
+    if not visible_gpus():  # the preset's use_4bit applied, so a CPU machine refuses the run
+        assert done.returncode == 2 and "use_4bit" in done.stderr, done.stderr[-2000:]
+
+
+def test_the_api_preset_names_the_overridden_fields(client, demo_model):
+    answer = client.post("/api/config/check?preset=speed", json=full_config(demo_model)).json()
+    assert any("max_seq_length = 512 (preset: 2048)" in n for n in answer["notes"]), answer
+    if not visible_gpus():  # the preset's 8-bit optimizer took effect: refused on a CPU
+        assert [p["field"] for p in answer["problems"]] == ["optim"], answer
+
+
+# --- 5. every problem at once; "does not exist" vs "outside the allowed roots" ---------------
+
+def test_config_check_reports_the_field_and_the_path_problems_at_once(client, demo_model):
+    body = {"provider": "unsloth", "max_seq_length": -1, "model_name": str(demo_model),
+            "dataset": str(SAMPLE_DIR / "instructons.jsonl")}
+    problems = client.post("/api/config/check", json=body).json()["problems"]
+    by_field = {p["field"]: p["message"] for p in problems}
+    assert set(by_field) == {"max_seq_length", "dataset"}, problems
+    assert "does not exist" in by_field["dataset"]
+
+
+def test_a_missing_path_outside_the_roots_is_missing_an_existing_one_is_outside(
+        client, demo_model, tmp_path):
+    body = {"model_name": str(demo_model), "dataset": str(tmp_path / "nowhere.jsonl")}
+    missing = client.post("/api/config/check", json=body).json()["problems"]
+    assert len(missing) == 1 and "does not exist" in missing[0]["message"], missing
+    assert "allowed roots" not in missing[0]["message"]
+    there = tmp_path / "data.jsonl"
+    there.write_bytes(SAMPLE_SFT.read_bytes())
+    outside = client.post("/api/config/check", json={**body, "dataset": str(there)}).json()
+    assert "outside the allowed roots" in outside["problems"][0]["message"], outside
+
+
+# --- 7. the port hint: another server on this data directory is said first --------------------
+
+def test_a_second_server_on_the_same_data_dir_and_port_is_told_both_ways_out(server):
+    done = modelforge("run", "--port", str(server.port), "--data-dir", str(server.data_dir),
+                      "--no-dashboard", timeout=120)
+    assert done.returncode == 2
+    first = done.stderr.strip().splitlines()[0]
+    assert "another ModelForge server" in first and server.url in first, done.stderr
+    assert "--data-dir" in first and "in use" not in done.stderr
+
+
+# --- 3. `modelforge bench` on a CPU ----------------------------------------------------------
+
+def test_bench_defaults_to_the_modes_this_machine_runs(monkeypatch, demo_model):
+    from modelforge_ui.cli import _parser
+    from modelforge_ui.cli_bench import spec_from_args
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a machine without a GPU
+    spec = spec_from_args(_parser().parse_args(["bench", "--model", str(demo_model)]))
+    assert spec.modes == ["lora16"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    spec = spec_from_args(_parser().parse_args(["bench", "--model", str(demo_model)]))
+    assert spec.modes == ["lora16", "qlora4"]
+
+
+def test_bench_prints_the_verdict_and_exits_non_zero_when_a_variant_failed(demo_model, tmp_path):
+    if visible_gpus():
+        import pytest
+        pytest.skip("qlora4 fails only on a machine without a GPU")
+    done = modelforge("bench", "--model", str(demo_model), "--providers", "huggingface",
+                      "--modes", "lora16,qlora4", "--max-seq-length", "96", "--batch-size", "2",
+                      "--steps", "3", "--warmup-steps", "1", "--lora-r", "4", "--lora-alpha", "8",
+                      "--data-dir", str(tmp_path), timeout=600)
+    out = done.stdout
+    assert done.returncode == 1, out[-3000:] + done.stderr[-2000:]
+    assert "huggingface-qlora4-r1 FAILED" in out
+    assert "1 variant(s) FAILED (huggingface qlora4)" in out and "\nsucceeded:" not in out
+    assert "Verdict" in out and "a median of so few steps is noise" in out  # the tab's flags
+    steps = [line for line in out.splitlines() if line.strip().startswith("step ")]
+    assert len(steps) >= 4 and all(line.count("step ") == 1 for line in steps)  # one a line
+    run_dir = Path(out.split("benchmark ", 1)[1].split(": ", 1)[1].splitlines()[0])
+    cache = json.loads((run_dir / "results.json").read_text())["page_cache"]
+    assert cache == {"warmed": False, "no_gpu": True}  # no GiB of CUDA libraries read
