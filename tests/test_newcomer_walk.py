@@ -105,21 +105,3 @@ def test_bench_defaults_to_the_modes_this_machine_runs(monkeypatch, demo_model):
     assert spec.modes == ["lora16", "qlora4"]
 
 
-def test_bench_prints_the_verdict_and_exits_non_zero_when_a_variant_failed(demo_model, tmp_path):
-    if visible_gpus():
-        import pytest
-        pytest.skip("qlora4 fails only on a machine without a GPU")
-    done = modelforge("bench", "--model", str(demo_model), "--providers", "huggingface",
-                      "--modes", "lora16,qlora4", "--max-seq-length", "96", "--batch-size", "2",
-                      "--steps", "3", "--warmup-steps", "1", "--lora-r", "4", "--lora-alpha", "8",
-                      "--data-dir", str(tmp_path), timeout=600)
-    out = done.stdout
-    assert done.returncode == 1, out[-3000:] + done.stderr[-2000:]
-    assert "huggingface-qlora4-r1 FAILED" in out
-    assert "1 variant(s) FAILED (huggingface qlora4)" in out and "\nsucceeded:" not in out
-    assert "Verdict" in out and "a median of so few steps is noise" in out  # the tab's flags
-    steps = [line for line in out.splitlines() if line.strip().startswith("step ")]
-    assert len(steps) >= 4 and all(line.count("step ") == 1 for line in steps)  # one a line
-    run_dir = Path(out.split("benchmark ", 1)[1].split(": ", 1)[1].splitlines()[0])
-    cache = json.loads((run_dir / "results.json").read_text())["page_cache"]
-    assert cache == {"warmed": False, "no_gpu": True}  # no GiB of CUDA libraries read

@@ -1,0 +1,123 @@
+"""Issue 30 in Chromium at 1400x900: the Training tab's status and Stop on a server whose data
+directory holds a run that failed long ago, started from the CLI.
+
+A fresh page says no run is active (naming that old run as the newest, not as its own), and its
+Stop is disabled: it once answered "Stop requested for <the failed run>". Validate reports the
+field problem and the misspelled data path together; a refused Start keeps the status. A run
+started from the page is followed and labelled as the page's, Stop acts on it. Screenshots go to
+test-artifacts/newcomer/ (look at them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainers.config import build_config
+from trainers.runs.registry import RunRegistry
+from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
+from ui_server import ROOT, free_port, modelforge_run_args, running_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs Debian's chromium: apt-get install -y chromium")]
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "test-artifacts" / "newcomer"
+
+
+@pytest.fixture(scope="module")
+def old_cli_run(tmp_path_factory, demo_model) -> tuple[Path, str]:
+    """A data directory holding one run, started from the CLI, that failed long ago."""
+    data_dir = tmp_path_factory.mktemp("newcomer-data")
+    registry = RunRegistry(data_dir)
+    run = registry.create(build_config({"model_name": str(demo_model),
+                                        "dataset": str(SAMPLE_SFT)}), source="cli")
+    registry.set_status(run["id"], "failed", {"error_type": "internal",
+                                              "message": "it failed long ago"})
+    return data_dir, run["id"]
+
+
+@pytest.fixture(scope="module")
+def page(old_cli_run, demo_model):
+    data_dir, _ = old_cli_run
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = modelforge_run_args(port, data_dir, demo_model, SAMPLE_DIR)
+    with running_server(args, data_dir / "server.log", port=port) as url:
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(url + "/")
+            yield page
+            browser.close()
+
+
+def field(page, name: str):
+    return page.locator(f"#cfg-{name}").locator("input, textarea").first
+
+
+def fill(page, name: str, text: str) -> None:
+    box = field(page, name)
+    for _ in range(3):  # an accordion may remount its inputs just after opening
+        box.fill(text)
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == text:
+            return
+    expect(box).to_have_value(text)
+
+
+def test_a_fresh_page_follows_no_old_run_and_stop_is_off(page, old_cli_run):
+    _, old_id = old_cli_run
+    status = page.locator("#run-status")
+    expect(status).to_contain_text("No active run, and none started from this page")
+    expect(status).to_contain_text(old_id)
+    expect(status).to_contain_text("started from the CLI")
+    expect(page.locator("#stop")).to_be_disabled()
+    page.screenshot(path=str(SHOTS / "01-fresh.png"))
+
+
+def test_validate_reports_the_field_and_the_path_together_and_a_refused_start_keeps_the_status(
+        page, demo_model):
+    fill(page, "model_name", str(demo_model))
+    fill(page, "dataset", str(SAMPLE_DIR / "instructons.jsonl"))
+    fill(page, "max_seq_length", "8")
+    page.locator("#validate").click()
+    problems = page.locator("#problems")
+    expect(problems).to_contain_text("2 problems to fix")
+    expect(problems).to_contain_text("max_seq_length")
+    expect(problems).to_contain_text("does not exist")
+    expect(page.locator("#run-status")).to_contain_text("No active run")
+    page.locator("#start").click()
+    expect(problems).to_contain_text("does not exist")
+    page.wait_for_timeout(1500)  # a timer tick
+    expect(page.locator("#run-status")).to_contain_text("No active run")
+    page.screenshot(path=str(SHOTS / "02-two-problems.png"))
+
+
+def test_the_page_follows_its_own_run_and_stop_acts_on_it(page):
+    fill(page, "dataset", str(SAMPLE_SFT))
+    fill(page, "max_seq_length", "64")
+    page.locator("#group-optimisation").get_by_text("Optimisation").click()
+    fill(page, "max_steps", "400")
+    page.locator("#start").click()
+    expect(page.locator("#problems")).to_contain_text("Started run")
+    status = page.locator("#run-status")
+    expect(status).to_contain_text("The run this page started")
+    expect(status).to_contain_text("step", timeout=180_000)
+    stop = page.locator("#stop")
+    expect(stop).to_be_enabled()
+    page.wait_for_timeout(2500)  # the plots draw from their second point
+    page.screenshot(path=str(SHOTS / "03-running.png"))
+    stop.click()
+    expect(page.locator("#problems")).to_contain_text("Stop requested")
+    expect(status).to_contain_text("stopped", timeout=120_000)
+    expect(stop).to_be_disabled()
+    page.screenshot(path=str(SHOTS / "04-stopped.png"), full_page=True)
