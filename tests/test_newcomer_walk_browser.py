@@ -14,20 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from test_browser import type_into as fill
+from test_new_user_browser import ARGS, CHROMIUM, expect, playwright_api, pytestmark  # noqa: F401
 from trainers.config import build_config
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 from ui_server import ROOT, free_port, modelforge_run_args, running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(),
-                                 reason="needs Debian's chromium: apt-get install -y chromium")]
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "test-artifacts" / "newcomer"
 
 
@@ -57,21 +50,6 @@ def page(old_cli_run, demo_model):
             page.goto(url + "/")
             yield page
             browser.close()
-
-
-def field(page, name: str):
-    return page.locator(f"#cfg-{name}").locator("input, textarea").first
-
-
-def fill(page, name: str, text: str) -> None:
-    box = field(page, name)
-    for _ in range(3):  # an accordion may remount its inputs just after opening
-        box.fill(text)
-        box.press("Tab")
-        page.wait_for_timeout(300)
-        if box.input_value() == text:
-            return
-    expect(box).to_have_value(text)
 
 
 def test_a_fresh_page_follows_no_old_run_and_stop_is_off(page, old_cli_run):
