@@ -105,3 +105,13 @@ def test_bench_defaults_to_the_modes_this_machine_runs(monkeypatch, demo_model):
     assert spec.modes == ["lora16", "qlora4"]
 
 
+
+
+# --- 6. the demo's pre-training is not silent for minutes -----------------------------------
+
+def test_the_demo_pre_training_reports_its_step_and_the_time_left(tmp_path, capfd):
+    from trainers.tools.demo import build_demo_model
+
+    build_demo_model(tmp_path / "demo", pretrain_steps=3)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "pre-training" in line]
+    assert lines[-1].startswith("pre-training the demo model: step 3/3, about 0 s left"), lines
