@@ -22,6 +22,11 @@ from modelforge_ui.tabs import playground, runs, training, troubleshooting
 from modelforge_ui.tabs.context import READ_ONLY_NOTE, Dashboard
 
 TITLE = "ModelForge"
+# A command block wraps its long lines (a curl line was cut off at 1400 px) and keeps its text
+# clear of the copy button in its top-right corner. server.py passes CSS to Gradio.
+CSS = (
+    "#commands pre { padding-right: 2.5rem; }"
+    " #commands pre code { white-space: pre-wrap; overflow-wrap: anywhere; }")
 
 
 def build_dashboard(manager, settings) -> gr.Blocks:

@@ -17,6 +17,7 @@ import pytest
 from test_browser import type_into as fill
 from test_new_user_browser import ARGS, CHROMIUM, expect, playwright_api, pytestmark  # noqa: F401
 from trainers.config import build_config
+from trainers.runs.manager import visible_gpus
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_SFT
 from ui_server import ROOT, free_port, modelforge_run_args, running_server
@@ -80,9 +81,29 @@ def test_validate_reports_the_field_and_the_path_together_and_a_refused_start_ke
     page.screenshot(path=str(SHOTS / "02-two-problems.png"))
 
 
-def test_the_page_follows_its_own_run_and_stop_acts_on_it(page):
+# Whether the REST API's command (the last code block) is cut off, or lies under its copy button.
+CURL_LAYOUT = """root => {
+  const blocks = root.querySelectorAll('.code_wrap'), last = blocks[blocks.length - 1];
+  const pre = last.querySelector('pre'), button = last.querySelector('button').getBoundingClientRect();
+  const range = document.createRange();
+  range.selectNodeContents(pre);
+  const under = Array.from(range.getClientRects()).some(r => r.width > 0 && r.right > button.left
+      && r.left < button.right && r.bottom > button.top && r.top < button.bottom);
+  return {cut: pre.scrollWidth > pre.clientWidth + 1, under_button: under};
+}"""
+
+
+def test_the_curl_command_is_whole_and_clear_of_its_copy_button(page):
     fill(page, "dataset", str(SAMPLE_SFT))
     fill(page, "max_seq_length", "64")
+    page.locator("#validate").click()
+    commands = page.locator("#commands")
+    expect(commands).to_contain_text("Same job through the REST API")
+    assert commands.evaluate(CURL_LAYOUT) == {"cut": False, "under_button": False}
+    commands.screenshot(path=str(SHOTS / "03-commands.png"))
+
+
+def test_the_page_follows_its_own_run_and_stop_acts_on_it(page):
     page.locator("#group-optimisation").get_by_text("Optimisation").click()
     fill(page, "max_steps", "400")
     page.locator("#start").click()
@@ -92,10 +113,14 @@ def test_the_page_follows_its_own_run_and_stop_acts_on_it(page):
     expect(status).to_contain_text("step", timeout=180_000)
     stop = page.locator("#stop")
     expect(stop).to_be_enabled()
+    # no GPU figures on a CPU: the third plot shows the worker's resident memory, titled so
+    if not visible_gpus():
+        expect(page.locator("#memory-plot")).to_contain_text("no GPU", timeout=60_000)
     page.wait_for_timeout(2500)  # the plots draw from their second point
-    page.screenshot(path=str(SHOTS / "03-running.png"))
+    page.screenshot(path=str(SHOTS / "04-running.png"))
     stop.click()
     expect(page.locator("#problems")).to_contain_text("Stop requested")
     expect(status).to_contain_text("stopped", timeout=120_000)
     expect(stop).to_be_disabled()
-    page.screenshot(path=str(SHOTS / "04-stopped.png"), full_page=True)
+    expect(status).not_to_contain_text("ETA")  # an ended run has no "ETA -"
+    page.screenshot(path=str(SHOTS / "05-stopped.png"), full_page=True)

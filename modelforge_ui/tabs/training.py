@@ -87,8 +87,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             speed_plot = gr.LinePlot(None, x="step", y="tokens/s",
                                      title="Tokens per second", y_title="tokens/s",
                                      y_axis_format="~s", elem_id="speed-plot", **axes)
-            memory_plot = gr.LinePlot(None, x="step", y="GPU memory (GiB)", y_title="GiB",
-                                      title="GPU memory allocated (GiB; empty on a CPU)", **axes)
+            memory_plot = gr.LinePlot(None, x="step", y="memory (GiB)", y_title="GiB",
+                                      title=MEMORY_TITLES["gpu_mem_allocated_gib"],
+                                      y_axis_format=".2f", elem_id="memory-plot", **axes)
             log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
                                        "warnings left out: the Runs tab shows train.log whole)",
                                  lines=LOG_LINES, max_lines=LOG_LINES + 4, autoscroll=True,
@@ -243,7 +244,7 @@ def refresh(app: Dashboard, page_run_id: str | None) -> tuple:
     total = views.number((run.get("progress") or {}).get("total_steps"))
     return (followed_markdown(app, page_run_id), plot_value(views.loss_curves(events), total),
             plot_value(frames["tokens_per_s"], total),
-            plot_value(frames["gpu_mem_allocated_gib"], total),
+            memory_plot_value(frames, total),
             clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH), stop)
 
 
@@ -256,6 +257,18 @@ def plot_value(frame: pd.DataFrame | None, total_steps) -> dict | None:
         return None
     last = int(frame["step"].max())
     return gr.update(value=frame, x_lim=[0, max(int(total_steps or 0), last, 10)])
+
+
+MEMORY_TITLES = {"gpu_mem_allocated_gib": "GPU memory allocated (GiB)",
+                 "process_rss_gib": "Memory: no GPU, so the worker's resident memory (GiB)"}
+
+
+def memory_plot_value(frames: dict, total_steps) -> dict | None:
+    """GPU memory allocated; a run without a GPU has none, so its worker's resident memory,
+    titled so (as the Runs tab's comparison plots it)."""
+    key = "gpu_mem_allocated_gib" if len(frames["gpu_mem_allocated_gib"]) else "process_rss_gib"
+    value = plot_value(frames[key], total_steps)
+    return value and {**value, "title": MEMORY_TITLES[key]}
 
 
 def demo_values(settings) -> dict:
@@ -309,8 +322,8 @@ def commands_markdown(cfg: TrainConfig, settings) -> str:
     url = f"http://{host}:{getattr(settings, 'port', 8000)}/api/start_training"
     auth = ' -H "Authorization: Bearer $MODELFORGE_TOKEN"' \
         if getattr(settings, "token", None) else ""
-    curl = (f"curl -X POST {url}{auth} -H 'Content-Type: application/json' "
-            f"-d {shlex.quote(json.dumps(data))}")
+    curl = (f"curl -X POST {url}{auth} \\\n  -H 'Content-Type: application/json' \\\n"
+            f"  -d {shlex.quote(json.dumps(data))}")
     return ("**Same job from the CLI** (save the fields below as `config.json`):\n\n"
             f"```json\n{body}\n```\n\n```shell\nmodelforge train config.json\n```\n\n"
             f"**Same job through the REST API:**\n\n```shell\n{curl}\n```")
