@@ -111,22 +111,36 @@ def cmd_train(args) -> int:
         return 2
     from trainers.runs.manager import server_using
 
-    if server_using(registry.data_dir):
-        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
-              "outside its queue, and may compete with its jobs for the GPU (submit it to the "
-              "server with POST /api/start_training to queue it)", file=sys.stderr)
     from trainers.runs.manager import check_fits, visible_gpus
     from trainers.runs.preflight import check_gpu_only
 
+    devices = visible_gpus() or ["cpu"]
+    if server_using(registry.data_dir):
+        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
+              "outside its queue, and may compete with its jobs for "
+              f"{'the GPU' if devices != ['cpu'] else 'the CPU'} (submit it to the server with "
+              "POST /api/start_training to queue it)", file=sys.stderr)
     try:
-        check_fits(cfg, visible_gpus() or ["cpu"])
-        check_gpu_only(cfg, visible_gpus() or ["cpu"])
+        check_fits(cfg, devices)
+        check_gpu_only(cfg, devices)
+        check_dataset_exists(cfg)  # refused here, not as a failed run record
         run = registry.create(cfg, source="cli")
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])
+
+
+def check_dataset_exists(cfg) -> None:
+    """ConfigError when `dataset` names a local file that is not there (a hub id is read by
+    the worker)."""
+    from trainers.data import _looks_like_hub_id
+
+    if not Path(cfg.dataset).exists() and not _looks_like_hub_id(cfg.dataset):
+        raise ConfigError([{"field": "dataset", "message": (
+            f"file {cfg.dataset} does not exist: check the path (a relative one is read from "
+            "the current directory)")}])
 
 
 def _resume_config(registry, args):

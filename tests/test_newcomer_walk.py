@@ -115,3 +115,25 @@ def test_the_demo_pre_training_reports_its_step_and_the_time_left(tmp_path, capf
     build_demo_model(tmp_path / "demo", pretrain_steps=3)
     lines = [line for line in capfd.readouterr().err.splitlines() if "pre-training" in line]
     assert lines[-1].startswith("pre-training the demo model: step 3/3, about 0 s left"), lines
+
+
+# --- 8. the smaller ones ------------------------------------------------------------------
+
+def test_a_missing_dataset_on_the_cli_is_refused_before_a_run_record(demo_model, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_name": str(demo_model), "dataset": "instructons.jsonl"}))
+    done = modelforge("train", str(path), "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 2 and "instructons.jsonl does not exist" in done.stderr
+    assert "upload" not in done.stderr  # a command line has no uploads
+    from trainers.runs.registry import RunRegistry
+
+    assert RunRegistry(tmp_path / "d").list() == []
+
+
+def test_default_run_names_are_told_apart(demo_model, tmp_path):
+    from trainers.runs.registry import RunRegistry
+
+    registry = RunRegistry(tmp_path)
+    cfg = build_config({"model_name": str(demo_model), "dataset": str(SAMPLE_SFT)})
+    names = [registry.create(cfg)["name"] for _ in range(2)]
+    assert names == [f"huggingface sft {demo_model.name} #1", f"huggingface sft {demo_model.name} #2"]
