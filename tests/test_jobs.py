@@ -44,7 +44,7 @@ def test_a_benchmark_is_recorded_once_under_its_label(tmp_path):
     registry = RunRegistry(tmp_path)
     spec = build_spec({"model": "/models/llama-tiny/", "steps": 2})
     run = create_benchmark(registry, spec, source="cli")
-    assert run["kind"] == "benchmark" and run["name"].startswith("benchmark llama-tiny #")
+    assert run["kind"] == "benchmark" and run["name"] == "benchmark llama-tiny"
     written = json.loads((Path(run["run_dir"]) / "config.json").read_text())
     assert written == run["config"] == spec.model_dump(mode="json")
     assert benchmark_name(build_spec({"model": "meta-llama/Llama-3.2-1B"})) == \
