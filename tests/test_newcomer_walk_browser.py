@@ -124,3 +124,29 @@ def test_the_page_follows_its_own_run_and_stop_acts_on_it(page):
     expect(stop).to_be_disabled()
     expect(status).not_to_contain_text("ETA")  # an ended run has no "ETA -"
     page.screenshot(path=str(SHOTS / "05-stopped.png"), full_page=True)
+
+
+def test_the_playground_says_the_demo_model_is_tiny(page):
+    page.get_by_role("tab", name="Playground").click()
+    page.locator("#playground-run input").click()
+    page.get_by_role("option").first.click()
+    expect(page.locator("#playground-model-note")).to_contain_text("tiny demo model")
+    page.screenshot(path=str(SHOTS / "06-playground.png"))
+
+
+def test_the_runs_log_opens_at_its_end_and_empty_compare_tables_have_headers(page):
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.locator("#history-summary")).to_contain_text("stopped")  # the run's details
+    page.get_by_text("Log (end of train.log)").click()
+    box = page.locator("#history-log textarea")
+    expect(box).not_to_have_value("")
+    page.wait_for_timeout(1000)
+    scroll = box.evaluate("t => [t.scrollTop + t.clientHeight, t.scrollHeight, t.clientHeight]")
+    assert scroll[1] > scroll[2], scroll  # the log is longer than the box
+    assert scroll[0] >= scroll[1] - 2, scroll  # and it opened on its newest lines
+    page.get_by_text("Compare runs").click()
+    for table in ("#compare-settings", "#compare-outcomes"):
+        header = page.locator(table).locator("thead").first
+        expect(header).not_to_contain_text("1")
+    expect(page.locator("#compare-outcomes thead").first).to_contain_text("final loss")
+    page.screenshot(path=str(SHOTS / "07-runs.png"), full_page=True)
