@@ -218,7 +218,12 @@ def followed_run(app: Dashboard, page_run_id: str | None) -> tuple[dict | None, 
 
 
 def followed_markdown(app: Dashboard, page_run_id: str | None) -> str:
-    run, which = followed_run(app, page_run_id)
+    return status_markdown(app, *followed_run(app, page_run_id))
+
+
+def status_markdown(app: Dashboard, run: dict | None, which: str) -> str:
+    """The followed run's progress under the line that says which; without one, that none is
+    active, naming the newest run so it is not taken for this page's."""
     if run is not None:
         return which + "\n\n" + views.progress_markdown(run)
     newest = app.runs(kind="train")
@@ -234,15 +239,15 @@ def followed_markdown(app: Dashboard, page_run_id: str | None) -> str:
 def refresh(app: Dashboard, page_run_id: str | None) -> tuple:
     """What the timer updates: status text, the three plots, the log tail and whether Stop
     has a run to act on."""
-    run, _ = followed_run(app, page_run_id)
+    run, which = followed_run(app, page_run_id)
     stop = gr.update(interactive=not app.read_only and run is not None
                      and run["status"] in ACTIVE_STATUSES)
     if run is None:
-        return followed_markdown(app, None), None, None, None, "", stop
+        return status_markdown(app, None, ""), None, None, None, "", stop
     events = app.manager.events(run["id"])
     frames = views.metric_frames(events)
     total = views.number((run.get("progress") or {}).get("total_steps"))
-    return (followed_markdown(app, page_run_id), plot_value(views.loss_curves(events), total),
+    return (status_markdown(app, run, which), plot_value(views.loss_curves(events), total),
             plot_value(frames["tokens_per_s"], total),
             memory_plot_value(frames, total),
             clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH), stop)
