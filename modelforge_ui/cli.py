@@ -102,10 +102,11 @@ def cmd_train(args) -> int:
             cfg = _resume_config(registry, args)
         else:
             raw = load_config_file(args.config)
-            raw.update(_parse_overrides(args.set))
-            cfg = build_config(with_absolute_paths(raw), preset=args.preset)
-            if preset_note(raw, args.preset):
-                print(f"note: {preset_note(raw, args.preset)}", file=sys.stderr)
+            overrides = _parse_overrides(args.set)  # explicit: they beat the preset
+            raw.update(overrides)
+            cfg = build_config(with_absolute_paths(raw), preset=args.preset, keep=overrides)
+            if preset_note(raw, args.preset, keep=overrides):
+                print(f"note: {preset_note(raw, args.preset, keep=overrides)}", file=sys.stderr)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,8 @@ def test_a_preset_beats_the_defaults_of_a_full_config_and_names_what_the_file_ov
     cfg = build_config(full_config(demo_model), preset="speed")
     assert (cfg.per_device_train_batch_size, cfg.optim, cfg.speed_mode) == (16, "adamw_8bit", True)
     assert cfg.max_seq_length == 512  # the file's own value (the preset says 2048) wins
+    explicit = build_config(full_config(demo_model), "speed", keep={"optim"})  # as --set does
+    assert explicit.optim == "adamw_torch" and explicit.per_device_train_batch_size == 16
 
 
 def test_train_with_a_preset_says_which_preset_fields_the_config_overrides(demo_model, tmp_path):
