@@ -104,7 +104,13 @@ def cmd_train(args) -> int:
             raw = load_config_file(args.config)
             overrides = _parse_overrides(args.set)  # explicit: they beat the preset
             raw.update(overrides)
-            cfg = build_config(with_absolute_paths(raw), preset=args.preset, keep=overrides)
+            try:
+                cfg = build_config(with_absolute_paths(raw), preset=args.preset, keep=overrides)
+            except ConfigError as exc:  # the data path's problem beside them, as the API says
+                named = {p["field"] for p in exc.problems}
+                raise ConfigError(exc.problems + ([] if "dataset" in named
+                                                  else missing_dataset(raw.get("dataset")))) \
+                    from None
             if preset_note(raw, args.preset, keep=overrides):
                 print(f"note: {preset_note(raw, args.preset, keep=overrides)}", file=sys.stderr)
     except ModelForgeError as exc:
@@ -124,7 +130,8 @@ def cmd_train(args) -> int:
     try:
         check_fits(cfg, devices)
         check_gpu_only(cfg, devices)
-        check_dataset_exists(cfg)  # refused here, not as a failed run record
+        if missing_dataset(cfg.dataset):  # refused here, not as a failed run record
+            raise ConfigError(missing_dataset(cfg.dataset))
         run = registry.create(cfg, source="cli")
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -133,15 +140,16 @@ def cmd_train(args) -> int:
     return follow_run(registry, run["id"])
 
 
-def check_dataset_exists(cfg) -> None:
-    """ConfigError when `dataset` names a local file that is not there (a hub id is read by
-    the worker)."""
+def missing_dataset(value) -> list[dict]:
+    """The problem of a `dataset` that names a local file that is not there, or [] (a hub id
+    is read by the worker)."""
     from trainers.data import _looks_like_hub_id
 
-    if not Path(cfg.dataset).exists() and not _looks_like_hub_id(cfg.dataset):
-        raise ConfigError([{"field": "dataset", "message": (
-            f"file {cfg.dataset} does not exist: check the path (a relative one is read from "
-            "the current directory)")}])
+    if not isinstance(value, str) or not value or Path(value).exists() \
+            or _looks_like_hub_id(value):
+        return []
+    return [{"field": "dataset", "message": f"file {value} does not exist: check the path (a "
+                                            "relative one is read from the current directory)"}]
 
 
 def _resume_config(registry, args):

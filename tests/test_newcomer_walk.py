@@ -138,4 +138,4 @@ def test_default_run_names_are_told_apart(demo_model, tmp_path):
     registry = RunRegistry(tmp_path)
     cfg = build_config({"model_name": str(demo_model), "dataset": str(SAMPLE_SFT)})
     names = [registry.create(cfg)["name"] for _ in range(2)]
-    assert names == [f"huggingface sft {demo_model.name} #1", f"huggingface sft {demo_model.name} #2"]
+    assert names == [f"huggingface sft {demo_model.name} #{n}" for n in (1, 2)]

@@ -84,7 +84,8 @@ def test_validate_reports_the_field_and_the_path_together_and_a_refused_start_ke
 # Whether the REST API's command (the last code block) is cut off, or lies under its copy button.
 CURL_LAYOUT = """root => {
   const blocks = root.querySelectorAll('.code_wrap'), last = blocks[blocks.length - 1];
-  const pre = last.querySelector('pre'), button = last.querySelector('button').getBoundingClientRect();
+  const pre = last.querySelector('pre');
+  const button = last.querySelector('button').getBoundingClientRect();
   const range = document.createRange();
   range.selectNodeContents(pre);
   const under = Array.from(range.getClientRects()).some(r => r.width > 0 && r.right > button.left
