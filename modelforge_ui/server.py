@@ -95,7 +95,8 @@ def mount_dashboard(app: FastAPI, manager: RunManager, settings: Settings) -> bo
         auth_message="Log in with any user name and the server's token as the password.",
         max_file_size=settings.max_upload_bytes,
         allowed_paths=[str(settings.data_dir / "runs"), str(settings.uploads_dir)],
-        theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None))
+        theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None),
+        js=getattr(module, "JS", None))
     # Gradio checks that a FileData path a client sends was uploaded (is in its upload cache)
     # only once the Blocks "has_launched" (processing_utils._check_allowed), which launch() sets
     # and mount_gradio_app does not: without this, any handler opened any path it was sent.

@@ -60,6 +60,8 @@ def test_a_fresh_page_follows_no_old_run_and_stop_is_off(page, old_cli_run):
     expect(status).to_contain_text(old_id)
     expect(status).to_contain_text("started from the CLI")
     expect(page.locator("#stop")).to_be_disabled()
+    for name in ("model_name (required)", "dataset (required)"):  # named by their labels
+        expect(page.get_by_role("textbox", name=name, exact=True)).to_be_visible()
     page.screenshot(path=str(SHOTS / "01-fresh.png"))
 
 
