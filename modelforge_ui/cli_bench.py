@@ -17,7 +17,8 @@ import sys
 import typing
 from pathlib import Path
 
-from trainers.benchmark.spec import BenchmarkSpec, build_spec
+from trainers.benchmark.spec import (GPU_ONLY_MODES, BenchmarkSpec, build_spec,
+                                     default_modes)
 from trainers.config import load_config_file, parse_cli_value, with_absolute_paths
 from trainers.errors import ModelForgeError
 
@@ -72,21 +73,16 @@ def spec_from_args(args) -> BenchmarkSpec:
     return build_spec(with_absolute_paths(raw, BenchmarkSpec))
 
 
-GPU_ONLY_MODES = ("qlora4",)  # bitsandbytes' 4-bit loading needs CUDA
-
-
 def machine_modes() -> list[str]:
-    """The default modes this machine can run: without a GPU, none that needs one (said)."""
+    """The default modes this machine can run; a GPU-only one left out is said."""
     from trainers.runs.manager import visible_gpus
 
-    modes = BenchmarkSpec.model_fields["modes"].default
-    if visible_gpus():
-        return list(modes)
-    left_out = [m for m in modes if m in GPU_ONLY_MODES]
+    modes = default_modes(has_gpu=bool(visible_gpus()))
+    left_out = [m for m in BenchmarkSpec.model_fields["modes"].default if m not in modes]
     if left_out:
-        print(f"modes: {', '.join(m for m in modes if m not in left_out)} "
-              f"({', '.join(left_out)} needs a CUDA GPU and this machine has none)")
-    return [m for m in modes if m not in left_out]
+        print(f"modes: {', '.join(modes)} ({', '.join(left_out)}: "
+              f"{'; '.join(GPU_ONLY_MODES[m] for m in left_out)}, and this machine has none)")
+    return modes
 
 
 def cmd_bench(args) -> int:
