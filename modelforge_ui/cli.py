@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
-                             with_absolute_paths)
+                             preset_note, with_absolute_paths)
 from trainers.errors import ConfigError, ModelForgeError
 
 
@@ -102,29 +102,54 @@ def cmd_train(args) -> int:
             cfg = _resume_config(registry, args)
         else:
             raw = load_config_file(args.config)
-            raw.update(_parse_overrides(args.set))
-            cfg = build_config(with_absolute_paths(raw), preset=args.preset)
+            overrides = _parse_overrides(args.set)  # explicit: they beat the preset
+            raw.update(overrides)
+            try:
+                cfg = build_config(with_absolute_paths(raw), preset=args.preset, keep=overrides)
+            except ConfigError as exc:  # the data path's problem beside them, as the API says
+                named = {p["field"] for p in exc.problems}
+                raise ConfigError(exc.problems + ([] if "dataset" in named
+                                                  else missing_dataset(raw.get("dataset")))) \
+                    from None
+            if preset_note(raw, args.preset, keep=overrides):
+                print(f"note: {preset_note(raw, args.preset, keep=overrides)}", file=sys.stderr)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from trainers.runs.manager import server_using
 
-    if server_using(registry.data_dir):
-        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
-              "outside its queue, and may compete with its jobs for the GPU (submit it to the "
-              "server with POST /api/start_training to queue it)", file=sys.stderr)
     from trainers.runs.manager import check_fits, visible_gpus
     from trainers.runs.preflight import check_gpu_only
 
+    devices = visible_gpus() or ["cpu"]
+    if server_using(registry.data_dir):
+        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
+              "outside its queue, and may compete with its jobs for "
+              f"{'the GPU' if devices != ['cpu'] else 'the CPU'} (submit it to the server with "
+              "POST /api/start_training to queue it)", file=sys.stderr)
     try:
-        check_fits(cfg, visible_gpus() or ["cpu"])
-        check_gpu_only(cfg, visible_gpus() or ["cpu"])
+        check_fits(cfg, devices)
+        check_gpu_only(cfg, devices)
+        if missing_dataset(cfg.dataset):  # refused here, not as a failed run record
+            raise ConfigError(missing_dataset(cfg.dataset))
         run = registry.create(cfg, source="cli")
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])
+
+
+def missing_dataset(value) -> list[dict]:
+    """The problem of a `dataset` that names a local file that is not there, or [] (a hub id
+    is read by the worker)."""
+    from trainers.data import _looks_like_hub_id
+
+    if not isinstance(value, str) or not value or Path(value).exists() \
+            or _looks_like_hub_id(value):
+        return []
+    return [{"field": "dataset", "message": f"file {value} does not exist: check the path (a "
+                                            "relative one is read from the current directory)"}]
 
 
 def _resume_config(registry, args):

@@ -10,13 +10,15 @@ run history like a training run (kind "benchmark"); its results are RUN_DIR/resu
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
 import typing
 from pathlib import Path
 
-from trainers.benchmark.spec import BenchmarkSpec, build_spec
+from trainers.benchmark.spec import (GPU_ONLY_MODES, BenchmarkSpec, build_spec,
+                                     default_modes)
 from trainers.config import load_config_file, parse_cli_value, with_absolute_paths
 from trainers.errors import ModelForgeError
 
@@ -66,7 +68,21 @@ def spec_from_args(args) -> BenchmarkSpec:
             raw[name] = parse_flag(name, text)
             words += ["--" + name.replace("_", "-"), text]
     raw["invocation"] = shlex.join(words)
+    if "modes" not in raw:
+        raw["modes"] = machine_modes()
     return build_spec(with_absolute_paths(raw, BenchmarkSpec))
+
+
+def machine_modes() -> list[str]:
+    """The default modes this machine can run; a GPU-only one left out is said."""
+    from trainers.runs.manager import visible_gpus
+
+    modes = default_modes(has_gpu=bool(visible_gpus()))
+    left_out = [m for m in BenchmarkSpec.model_fields["modes"].default if m not in modes]
+    if left_out:
+        print(f"modes: {', '.join(modes)} ({', '.join(left_out)}: "
+              f"{'; '.join(GPU_ONLY_MODES[m] for m in left_out)}, and this machine has none)")
+    return modes
 
 
 def cmd_bench(args) -> int:
@@ -96,8 +112,10 @@ def print_event(event: dict) -> None:
         print(f"[{event['index']}/{event['total']}] {event['variant']} ...")
     elif kind == "progress" and event.get("variant"):
         loss = event.get("loss")
-        print(f"\r  step {event['step']}/{event['total_steps']} loss "
-              f"{'-' if loss is None else f'{loss:.4f}'}   ", end="", flush=True)
+        live = sys.stdout.isatty()  # a terminal redraws one line; a log file gets one a step
+        print(("\r" if live else "") + f"  step {event['step']}/{event['total_steps']} loss "
+              f"{'-' if loss is None else f'{loss:.4f}'}   ", end="" if live else "\n",
+              flush=True)
     elif kind == "variant_finished":
         vram, loss = event.get("max_allocated_gib"), event.get("first_step_loss")
         print(f"\r  {event['name']}: {event['tokens_per_s']:,.0f} tokens/s, median step "
@@ -121,11 +139,29 @@ def report_outcome(record: dict, run_dir: Path, out: Path | None) -> int:
     if results_md.exists():
         blocks = results_md.read_text().split("\n\n")
         print("\n" + next((b for b in blocks if b.startswith("| provider")), ""))
-    print(f"\n{record['status']}: results in {run_dir}/results.json, results.md, results.csv")
+    from modelforge_ui.benchmark_view import verdict_markdown  # pandas: only here
+
+    summary = _results(run_dir)
+    print("\n" + plain_text(verdict_markdown(summary, record["status"])))
+    failed = [f"{r.get('provider')} {r.get('mode')}" for r in (summary or {}).get("table", [])
+              if r.get("status") == "failed"]
+    outcome = f"{len(failed)} variant(s) FAILED ({', '.join(failed)})" if failed \
+        else record["status"]
+    print(f"\n{outcome}: results in {run_dir}/results.json, results.md, results.csv")
     if out:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "results.md", "results.csv"):
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, out / name)
         print(f"copied to {out}")
-    return 0
+    return 1 if failed or summary is None else 0
+
+
+def _results(run_dir: Path) -> dict | None:
+    path = run_dir / "results.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def plain_text(markdown: str) -> str:
+    """The Benchmark tab's verdict (modelforge_ui/benchmark_view.py) for a terminal."""
+    return markdown.replace("**", "").replace("### ", "")

@@ -5,6 +5,7 @@ Flags override the MODELFORGE_* environment variables (see modelforge_ui/setting
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
@@ -82,10 +83,15 @@ def ensure_demo_model(path: Path) -> None:
         write_demo_model(path)
         return
     print(pretraining_notice(), flush=True)
-    out = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "demo-model", str(path)],
-                         capture_output=True, text=True, env={**os.environ})
-    if out.returncode != 0:
-        raise ModelForgeError(f"Could not build the demo model: {out.stderr.strip()[-1000:]}",
+    build = subprocess.Popen([sys.executable, "-m", "modelforge_ui.cli", "demo-model",
+                              str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ})
+    tail = collections.deque(maxlen=40)
+    for line in build.stderr:  # its progress (step, time left) as it comes
+        print(line, end="", file=sys.stderr, flush=True)
+        tail.append(line)
+    if build.wait() != 0:
+        raise ModelForgeError(f"Could not build the demo model: {''.join(tail).strip()[-1000:]}",
                               "Check that torch and transformers import (modelforge doctor).")
 
 

@@ -22,6 +22,23 @@ from modelforge_ui.tabs import playground, runs, training, troubleshooting
 from modelforge_ui.tabs.context import READ_ONLY_NOTE, Dashboard
 
 TITLE = "ModelForge"
+# A command block wraps its long lines (a curl line was cut off at 1400 px) and keeps its text
+# clear of the copy button in its top-right corner. server.py passes CSS to Gradio.
+CSS = (
+    "#commands pre { padding-right: 2.5rem; }"
+    " #commands pre code { white-space: pre-wrap; overflow-wrap: anywhere; }")
+# A Gradio text box's accessible name is its label and its whole info text (a number box gets
+# aria-label = its label): each form text box is named by its label alone, as it (re)mounts.
+JS = """() => {
+  const name = () => document.querySelectorAll('[id^="cfg-"] input[type="text"], [id^="cfg-"]'
+      + ' textarea').forEach(box => {
+    const label = box.closest('label')?.querySelector('[data-testid="block-info"]');
+    const text = label?.textContent.trim();
+    if (text && box.getAttribute('aria-label') !== text) box.setAttribute('aria-label', text);
+  });
+  new MutationObserver(name).observe(document.body, {childList: true, subtree: true});
+  name();
+}"""
 
 
 def build_dashboard(manager, settings) -> gr.Blocks:

@@ -147,10 +147,11 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
             with row:
                 plots.append(gr.LinePlot(None, x="step", y=column, color="run",
                                          title=title, height=240, elem_id=f"compare-{key}"))
-        differing = gr.Dataframe(label="Settings that differ", interactive=False, wrap=True,
-                                 elem_id="compare-settings")
-        outcome = gr.Dataframe(label="Outcomes", interactive=False, wrap=True,
-                               elem_id="compare-outcomes")
+        # empty until Compare, under their own headers (an empty Dataframe is headed "1 2 3")
+        differing = gr.Dataframe(settings_table({}), label="Settings that differ",
+                                 interactive=False, wrap=True, elem_id="compare-settings")
+        outcome = gr.Dataframe(outcomes_table({}), label="Outcomes", interactive=False,
+                               wrap=True, elem_id="compare-outcomes")
 
     def choices(current):
         options = views.run_choices(app.runs(kind="train"))

@@ -73,12 +73,14 @@ def _roots_text(roots: Iterable[Path]) -> str:
 
 
 def resolve_allowed_path(path: str, roots: Iterable[Path], base: Path | None = None,
-                         field: str = "path", hint: str | None = None) -> Path:
+                         field: str = "path", hint: str | None = None,
+                         must_exist: bool = False) -> Path:
     """The real absolute path of `path` if it lies under one of `roots`, else PathRefused.
 
     Relative paths are taken relative to `base` (the upload directory). Any `..` is refused
     outright, and symlinks are resolved before the check, so a link inside a root that points
-    elsewhere is refused too.
+    elsewhere is refused too. With `must_exist`, a missing path outside the roots is reported
+    as missing (ConfigError), not as outside them: a typo is not a permission problem.
     """
     roots = [Path(r) for r in roots]
     hint = hint or (f"Upload the file with POST /api/datasets, or put it under an allowed root "
@@ -106,6 +108,9 @@ def resolve_allowed_path(path: str, roots: Iterable[Path], base: Path | None = N
            for r in roots + real_roots):
         raise PathRefused(field, f"{field} {path!r} is a symlink (or lies under one) that "
                                  f"points outside the allowed roots, to {real}.", hint)
+    if must_exist and not real.exists():
+        _check_exists(field, real)
+        raise ConfigError([{"field": field, "message": f"{path} does not exist: check the path"}])
     raise PathRefused(field, f"{field} {path!r} is outside the allowed roots.", hint)
 
 
@@ -159,7 +164,7 @@ def allowed_path(kind: str, value: str, field: str, settings) -> Path:
     """The real path of a local path field's value under the allowed roots, else PathRefused."""
     hint = model_root_hint(settings) if kind == "model" else None
     return resolve_allowed_path(value, settings.roots(), getattr(settings, _BASES[kind]), field,
-                                hint)
+                                hint, must_exist=kind != "dir")  # an output may be new
 
 
 def _with_allowed_paths(values: BaseModel, settings, skip: Iterable[str] = ()) -> BaseModel:
@@ -195,14 +200,38 @@ def check_config_policy(cfg: TrainConfig, settings) -> TrainConfig:
     check_trust_remote_code(cfg.trust_remote_code, settings)
     resolved = _with_allowed_paths(cfg, settings)
     kinds = path_fields(TrainConfig)
-    for field, (exists, message) in _MISSING.items():  # both required: never unset
-        path = Path(getattr(resolved, field))
-        if is_local(kinds[field], getattr(cfg, field), settings) and not exists(path):
-            raise ConfigError([{"field": field, "message": message.format(path=path)}])
+    for field in _MISSING:  # both required: never unset
+        if is_local(kinds[field], getattr(cfg, field), settings):
+            _check_exists(field, Path(getattr(resolved, field)))
     if resolved.output_dir:
         # new or empty, outside models and runs: the same rule the registry applies at submit
         check_output_dir(resolved.output_dir, settings.data_dir / "runs", resolved.model_name)
     return resolved
+
+
+def _check_exists(field: str, path: Path) -> None:
+    """ConfigError when a required file or model directory is missing."""
+    if field in _MISSING and not _MISSING[field][0](path):
+        raise ConfigError([{"field": field, "message": _MISSING[field][1].format(path=path)}])
+
+
+def with_path_problems(exc: ConfigError, data: object, settings) -> ConfigError:
+    """`exc` with the path problems of the config dict `data` that did not validate added, so
+    one check reports every problem (a misspelled data path beside a bad number)."""
+    if not isinstance(data, dict):
+        return exc
+    reported = {p["field"] for p in exc.problems}
+    problems = list(exc.problems)
+    for name, kind in path_fields(TrainConfig).items():
+        value = data.get(name)
+        if name in reported or not isinstance(value, str) or not value \
+                or not is_local(kind, value, settings):
+            continue
+        try:
+            _check_exists(name, allowed_path(kind, value, name, settings))
+        except (PathRefused, ConfigError) as path_exc:
+            problems += path_exc.to_dict()["problems"]
+    return ConfigError(problems)
 
 
 def check_spec_policy(spec: BenchmarkSpec, settings) -> BenchmarkSpec:

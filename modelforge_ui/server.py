@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -22,7 +23,7 @@ from modelforge_ui.http_guard import HttpGuard
 from modelforge_ui.security import token_matches
 from modelforge_ui.settings import Settings
 from trainers.errors import ModelForgeError
-from trainers.runs.manager import RunManager
+from trainers.runs.manager import RunManager, server_using
 
 DASHBOARD_MODULE = "modelforge_ui.dashboard"
 
@@ -94,7 +95,8 @@ def mount_dashboard(app: FastAPI, manager: RunManager, settings: Settings) -> bo
         auth_message="Log in with any user name and the server's token as the password.",
         max_file_size=settings.max_upload_bytes,
         allowed_paths=[str(settings.data_dir / "runs"), str(settings.uploads_dir)],
-        theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None))
+        theme=getattr(module, "THEME", None), css=getattr(module, "CSS", None),
+        js=getattr(module, "JS", None))
     # Gradio checks that a FileData path a client sends was uploaded (is in its upload cache)
     # only once the Blocks "has_launched" (processing_utils._check_allowed), which launch() sets
     # and mount_gradio_app does not: without this, any handler opened any path it was sent.
@@ -135,12 +137,26 @@ def port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+def data_dir_owner(data_dir: Path) -> str | None:
+    """The pid of another server using `data_dir`, or None."""
+    return server_using(data_dir) if Path(data_dir).is_dir() else None
+
+
 def serve(settings: Settings) -> int:
     """Run the server until it is stopped; the exit code for the command that started it
     (2 when it could not start, e.g. another server already uses the data directory)."""
     import uvicorn
 
     busy = port_in_use(settings.host, settings.port)
+    owner = data_dir_owner(settings.data_dir)
+    if owner:  # said first: a free port alone would lead into this wall
+        where = f"http://{settings.host}:{settings.port}" if busy else "the address it printed"
+        print(f"error: another ModelForge server (pid {owner}) already serves the data "
+              f"directory {settings.data_dir}: open it at {where}, or start this one on "
+              "another data directory with --data-dir DIR"
+              + (f" and a free port (e.g. --port {settings.port + 1})" if busy else ""),
+              file=sys.stderr)
+        return 2
     if busy:
         print(f"error: port {settings.port} is in use on {settings.host} ({busy}): pass --port "
               f"with a free one (e.g. --port {settings.port + 1}), or stop what listens there",

@@ -15,7 +15,7 @@ from trainers.runs.jobs import adapter_path
 HISTORY_COLUMNS = ["id", "name", "status", "provider", "model", "strategy", "duration",
                    "tokens/s", "peak VRAM (GiB)"]
 PLOT_COLUMNS = {"loss": "loss", "tokens_per_s": "tokens/s",
-                "gpu_mem_allocated_gib": "GPU memory (GiB)"}
+                "gpu_mem_allocated_gib": "memory (GiB)", "process_rss_gib": "memory (GiB)"}
 
 
 def number(value) -> int | float | None:
@@ -91,9 +91,12 @@ def progress_markdown(run: dict | None) -> str:
     if progress:
         step, total = number(progress.get("step")) or 0, number(progress.get("total_steps")) or 0
         pct = f" ({100 * step / total:.0f}%)" if total else ""
-        eta = fmt_duration(progress.get("eta_s")) if run["status"] == "running" else "-"
+        eta = ""  # only while running: an ended run has none to give
+        if run["status"] == "running":
+            left = fmt_duration(progress.get("eta_s"))
+            eta = f" · ETA {'unknown' if left == '-' else left}"
         lines.append(f"step **{step} / {total}**{pct} · elapsed "
-                     f"{fmt_duration(progress.get('elapsed_s'))} · ETA {eta}"
+                     f"{fmt_duration(progress.get('elapsed_s'))}{eta}"
                      f" · loss {fmt_number(progress.get('loss'), 4)}"
                      f" · {fmt_number(progress.get('tokens_per_s'))} tokens/s "
                      f"({_interval(run)})"

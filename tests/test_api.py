@@ -97,7 +97,11 @@ def test_invalid_config_gets_422_with_the_cli_messages(client, config, tmp_path)
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error_type"] == "config"
-    assert body["problems"] == check_config(config)  # the same problems, field by field
+    fields = check_config(config)  # the same problems, field by field
+    assert body["problems"][:len(fields)] == fields
+    missing = body["problems"][len(fields):]  # and, beside them, the missing data file
+    assert [p["field"] for p in missing] == ["dataset"]
+    assert "does not exist" in missing[0]["message"]
     # ...and the CLI prints the same sentences
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
@@ -105,8 +109,9 @@ def test_invalid_config_gets_422_with_the_cli_messages(client, config, tmp_path)
                           "--data-dir", str(tmp_path / "home")],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 2
-    for problem in body["problems"]:
+    for problem in fields:
         assert f"{problem['field']}: {problem['message']}" in cli.stderr
+    assert "dataset: file d.jsonl does not exist" in cli.stderr
     assert "pydantic" not in response.text.lower()
 
 

@@ -22,6 +22,7 @@ from trainers.benchmark.spec import build_spec
 from trainers.benchmark.synthetic import FAMILIES, build_synthetic, resolve_family, synthetic_info
 from trainers.errors import ConfigError
 from trainers.events import read_events
+from trainers.runs.manager import visible_gpus
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -303,9 +304,13 @@ def test_a_failing_provider_is_reported_not_dropped(tmp_path, demo_model, monkey
     for key, value in TINY.items():
         if key != "modes":
             args += ["--" + key.replace("_", "-"), str(value)]
-    assert main(args) == 0
+    assert main(args) == 1  # a failed variant is not success
     out = capsys.readouterr().out
     assert "unsloth-lora16-r1 FAILED" in out
+    assert "1 variant(s) FAILED (unsloth lora16)" in out and "\nsucceeded:" not in out
+    assert "Verdict" in out and "a median of so few steps is noise" in out  # the tab's flags
+    steps = [line for line in out.splitlines() if line.strip().startswith("step ")]
+    assert steps and all(line.count("step ") == 1 for line in steps)  # no TTY: one a line
     record = RunRegistry(tmp_path).list(kind="benchmark")[0]
     assert record["status"] == "succeeded"
     summary = json.loads((Path(record["run_dir"]) / "results.json").read_text())
@@ -314,6 +319,8 @@ def test_a_failing_provider_is_reported_not_dropped(tmp_path, demo_model, monkey
     assert rows["unsloth"]["status"] == "failed" and rows["unsloth"]["reason"]
     assert summary["matching"]["lora16"]["verdict"] == "not checked"
     assert summary["spec"]["invocation"].startswith("modelforge bench --model")
+    if not visible_gpus():  # no GiB of CUDA libraries read on a machine without a GPU
+        assert summary["page_cache"] == {"warmed": False, "no_gpu": True}
 
 
 def test_bench_help_lists_every_spec_field():

@@ -16,6 +16,7 @@ import pytest
 from trainers.benchmark import report
 from trainers.benchmark.runner import PLAIN_SCRIPT, batch_facts
 from trainers.benchmark.spec import build_spec
+from trainers.runs.manager import visible_gpus
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -237,18 +238,22 @@ def test_cpu_results_are_labelled_and_the_data_is_described(plain_run):
 @pytest.mark.slow
 def test_both_sides_run_with_the_same_attention_and_warm_libraries(plain_run):
     """cuDNN's SDPA is off in the engine's variants and in the plain script alike (the spec's
-    cudnn_attention), and the CUDA libraries were read into the page cache before any variant."""
+    cudnn_attention), and on a GPU machine the CUDA libraries were read into the page cache
+    before any variant (without a GPU they are not: nothing launches their kernels)."""
     _, summary = plain_run
     for run in summary["runs"] + summary["plain_runs"]:
         assert run["effective"]["cudnn_sdp_enabled"] is False, run["name"]
+    checks = {c["check"]: c for c in summary["matching"]["lora16"]["checks"]}
+    assert checks["cuDNN SDPA attention"]["ok"]
     cache = summary["page_cache"]
+    if not visible_gpus():  # no process launches a CUDA kernel: nothing is read (issue 30)
+        assert cache == {"warmed": False, "no_gpu": True}
+        return
     assert cache["warmed"] is True and cache["files"] > 0
     # All were read, but reading 5 GiB from a cold cache evicts some of them again before they
     # are counted (0.9953 seen here from cold; this test failed twice, unlogged, and nothing
     # else in it can vary): it checks that the engine warmed them, not the kernel's policy.
     assert cache["bytes_read"] > 0 and cache["resident_share_after"] >= 0.9, cache
-    checks = {c["check"]: c for c in summary["matching"]["lora16"]["checks"]}
-    assert checks["cuDNN SDPA attention"]["ok"]
 
 
 def test_page_cache_reads_and_drops_the_cuda_libraries(tmp_path):

@@ -170,7 +170,8 @@ def test_start_follow_history_details_and_adapter(client, demo_model):
     loss = out[1]["value"]["data"]  # an update: the x range is the run's steps
     assert [row[0] for row in loss] == [1, 2, 3, 4] and all(row[1] > 0 for row in loss)
     assert len(out[2]["value"]["data"]) == 4  # tokens/s per step
-    assert out[3] is None  # no GPU here: no memory plot, not zeros
+    memory = out[3]  # no GPU here: the worker's resident memory, titled so (not GPU zeros)
+    assert "no GPU" in memory["title"] and all(row[1] > 0 for row in memory["value"]["data"])
     assert "train" in out[4].lower()  # the log tail
 
     table, picked = client.predict(None, api_name="/history")

@@ -33,7 +33,7 @@ def test_config_check_reports_unknown_keys_and_rule_violations_at_once(client):
     reply = client.post("/api/config/check", json=body).json()
     fields = [p["field"] for p in reply["problems"]]
     assert reply["ok"] is False
-    assert fields == ["lora_rank", "colour", "lora_r", "max_seq_length"]
+    assert fields == ["lora_rank", "colour", "lora_r", "max_seq_length", "dataset"]
     assert sum("Valid fields are:" in p["message"] for p in reply["problems"]) == 1
     start = client.post("/api/start_training", json=body)
     assert start.status_code == 422

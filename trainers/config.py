@@ -15,7 +15,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -515,8 +515,43 @@ def _rule_problems_beside(merged: dict, problems: list[dict]) -> list[dict]:
     return []
 
 
-def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig:
-    """Validate a dict (preset values first, the dict's own values override them).
+def holds_default(name: str, value: Any) -> bool:
+    """Whether `value` is field `name`'s default (a config written with every field filled in
+    holds many): such a value does not beat a preset's."""
+    field = TrainConfig.model_fields.get(name)
+    return field is not None and not field.is_required() and \
+        value == field.get_default(call_default_factory=True)
+
+
+def _beats_preset(name: str, value: Any, keep: Iterable[str]) -> bool:
+    return name in keep or not holds_default(name, value)
+
+
+def preset_overrides(data: dict[str, Any], preset: str | None,
+                     keep: Iterable[str] = ()) -> list[str]:
+    """The preset's fields that `data` sets to a value of its own (not the default, or named
+    in `keep`), which win over the preset, as "name = value (preset: value)"; said to the
+    user, never silent."""
+    if not preset or preset not in PRESETS or not isinstance(data, dict):
+        return []
+    return [f"{k} = {data[k]!r} (preset: {v!r})" for k, v in PRESETS[preset].items()
+            if k in data and data[k] != v and _beats_preset(k, data[k], keep)]
+
+
+def preset_note(data: dict[str, Any], preset: str | None, keep: Iterable[str] = ()) -> str:
+    """One sentence naming the preset's fields the config overrides, or ''."""
+    overrides = preset_overrides(data, preset, keep)
+    if not overrides:
+        return ""
+    return (f"your own values beat preset '{preset}' for: {'; '.join(overrides)} "
+            "(leave them out to take the preset's)")
+
+
+def build_config(data: dict[str, Any], preset: str | None = None,
+                 keep: Iterable[str] = ()) -> TrainConfig:
+    """Validate a dict (preset values first; the dict's own values override them, except a
+    value that only repeats a field's default and is not named in `keep`, the fields the user
+    set explicitly, as with --set: see preset_note).
 
     Raises ConfigError listing every problem; never returns a half-valid config.
     """
@@ -528,6 +563,7 @@ def build_config(data: dict[str, Any], preset: str | None = None) -> TrainConfig
             raise ConfigError([_problem(
                 "preset", f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")])
         merged.update(PRESETS[preset])
+        data = {k: v for k, v in data.items() if k not in merged or _beats_preset(k, v, keep)}
     merged.update(data)
     try:
         return TrainConfig(**merged)

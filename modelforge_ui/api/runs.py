@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 from modelforge_ui.api.errors import ApiError, not_found
-from modelforge_ui.security import NotPermittedError, PathRefused, check_config_policy
+from modelforge_ui.security import (NotPermittedError, PathRefused, check_config_policy,
+                                    with_path_problems)
 from modelforge_ui.settings import Settings
-from trainers.config import PRESETS, TrainConfig, build_config
+from trainers.config import PRESETS, TrainConfig, build_config, preset_note
 from trainers.errors import ConfigError
 from trainers.runs.jobs import adapter_dir
 from trainers.runs.manager import RunManager
@@ -63,8 +64,18 @@ def _parse_json(raw: bytes) -> object:
 
 
 def _validated_config(raw: bytes, preset: str | None, settings: Settings) -> TrainConfig:
-    cfg = build_config(_parse_json(raw), preset)  # a non-object gets build_config's message
+    data = _parse_json(raw)
+    try:
+        cfg = build_config(data, preset)  # a non-object gets build_config's message
+    except ConfigError as exc:
+        raise with_path_problems(exc, data, settings) from None
     return check_config_policy(cfg, settings)
+
+
+def _preset_notes(raw: bytes, preset: str | None) -> list[str]:
+    """What a valid config overrides of the preset (the body parsed already)."""
+    note = preset_note(json.loads(raw), preset) if preset else ""
+    return [note] if note else []
 
 
 def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -> None:
@@ -86,7 +97,8 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         run = await run_in_threadpool(submit)
         return JSONResponse(
             {"run_id": run["id"], "status": run["status"], "name": run["name"],
-             "queue_position": manager.queue_position(run["id"])},
+             "queue_position": manager.queue_position(run["id"]),
+             "notes": _preset_notes(raw, preset)},
             status_code=202, headers={"Location": f"/api/runs/{run['id']}"})
 
     @router.post("/config/check", tags=["runs"], openapi_extra=config_doc)
@@ -104,8 +116,9 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         # what Start would refuse, or the worker fail on: GPU-only settings, unreadable data
         late = await run_in_threadpool(preflight_problems, cfg, manager.devices)
         if late:
-            return {"ok": False, "problems": late}
-        return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json")}
+            return {"ok": False, "problems": late, "notes": _preset_notes(raw, preset)}
+        return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json"),
+                "notes": _preset_notes(raw, preset)}
 
     @router.get("/runs", tags=["runs"])
     def list_runs(status: str | None = None, kind: str | None = None,

@@ -19,8 +19,8 @@ from modelforge_ui.form import ConfigForm
 from modelforge_ui.security import check_spec_policy
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from trainers.benchmark.report import RESULT_FILES
-from trainers.benchmark.spec import (MODE_LABELS, QUICK, QUICK_GIVES_UP, BenchmarkSpec,
-                                     build_spec)
+from trainers.benchmark.spec import (GPU_ONLY_MODES, MODE_LABELS, QUICK, QUICK_GIVES_UP,
+                                     BenchmarkSpec, build_spec, default_modes)
 from trainers.benchmark.variant import variant_name
 from trainers.errors import ConfigError, ModelForgeError
 from trainers.runs.jobs import submit_benchmark
@@ -32,8 +32,6 @@ ESSENTIAL_GROUP, MORE_GROUP = "essentials", "more"
 TITLES = {ESSENTIAL_GROUP: "Model, providers, modes and shape",
           MORE_GROUP: "More settings (data, LoRA, optimizer, judging: the same for every variant)"}
 HIDDEN = ("invocation",)  # the CLI fills it with its command line; not an input
-GPU_ONLY_MODES = {"qlora4": "QLoRA 4-bit loads the base model with bitsandbytes, which needs "
-                            "a CUDA GPU"}
 GPU_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 
 
@@ -69,8 +67,7 @@ def initial_values(app: Dashboard) -> dict:
         values.update(model=str(app.settings.demo_model_dir), max_seq_length=256,
                       batch_size=4, steps=10)
     if app.manager.devices == ["cpu"]:
-        values["modes"] = [m for m in BenchmarkSpec.model_fields["modes"].default
-                           if m not in GPU_ONLY_MODES]
+        values["modes"] = default_modes(has_gpu=False)
     return values
 
 

@@ -49,14 +49,14 @@ class Dashboard:
     def runs(self, kind: str | None = None) -> list[dict]:
         return self.manager.registry.list(kind=kind)
 
-    def current_run_id(self) -> str | None:
-        """The job a freshly opened page shows: a running one, else queued, else the newest."""
+    def active_run_id(self) -> str | None:
+        """The training job that is running, else the oldest queued one; None when idle."""
         train = self.runs(kind="train")
         for status in ("running", "queued"):
             found = [r["id"] for r in train if r["status"] == status]
             if found:
                 return found[-1]  # list is newest first: the oldest active one
-        return train[0]["id"] if train else None
+        return None
 
     def get_run(self, run_id: str | None) -> dict | None:
         if not run_id:

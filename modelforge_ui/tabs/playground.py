@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
@@ -126,6 +127,18 @@ def unplayable_reason(app: Dashboard, run: dict) -> str | None:
     return None
 
 
+DEMO_NOTE = ("**These are a tiny demo model's answers** (a few million parameters, trained "
+             "for minutes on the bundled examples, or not at all): odd and repetitive by "
+             "nature. Look at how the fine-tuned answer differs from the base model's, not at "
+             "its quality.")
+
+
+def demo_model_note(run: dict | None) -> str:
+    """DEMO_NOTE for a run trained on the demo model (its folder carries the demo's marker)."""
+    model = str(((run or {}).get("config") or {}).get("model_name") or "")
+    return DEMO_NOTE if model and (Path(model) / "MODELFORGE_DEMO.txt").is_file() else ""
+
+
 def playable_choices(app: Dashboard) -> list[tuple[str, str]]:
     """The finished runs, newest first; one the Playground cannot load says so in its label
     (the reason shows when it is picked)."""
@@ -147,6 +160,7 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     generate_button = gr.Button("Generate with both", variant="primary",
                                 interactive=not app.read_only)
     status = gr.Markdown()
+    model_note = gr.Markdown(elem_id="playground-model-note")
     with gr.Row():
         adapter_out = gr.Textbox(label="Fine-tuned (base + adapter)", lines=10)
         base_out = gr.Textbox(label="Base model", lines=10)
@@ -167,6 +181,8 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         return f"**This run cannot be played here:** {reason}" if reason else ""
 
     picked.change(picked_note, picked, status, api_name=False)
+    picked.change(lambda run_id: demo_model_note(app.get_run(run_id)), picked, model_note,
+                  api_name=False)
 
     def run_generate(run_id, text, n_tokens, temp):
         yield from generate(app, run_id, text, n_tokens, temp)

@@ -14,6 +14,11 @@ from trainers.runs.jobs import adapter_dir
 from trainers.runs.process import log_tail
 
 
+LOG_TO_END = """() => { setTimeout(() => {
+  const box = document.querySelector('#history-log textarea');
+  if (box) box.scrollTop = box.scrollHeight; }, 100); }"""
+
+
 def build(app: Dashboard, tab: gr.Tab) -> None:
     with gr.Row():
         refresh_button = gr.Button("Refresh", size="sm", elem_id="history-refresh")
@@ -38,8 +43,11 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         config_view = gr.Code(language="json", interactive=False)
     with gr.Accordion("Events (events.jsonl)", open=False):
         events_view = gr.Code(language=None, interactive=False)
-    with gr.Accordion("Log (end of train.log)", open=False):
-        log_view = gr.Textbox(lines=15, max_lines=15, show_label=False)
+    with gr.Accordion("Log (end of train.log)", open=False) as log_panel:
+        log_view = gr.Textbox(lines=15, max_lines=15, show_label=False, elem_id="history-log")
+    # The log arrives while the panel is closed, where the box cannot scroll: show its end (the
+    # newest lines, not the library warnings at its start) when the panel opens.
+    log_panel.expand(None, None, None, api_name=False, js=LOG_TO_END)
 
     def history(current=None):
         runs = app.runs()

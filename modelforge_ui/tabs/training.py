@@ -15,13 +15,15 @@ from modelforge_ui.api.errors import ApiError
 from modelforge_ui.estimate_view import estimate_markdown, start_warning
 from modelforge_ui.form import ConfigForm, problems_markdown
 from modelforge_ui.log_view import clean_tail
-from modelforge_ui.security import check_config_policy, check_preview_policy
+from modelforge_ui.security import (check_config_policy, check_preview_policy,
+                                    with_path_problems)
 from modelforge_ui.tabs.context import Dashboard, error_markdown
 from modelforge_ui.uploads import store_upload
 from trainers.data import EXTENSIONS
 from trainers.config import (COMMON_SEQ_LENGTHS, PRESETS, TrainConfig, config_to_text,
                              parse_config_text)
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.jobs import ACTIVE_STATUSES
 from trainers.runs.preflight import preflight_problems
 from trainers.runs.process import log_tail
 from trainers.tools.preview import PreviewRequest, run_preview
@@ -73,7 +75,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
                 start_button = gr.Button("Start", variant="primary", elem_id="start",
                                          interactive=not app.read_only)
                 stop_button = gr.Button("Stop", variant="stop", elem_id="stop",
-                                        interactive=not app.read_only)
+                                        interactive=False)  # until refresh shows an active run
             problems = gr.Markdown(elem_id="problems")
             status = gr.Markdown(views.progress_markdown(None), elem_id="run-status")
             # integer steps on x; short numbers on y (14k, not 14,000 cut to ",000" at 1400 px);
@@ -85,8 +87,9 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
             speed_plot = gr.LinePlot(None, x="step", y="tokens/s",
                                      title="Tokens per second", y_title="tokens/s",
                                      y_axis_format="~s", elem_id="speed-plot", **axes)
-            memory_plot = gr.LinePlot(None, x="step", y="GPU memory (GiB)", y_title="GiB",
-                                      title="GPU memory allocated (GiB; empty on a CPU)", **axes)
+            memory_plot = gr.LinePlot(None, x="step", y="memory (GiB)", y_title="GiB",
+                                      title=MEMORY_TITLES["gpu_mem_allocated_gib"],
+                                      y_axis_format=".2f", elem_id="memory-plot", **axes)
             log_box = gr.Textbox(label="Log tail (newest last; progress bars and library "
                                        "warnings left out: the Runs tab shows train.log whole)",
                                  lines=LOG_LINES, max_lines=LOG_LINES + 4, autoscroll=True,
@@ -108,7 +111,7 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
 
     def validate(*values):
         try:
-            cfg = check_config_policy(form.validate(list(values)), app.settings)
+            cfg = checked_config(form, list(values), app.settings)
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update(), ""
         late = preflight_problems(cfg, app.manager.devices)  # what Start / the worker refuse
@@ -156,46 +159,98 @@ def build(app: Dashboard, demo: gr.Blocks) -> None:
     # -- running ------------------------------------------------------------------------------
     def start(*values):
         app.require_writable("start a run")
+        *values, current = values
         try:
-            cfg = check_config_policy(form.validate(list(values)), app.settings)
+            cfg = checked_config(form, values, app.settings)
             run = app.manager.submit(cfg, source="dashboard")
-        except ModelForgeError as exc:
-            return None, error_markdown(exc), views.progress_markdown(None)
+        except ModelForgeError as exc:  # the page keeps following the run it had
+            return current, error_markdown(exc), gr.update()
         return run["id"], f"Started run `{run['id']}`." + start_warning(cfg), \
-            views.progress_markdown(app.get_run(run["id"]))
+            followed_markdown(app, run["id"])
 
-    start_button.click(start, inputs, [run_id, problems, status], api_name="start_run")
+    start_button.click(start, inputs + [run_id], [run_id, problems, status],
+                       api_name="start_run")
 
     def stop(current):
         app.require_writable("stop a run")
-        if not current:
+        run, _ = followed_run(app, current)
+        if run is None:
             return "No run to stop."
-        run = app.manager.stop(current)
-        return f"Stop requested for `{current}` (now {run['status']}): it stops at the next step " \
-               "and saves its adapter."
+        if run["status"] not in ACTIVE_STATUSES:
+            return f"No run to stop: `{run['id']}` has already {run['status']}."
+        run = app.manager.stop(run["id"])
+        return f"Stop requested for `{run['id']}` (now {run['status']}): it stops at the next " \
+               "step and saves its adapter."
 
     stop_button.click(stop, run_id, problems, api_name="stop_run")
 
     # The timer's event is also the API's way to follow the session's run.
-    outputs = [status, loss_plot, speed_plot, memory_plot, log_box]
+    outputs = [status, loss_plot, speed_plot, memory_plot, log_box, stop_button]
     timer.tick(lambda current: refresh(app, current), run_id, outputs, api_name="refresh_run",
                show_progress="hidden")
-    demo.load(app.current_run_id, None, run_id, api_name=False).then(
-        lambda current: refresh(app, current), run_id, outputs, api_name=False)
+    demo.load(lambda: refresh(app, None), None, outputs, api_name=False)
 
 
-def refresh(app: Dashboard, run_id: str | None) -> tuple:
-    """What the timer updates: status text, the three plots and the log tail."""
-    run = app.get_run(run_id)
+def checked_config(form: ConfigForm, values: list, settings) -> TrainConfig:
+    """The form's config under the server's rules, or ConfigError with every problem: the
+    fields' and, beside them, the paths' (as /api/config/check reports them)."""
+    try:
+        cfg = form.validate(values)
+    except ConfigError as exc:
+        raise with_path_problems(exc, form.to_dict(values)[0], settings) from None
+    return check_config_policy(cfg, settings)
+
+
+SOURCES = {"cli": "the CLI", "api": "the REST API", "dashboard": "the dashboard"}
+
+
+def followed_run(app: Dashboard, page_run_id: str | None) -> tuple[dict | None, str]:
+    """The run the status follows, and a line that says which: the one this page started,
+    else the active one (from anywhere); (None, "") when neither exists."""
+    run = app.get_run(page_run_id)
+    if run is not None:
+        return run, "*The run this page started:*"
+    run = app.get_run(app.active_run_id())
+    if run is not None:
+        source = SOURCES.get(run.get("source"), "elsewhere")
+        return run, f"*No run started from this page; the active run, started from {source}:*"
+    return None, ""
+
+
+def followed_markdown(app: Dashboard, page_run_id: str | None) -> str:
+    return status_markdown(app, *followed_run(app, page_run_id))
+
+
+def status_markdown(app: Dashboard, run: dict | None, which: str) -> str:
+    """The followed run's progress under the line that says which; without one, that none is
+    active, naming the newest run so it is not taken for this page's."""
+    if run is not None:
+        return which + "\n\n" + views.progress_markdown(run)
+    newest = app.runs(kind="train")
+    if not newest:
+        return views.progress_markdown(None)
+    last = newest[0]
+    source = SOURCES.get(last.get("source"), "elsewhere")
+    return (f"No active run, and none started from this page. The newest run, `{last['id']}` "
+            f"(**{last['status']}**, started from {source}), and the others are in the "
+            "**Runs** tab. Fill the form and press **Start**.")
+
+
+def refresh(app: Dashboard, page_run_id: str | None) -> tuple:
+    """What the timer updates: status text, the three plots, the log tail and whether Stop
+    has a run to act on."""
+    run, which = followed_run(app, page_run_id)
+    stop = gr.update(interactive=not app.read_only and run is not None
+                     and run["status"] in ACTIVE_STATUSES)
     if run is None:
-        return views.progress_markdown(None), None, None, None, ""
-    events = app.manager.events(run_id)
+        return status_markdown(app, None, ""), None, None, None, "", stop
+    events = app.manager.events(run["id"])
     frames = views.metric_frames(events)
     total = views.number((run.get("progress") or {}).get("total_steps"))
-    return (views.progress_markdown(run), plot_value(views.loss_curves(events), total),
+    return (status_markdown(app, run, which), plot_value(views.loss_curves(events), total),
             plot_value(frames["tokens_per_s"], total),
-            plot_value(frames["gpu_mem_allocated_gib"], total),
-            clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH))
+            memory_plot_value(frames, total),
+            clean_tail(log_tail(Path(run["run_dir"]), 20000), LOG_LINES, width=LOG_WIDTH), stop)
 
 
 def plot_value(frame: pd.DataFrame | None, total_steps) -> dict | None:
@@ -207,6 +262,18 @@ def plot_value(frame: pd.DataFrame | None, total_steps) -> dict | None:
         return None
     last = int(frame["step"].max())
     return gr.update(value=frame, x_lim=[0, max(int(total_steps or 0), last, 10)])
+
+
+MEMORY_TITLES = {"gpu_mem_allocated_gib": "GPU memory allocated (GiB)",
+                 "process_rss_gib": "Memory: no GPU, so the worker's resident memory (GiB)"}
+
+
+def memory_plot_value(frames: dict, total_steps) -> dict | None:
+    """GPU memory allocated; a run without a GPU has none, so its worker's resident memory,
+    titled so (as the Runs tab's comparison plots it)."""
+    key = "gpu_mem_allocated_gib" if len(frames["gpu_mem_allocated_gib"]) else "process_rss_gib"
+    value = plot_value(frames[key], total_steps)
+    return value and {**value, "title": MEMORY_TITLES[key]}
 
 
 def demo_values(settings) -> dict:
@@ -260,8 +327,8 @@ def commands_markdown(cfg: TrainConfig, settings) -> str:
     url = f"http://{host}:{getattr(settings, 'port', 8000)}/api/start_training"
     auth = ' -H "Authorization: Bearer $MODELFORGE_TOKEN"' \
         if getattr(settings, "token", None) else ""
-    curl = (f"curl -X POST {url}{auth} -H 'Content-Type: application/json' "
-            f"-d {shlex.quote(json.dumps(data))}")
+    curl = (f"curl -X POST {url}{auth} \\\n  -H 'Content-Type: application/json' \\\n"
+            f"  -d {shlex.quote(json.dumps(data))}")
     return ("**Same job from the CLI** (save the fields below as `config.json`):\n\n"
             f"```json\n{body}\n```\n\n```shell\nmodelforge train config.json\n```\n\n"
             f"**Same job through the REST API:**\n\n```shell\n{curl}\n```")

@@ -521,6 +521,8 @@ def page_cache_lines(summary: dict) -> list[str]:
     cache = summary.get("page_cache")
     if not cache:
         return []
+    if cache.get("no_gpu"):
+        return ["- CUDA libraries not warmed: no GPU on this machine"]
     if not cache["warmed"]:
         return [f"- CUDA libraries not warmed (warm_libraries off): "
                 f"{100 * (cache['resident_share'] or 0):.0f}% of {cache['bytes'] / 2**30:.1f} GiB "

@@ -163,7 +163,10 @@ def prepare(spec: BenchmarkSpec, run_dir: Path, events: EventWriter) -> dict:
 def warm_libraries(spec: BenchmarkSpec, events: EventWriter) -> dict:
     """The CUDA libraries read once before any variant (trainers/benchmark/page_cache.py)."""
     from trainers.benchmark import page_cache
+    from trainers.runs.manager import visible_gpus
 
+    if not visible_gpus():  # no process here launches a CUDA kernel: nothing to warm
+        return {"warmed": False, "no_gpu": True}
     if not spec.warm_libraries:
         return {"warmed": False, **page_cache.resident(page_cache.library_files())}
     events.emit("stage", name="page_cache", message="reading the CUDA libraries into the page "

@@ -18,6 +18,8 @@ from trainers.errors import ConfigError
 PROVIDERS = ("huggingface", "unsloth")
 MODES = ("lora16", "qlora4")
 MODE_LABELS = {"lora16": "16-bit LoRA", "qlora4": "QLoRA 4-bit"}
+GPU_ONLY_MODES = {"qlora4": "QLoRA 4-bit loads the base model with bitsandbytes, which needs "
+                            "a CUDA GPU"}
 PADDING = ("padded", "padding_free", "as_shipped", "best")
 PADDING_FREE = ("padding_free", "best")  # the paddings that concatenate rows for both providers
 SAMPLE_DATASET = "sample"
@@ -214,6 +216,12 @@ def shared_fields() -> list[str]:
     """The fields a training run has too: each is declared with config_field, so it has
     TrainConfig's type, description and rules."""
     return [name for name in BenchmarkSpec.model_fields if name in TrainConfig.model_fields]
+
+
+def default_modes(has_gpu: bool) -> list[str]:
+    """The default modes a machine can run: without a GPU, none of GPU_ONLY_MODES."""
+    return [m for m in BenchmarkSpec.model_fields["modes"].default
+            if has_gpu or m not in GPU_ONLY_MODES]
 
 
 def build_spec(data: dict) -> BenchmarkSpec:

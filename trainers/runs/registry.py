@@ -125,7 +125,7 @@ class RunRegistry:
             if resuming is not None:
                 resume.write_resume_file(run_dir, resuming)
             self._insert(run_id, run_dir, config, kind, source, output_dir,
-                         (cfg.name if cfg is not None else "") or _default_name(config, kind))
+                         cfg.name if cfg is not None else "")
             return self.get(run_id)
         except BaseException:
             with closing(self._connect()) as db:
@@ -154,6 +154,7 @@ class RunRegistry:
             if output_dir is not None:
                 check_unclaimed(output_dir, self._claims(db))
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM runs").fetchone()[0]
+            name = name or f"{_default_name(config, kind)} #{seq}"  # runs told apart by number
             db.execute("INSERT INTO runs (id, seq, name, kind, source, status, created_at, config,"
                        " run_dir) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                        (run_id, seq, name, kind, source, time.time(), json.dumps(config),

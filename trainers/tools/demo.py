@@ -125,7 +125,11 @@ def _token_stream(tokenizer, seed: int):
 
 
 def pretrain(model, tokenizer, steps: int, seed: int = 0) -> float:
-    """Causal-LM training on random blocks of the token stream, seeded; the last step's loss."""
+    """Causal-LM training on random blocks of the token stream, seeded; the last step's loss.
+    Reports its step and an estimate of the time left on stderr (it runs for minutes)."""
+    import sys
+    import time
+
     import torch
 
     batch, block = PRETRAIN["batch_size"], PRETRAIN["block_size"]
@@ -136,7 +140,8 @@ def pretrain(model, tokenizer, steps: int, seed: int = 0) -> float:
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then linear decay to 0
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * (1 - s / steps))
     model.train()
-    for _ in range(steps):
+    started, every = time.perf_counter(), max(1, steps // 20)
+    for step in range(1, steps + 1):
         offsets = torch.randint(0, len(stream) - block, (batch,), generator=starts)
         x = torch.stack([stream[o:o + block] for o in offsets.tolist()])
         loss = model(input_ids=x, labels=x).loss
@@ -145,6 +150,10 @@ def pretrain(model, tokenizer, steps: int, seed: int = 0) -> float:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
+        if step % every == 0 or step == steps:
+            left = (time.perf_counter() - started) / step * (steps - step)
+            print(f"pre-training the demo model: step {step}/{steps}, about {left:.0f} s left",
+                  file=sys.stderr, flush=True)
     return loss.item()
 
 
