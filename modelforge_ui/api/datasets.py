@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, File, UploadFile
 
 from modelforge_ui import uploads  # the module: it imports api.errors, so either loads first
+from modelforge_ui.api.busy import BusyLimits
 from modelforge_ui.api.errors import ApiError
 from modelforge_ui.security import check_preview_policy
 from modelforge_ui.settings import Settings
@@ -14,7 +15,7 @@ from trainers.tools.preview import PreviewRequest
 UPLOAD_PATH = "/api/datasets"  # the one /api endpoint whose body is multipart, not JSON
 
 
-def add_dataset_routes(router: APIRouter, settings: Settings) -> None:
+def add_dataset_routes(router: APIRouter, settings: Settings, busy: BusyLimits) -> None:
     @router.post("/datasets", status_code=201, tags=["datasets"])
     def upload_dataset(file: UploadFile = File(
             description="A .json, .jsonl, .csv or .parquet data set.")) -> dict:
@@ -35,7 +36,8 @@ def add_dataset_routes(router: APIRouter, settings: Settings) -> None:
 
         request = check_preview_policy(body, settings)
         try:
-            return run_preview(request)
+            with busy.slot("preview"):
+                return run_preview(request)
         except ModelForgeError as exc:
             if exc.error_type in ("timeout", "preview_crashed"):
                 raise

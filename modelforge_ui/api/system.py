@@ -6,12 +6,14 @@ import sys
 
 from fastapi import APIRouter
 
+from modelforge_ui.api.busy import BusyLimits
 from modelforge_ui.settings import Settings
 from trainers.config import PRESETS, TrainConfig
 from trainers.runs.manager import RunManager
 
 
-def add_system_routes(router: APIRouter, manager: RunManager, settings: Settings) -> None:
+def add_system_routes(router: APIRouter, manager: RunManager, settings: Settings,
+                      busy: BusyLimits) -> None:
     @router.get("/health", tags=["system"])
     async def health() -> dict:
         """Cheap liveness check: never touches the disk or a lock."""
@@ -24,7 +26,8 @@ def add_system_routes(router: APIRouter, manager: RunManager, settings: Settings
         with a status and the fix. Cached for five minutes; `refresh=true` runs it again."""
         from trainers.tools.doctor import cached_checks, worst_status
 
-        checked_at, checks = cached_checks(settings.data_dir, refresh)
+        with busy.slot("doctor"):  # a refresh holds the others on its lock: bound them all
+            checked_at, checks = cached_checks(settings.data_dir, refresh)
         return {"status": worst_status(checks), "checked_at": checked_at, "checks": checks}
 
     @router.get("/config", tags=["system"])
