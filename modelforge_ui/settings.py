@@ -17,6 +17,8 @@
                                             none)
   MODELFORGE_CONCURRENT_PER_KIND            expensive requests of one kind (preview, config
                                             check, doctor refresh, zip) run at once (default 2)
+  MODELFORGE_HELPER_MEMORY_GB,              read where they apply (trainers/runs/process.py,
+  MODELFORGE_DATA_MAX_ROWS/_COLUMNS/_MB     trainers/data.py); see docs/security.md
 
 Importing this module is cheap: no torch, no gradio.
 """

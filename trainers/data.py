@@ -60,7 +60,7 @@ class LoadedData:
 # batches are read. The environment variable beside each changes it (docs/security.md).
 DATA_LIMITS = {"rows": ("MODELFORGE_DATA_MAX_ROWS", 1_000_000),
                "columns": ("MODELFORGE_DATA_MAX_COLUMNS", 1_000),
-               "mb": ("MODELFORGE_DATA_MAX_MB", 1_024)}
+               "mb": ("MODELFORGE_DATA_MAX_MB", 512)}  # as the default upload limit
 CSV_HEADER_MAX_BYTES = 2**20
 
 
@@ -75,11 +75,12 @@ def data_limit(name: str) -> int:
     return int(text)
 
 
-def _over_limit(path: Path, what: str, count: int | str, name: str) -> DataError:
+def _over_limit(path: Path, what: str, count: int | str | None, name: str) -> DataError:
     variable, _ = DATA_LIMITS[name]
     unit = " MB" if name == "mb" else ""
-    return DataError(f"Data set file {path} {what} ({count}), more than this server reads: at "
-                     f"most {data_limit(name):,}{unit}.",
+    counted = f" ({count})" if count is not None else ""
+    return DataError(f"Data set file {path} {what}{counted} than this server reads: at most "
+                     f"{data_limit(name):,}{unit}.",
                      f"Split it into smaller files, or ask the operator to raise {variable}.")
 
 
@@ -106,7 +107,7 @@ def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]
         opened = Path(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").is_dir() else path
         if kind != "parquet":
             if size > data_limit("mb") * 2**20:
-                raise _over_limit(path, "holds", f"{size / 2**20:,.0f} MB", "mb")
+                raise _over_limit(path, "is larger", f"{size / 2**20:,.0f} MB", "mb")
             _check_utf8(opened, path)
         readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
                    "parquet": _read_parquet}
@@ -274,21 +275,31 @@ def _read_parquet(opened: Path, path: Path) -> tuple[list[dict], list[int]]:
     max_bytes = data_limit("mb") * 2**20
     stored = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     if stored > max_bytes:  # uncompressed: one long value alone can be gigabytes
-        raise _over_limit(path, "holds uncompressed", f"{stored / 2**20:,.0f} MB", "mb")
+        raise _over_limit(path, "is larger uncompressed", f"{stored / 2**20:,.0f} MB", "mb")
     rows, decoded = [], 0
     try:
         for batch in parquet.iter_batches(batch_size=1000):
+            batch = _dictionary_decoded(batch)
             decoded += batch.nbytes
             if decoded > max_bytes:
-                raise _over_limit(path, "decodes to more data", f"over {max_bytes / 2**20:,.0f} "
-                                                               "MB", "mb")
+                raise _over_limit(path, "decodes to more text", None, "mb")
             rows += batch.to_pylist()
-    except DataError:
+    except (DataError, MemoryError):  # a MemoryError is diagnosed as such
         raise
     except Exception as exc:
         raise DataError(f"{path}: could not be read: {exc}",
                         "Check that the file is a valid Parquet file.")
     return rows, list(range(1, len(rows) + 1))
+
+
+def _dictionary_decoded(batch):
+    """The batch with its dictionary columns expanded, so nbytes counts what Python will hold
+    (a column of one repeated long text is tiny while encoded)."""
+    import pyarrow as pa
+
+    columns = [column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+               for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _read_hub(name: str, split: str) -> tuple[list[dict], list[int]]:
