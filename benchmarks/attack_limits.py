@@ -9,7 +9,9 @@ to download, rename and delete. Then, for --seconds, attacker threads repeat eac
 adapter zips, 300 MB dashboard bodies, lone surrogates and huge numbers, renames racing
 deletes), each pausing --pause-s between requests, while one client times GET /api/health every
 50 ms and a sampler sums the resident memory (RSS and PSS) of the server and every process under
-it each second. Writes the latencies, the memory peaks and the answers each attack got, with the
+it each second. The attackers run in a process of their own at --attacker-niceness (a client
+elsewhere does not share the server's CPU; 0 makes them compete as equals); the timing client
+runs at the server's priority. Writes the latencies, the memory peaks and the answers each attack got, with the
 command and the environment, to benchmarks/results/attack_limits_cpu.json.
 
     python benchmarks/attack_limits.py [--seconds 60] [--out benchmarks/results/attack_limits_cpu.json]
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import multiprocessing
+import os
 import shutil
 import socket
 import sys
@@ -122,6 +126,25 @@ def attacks(model: Path, bombs: dict, runs: list[str], port: int) -> dict:
     }
 
 
+def run_attackers(planned: dict, url: str, seconds: float, pause_s: float, niceness: int,
+                  results) -> None:
+    """In the attackers' own process: every attacker thread for `seconds`; the answers each
+    attack got go back through `results`."""
+    os.nice(niceness)
+    stop = threading.Event()
+    answers = {name: collections.Counter() for name in planned}
+    threads = [threading.Thread(target=attacker, args=(url, request, answers[name], stop,
+                                                       pause_s), daemon=True)
+               for name, (count, request) in planned.items() for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=300)
+    results.put({name: dict(counter) for name, counter in answers.items()})
+
+
 def attacker(url: str, request, answers: collections.Counter, stop: threading.Event,
              pause_s: float) -> None:
     with httpx.Client(base_url=url, timeout=300) as client:
@@ -151,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--pause-s", type=float, default=0.1,
                         help="each attacker's pause between its requests")
+    parser.add_argument("--attacker-niceness", type=int, default=5,
+                        help="the attackers' process's niceness above the server's")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "attack_limits_cpu.json")
     args = parser.parse_args(argv)
@@ -166,17 +191,15 @@ def main(argv: list[str] | None = None) -> int:
                         extra_args=["--allowed-root", str(work / "bombs")])
     url = f"http://127.0.0.1:{port}"
     server = psutil.Process(proc.pid)
-    stop = threading.Event()
-    planned = attacks(model, bombs, runs, port)
-    answers = {name: collections.Counter() for name in planned}
-    threads = [threading.Thread(target=attacker, args=(url, request, answers[name], stop,
-                                                       args.pause_s), daemon=True)
-               for name, (count, request) in planned.items() for _ in range(count)]
+    results = multiprocessing.Queue()
+    attackers = multiprocessing.get_context("fork").Process(
+        target=run_attackers, args=(attacks(model, bombs, runs, port), url, args.seconds,
+                                    args.pause_s, args.attacker_niceness, results))
     health, memory = [], []
+    load_at_start = os.getloadavg()
     try:
         idle = memory_gib(server)
-        for thread in threads:
-            thread.start()
+        attackers.start()
         end = time.monotonic() + args.seconds
         next_sample = 0.0
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -188,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                     memory.append(memory_gib(server))
                     next_sample = time.monotonic() + 1.0
                 time.sleep(0.05)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=300)
+        answers = results.get(timeout=600)
+        attackers.join()
     finally:
-        stop.set()
+        if attackers.is_alive():
+            attackers.kill()
         proc.terminate()
         proc.wait(timeout=30)
     result = {
@@ -204,14 +227,16 @@ def main(argv: list[str] | None = None) -> int:
                                          *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(),
+        "load_average_at_start": load_at_start,
         "seconds": args.seconds, "attacker_pause_s": args.pause_s,
+        "attacker_niceness": args.attacker_niceness,
         "GET /api/health": stats_ms(health),
         "memory_gib": {"idle_rss": round(idle[0], 3), "idle_pss": round(idle[1], 3),
                        "peak_rss": round(max(m[0] for m in memory), 3),
                        "peak_pss": round(max(m[1] for m in memory), 3),
                        "peak_processes": max(m[2] for m in memory),
                        "samples": len(memory)},
-        "answers": {name: dict(counter) for name, counter in answers.items()},
+        "answers": answers,
     }
     write_result(args.out, result, ("GET /api/health", "memory_gib", "answers"))
     shutil.rmtree(work, ignore_errors=True)

@@ -136,13 +136,19 @@ def helper_memory_bytes() -> int:
     return int(gib * 2**30)
 
 
-def limit_own_memory(limit_bytes: int) -> None:
-    """Cap this process's data memory (RLIMIT_DATA, as the workers): an allocation past it
-    raises MemoryError here instead of the kernel killing a process at random. Linux only."""
+HELPER_NICENESS = 10  # a helper's CPU yields to the server's, so the API stays responsive
+
+
+def limit_own_resources(memory_bytes: int) -> None:
+    """What a helper process does first: cap its data memory (RLIMIT_DATA, as the workers), so
+    an allocation past it raises MemoryError here instead of the kernel killing a process at
+    random (Linux only), and lower its CPU priority below the server's."""
     if sys.platform.startswith("linux"):
         import resource
 
-        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    if hasattr(os, "nice"):
+        os.nice(HELPER_NICENESS)
 
 
 def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:

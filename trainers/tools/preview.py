@@ -121,10 +121,10 @@ def preview(request: PreviewRequest) -> dict:
 
 def main() -> int:
     from trainers.diagnostics import diagnose_exception
-    from trainers.runs.process import helper_memory_bytes, limit_own_memory
+    from trainers.runs.process import helper_memory_bytes, limit_own_resources
 
     try:
-        limit_own_memory(helper_memory_bytes())  # first: before the data or a tokenizer loads
+        limit_own_resources(helper_memory_bytes())  # first: before the data or a tokenizer loads
         request = PreviewRequest.model_validate_json(sys.stdin.read())
         reply = {"ok": True, "result": preview(request)}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller as JSON
