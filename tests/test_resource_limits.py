@@ -244,11 +244,12 @@ def test_a_lone_surrogate_in_a_rename_is_a_field_error(client, limited):
 
 def test_numbers_that_do_not_fit_are_field_errors(client, tiny_config):
     answer = post_json(client, "/api/config/estimate", tiny_config(max_seq_length=10**400))
-    assert "401 digits" in problems_of(answer)["max_seq_length"]
-    answer = post_json(client, "/api/config/check", tiny_config(max_steps=10**30))
-    assert "31 digits" in problems_of(answer)["max_steps"]
-    answer = post_json(client, "/api/config/check", tiny_config(max_steps=10**9))
-    assert "from 1 to 100,000,000" in problems_of(answer)["max_steps"]
+    assert "at most 1048576" in problems_of(answer)["max_seq_length"]
+    answer = post_json(client, "/api/config/estimate", tiny_config(lora_r=10**400))
+    assert "401 digits" in problems_of(answer)["lora_r"]  # no range of its own: any huge number
+    for steps in (10**30, 10**9):
+        answer = post_json(client, "/api/config/check", tiny_config(max_steps=steps))
+        assert "from 1 to 100,000,000" in problems_of(answer)["max_steps"]
 
 
 def test_a_tiny_eval_split_is_refused_with_the_rows_it_needs(client, tiny_config):

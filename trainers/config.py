@@ -282,8 +282,8 @@ _RANGE_RULES = [
      "must be at least 0 and below 1: use 0 for no evaluation or e.g. 0.1 to hold out 10%"),
     ("max_seq_length",
      lambda c: c.max_seq_length == -1 or 16 <= c.max_seq_length <= MAX_SEQ_LENGTH,
-     f"must be -1 (infer from the data) or from 16 to {MAX_SEQ_LENGTH}: common values are 512, "
-     "1024, 2048, 4096"),
+     f"must be -1 (infer from the data) or at least 16 and at most {MAX_SEQ_LENGTH}: common "
+     "values are 512, 1024, 2048, 4096"),
     ("num_train_epochs", lambda c: 0 < c.num_train_epochs <= MAX_EPOCHS,
      f"must be greater than 0 and at most {MAX_EPOCHS}: e.g. 3, or set max_steps instead"),
     ("max_steps", lambda c: c.max_steps == -1 or 1 <= c.max_steps <= MAX_STEPS,
@@ -323,13 +323,16 @@ def field_problems(values: BaseModel, names) -> list[dict]:
     problems = [_problem(name, f"got {getattr(values, name)}; must be a finite number, e.g. the "
                                f"default {type(values).model_fields[name].default}")
                 for name in infinite]
+    problems += [_problem(f, msg) for f, ok, msg in _RANGE_RULES
+                 if f in names and f not in infinite and not ok(values)]
+    reported = {p["field"] for p in problems}  # a field's own range says more than this
     huge = [name for name in names if type(getattr(values, name)) is int
-            and abs(getattr(values, name)) > MAX_INT]
-    problems += [_problem(name, f"is a number of {len(str(abs(getattr(values, name))))} digits, "
-                                f"too large to use: at most {MAX_INT} (2**53), e.g. the default "
-                                f"{type(values).model_fields[name].default}") for name in huge]
-    return problems + [_problem(f, msg) for f, ok, msg in _RANGE_RULES
-                       if f in names and f not in infinite + huge and not ok(values)]
+            and abs(getattr(values, name)) > MAX_INT and name not in reported]
+    return problems + [_problem(name, f"is a number of {len(str(abs(getattr(values, name))))} "
+                                      f"digits, too large to use: at most {MAX_INT} (2**53), "
+                                      f"e.g. the default "
+                                      f"{type(values).model_fields[name].default}")
+                       for name in huge]
 
 
 def config_problems(cfg: TrainConfig) -> list[dict]:
