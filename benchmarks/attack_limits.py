@@ -11,7 +11,8 @@ deletes), each pausing --pause-s between requests, while one client times GET /a
 50 ms and a sampler sums the resident memory (RSS and PSS) of the server and every process under
 it each second. The attackers run in a process of their own at --attacker-niceness (a client
 elsewhere does not share the server's CPU; 0 makes them compete as equals); the timing client
-runs at the server's priority. Writes the latencies, the memory peaks and the answers each attack got, with the
+runs at the server's priority, and also times GET /api/runs?limit=1 (a route served from the
+thread pool, which the expensive requests would otherwise fill). Writes the latencies, the memory peaks and the answers each attack got, with the
 command and the environment, to benchmarks/results/attack_limits_cpu.json.
 
     python benchmarks/attack_limits.py [--seconds 60] [--out benchmarks/results/attack_limits_cpu.json]
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--pause-s", type=float, default=0.1,
                         help="each attacker's pause between its requests")
+    parser.add_argument("--skip", action="append", default=[], metavar="WORDS",
+                        help="leave out the attacks whose name contains WORDS (repeatable), to "
+                             "see what each costs")
     parser.add_argument("--attacker-niceness", type=int, default=5,
                         help="the attackers' process's niceness above the server's")
     parser.add_argument("--out", type=Path,
@@ -192,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     server = psutil.Process(proc.pid)
     results = multiprocessing.Queue()
+    planned = {name: attack for name, attack in attacks(model, bombs, runs, port).items()
+               if not any(words in name for words in args.skip)}
     attackers = multiprocessing.get_context("fork").Process(
-        target=run_attackers, args=(attacks(model, bombs, runs, port), url, args.seconds,
+        target=run_attackers, args=(planned, url, args.seconds,
                                     args.pause_s, args.attacker_niceness, results))
-    health, memory = [], []
+    health, runs_page, memory = [], [], []
     load_at_start = os.getloadavg()
     try:
         idle = memory_gib(server)
@@ -204,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         next_sample = 0.0
         with httpx.Client(base_url=url, timeout=60) as client:
             while time.monotonic() < end:
-                start = time.perf_counter()
-                assert client.get("/api/health").status_code == 200
-                health.append(time.perf_counter() - start)
+                for path, samples in (("/api/health", health), ("/api/runs?limit=1", runs_page)):
+                    start = time.perf_counter()
+                    assert client.get(path).status_code == 200
+                    samples.append(time.perf_counter() - start)
                 if time.monotonic() >= next_sample:
                     memory.append(memory_gib(server))
                     next_sample = time.monotonic() + 1.0
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(timeout=30)
     result = {
-        "what": "GET /api/health latency (sequential, every 50 ms) and the summed resident memory "
+        "what": "GET /api/health and GET /api/runs?limit=1 latency (sequential, one pair every "
+                "50 ms) and the summed resident memory "
                 "of the server and its helper processes (sampled each second) while issue 29's "
                 "reproductions ran at once against `modelforge run` on 127.0.0.1 (dashboard "
                 "mounted, default limits)",
@@ -231,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds, "attacker_pause_s": args.pause_s,
         "attacker_niceness": args.attacker_niceness,
         "GET /api/health": stats_ms(health),
+        "GET /api/runs?limit=1": stats_ms(runs_page),
         "memory_gib": {"idle_rss": round(idle[0], 3), "idle_pss": round(idle[1], 3),
                        "peak_rss": round(max(m[0] for m in memory), 3),
                        "peak_pss": round(max(m[1] for m in memory), 3),
@@ -238,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                        "samples": len(memory)},
         "answers": answers,
     }
-    write_result(args.out, result, ("GET /api/health", "memory_gib", "answers"))
+    write_result(args.out, result, ("GET /api/health", "GET /api/runs?limit=1", "memory_gib",
+                                    "answers"))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

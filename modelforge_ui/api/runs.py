@@ -184,17 +184,20 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
 
         return log_tail(Path(get_run(run_id)["run_dir"]), tail_bytes)
 
-    @router.get("/runs/{run_id}/adapter", tags=["runs"], response_class=StreamingResponse,
-                responses={200: {"content": {"application/zip": {}}}})
-    def download_adapter(run_id: str) -> StreamingResponse:
-        """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
-        queued or running, 404 when it saved none."""
+    def adapter_zip(run_id: str):
         run = get_run(run_id)
         adapter_dir(run)  # 409 while active, 404 without an adapter
         from trainers.tools.model_card import hf_adapter_files  # the folder with its model card
 
-        with busy.slot("zip"):
-            zipped = _zip_files(hf_adapter_files(run["run_dir"], run["name"]))
+        return run, _zip_files(hf_adapter_files(run["run_dir"], run["name"]))
+
+    @router.get("/runs/{run_id}/adapter", tags=["runs"], response_class=StreamingResponse,
+                responses={200: {"content": {"application/zip": {}}}})
+    async def download_adapter(run_id: str) -> StreamingResponse:
+        """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
+        queued or running, 404 when it saved none."""
+        with busy.slot("zip"):  # past the limit: refused here, without a pool thread
+            run, zipped = await run_in_threadpool(adapter_zip, run_id)
         size = zipped.seek(0, os.SEEK_END)
         zipped.seek(0)
         return StreamingResponse(
