@@ -352,6 +352,22 @@ def test_a_forged_x_forwarded_for_does_not_reset_the_login_limit(token_dashboard
     assert statuses[:5] == [400] * 5 and statuses[5:] == [429] * 3, statuses
 
 
+def test_behind_a_named_proxy_each_client_has_its_own_login_limit(tmp_path):
+    """--forwarded-allow-ips names the proxy (here: 127.0.0.1): the clients behind it are told
+    apart by X-Forwarded-For, so one guesser does not lock out the others."""
+    srv = LiveServer(tmp_path / "data", "--forwarded-allow-ips", "127.0.0.1", token=TOKEN,
+                     dashboard=True).start()
+    try:
+        with httpx.Client(timeout=60) as proxy:
+            guesses = [login(proxy, srv.url, f"no{i}", **{"X-Forwarded-For": "203.0.113.9"})
+                       .status_code for i in range(7)]
+            assert guesses[5:] == [429, 429], guesses
+            other = login(proxy, srv.url, TOKEN, **{"X-Forwarded-For": "203.0.113.10"})
+            assert other.status_code == 200, other.text[:200]
+    finally:
+        srv.close()
+
+
 def test_many_addresses_meet_the_global_cap_on_failed_logins(token_dashboard):
     """Last in this module: it leaves every login refused for up to a minute."""
     def guess(i: int) -> int:
