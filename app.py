@@ -5,9 +5,12 @@ listens:
   - on a Space (SPACE_ID set): 0.0.0.0:7860, or GRADIO_SERVER_NAME / GRADIO_SERVER_PORT;
   - elsewhere: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set, else MODELFORGE_HOST /
     MODELFORGE_PORT, else 127.0.0.1:8000.
-Listening beyond loopback needs MODELFORGE_TOKEN (set it as a Space secret); without one the
-server runs in read-only demo mode and says so on every page and refused call. On a Space the
-offline demo model and the bundled sample data are set up (MODELFORGE_DEMO=1 does it anywhere).
+A Space, or listening beyond loopback, needs MODELFORGE_TOKEN (set it as a Space secret) to
+train; without one the server runs in read-only demo mode and says so on every page and refused
+call, whatever address it listens on (a Space may bind 127.0.0.1 behind a proxy of its own). On
+a Space the offline demo model and the bundled sample data are set up (MODELFORGE_DEMO=1 does it
+anywhere), and X-Forwarded-For from the private networks (where the Space's proxy sits) names
+the client, unless MODELFORGE_FORWARDED_ALLOW_IPS says otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from modelforge_ui.settings import Settings, SettingsError, is_loopback
 from trainers.errors import ModelForgeError
 
 TRUE = ("1", "true", "yes", "on")
+# The Space's proxy connects from a private address; a client's own X-Forwarded-For entries sit
+# left of the one it appends, so uvicorn (which reads from the right) skips them.
+SPACE_PROXIES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -33,10 +39,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"GRADIO_SERVER_PORT={port_text!r} is not a whole number.",
                             "Set it to e.g. 7860.") from None
     listen_on = host or env.get("MODELFORGE_HOST") or "127.0.0.1"
-    read_only = not env.get("MODELFORGE_TOKEN") and not is_loopback(listen_on)
+    read_only = not env.get("MODELFORGE_TOKEN") and (on_space or not is_loopback(listen_on))
     demo = on_space or env.get("MODELFORGE_DEMO", "").lower() in TRUE
+    proxies = SPACE_PROXIES if on_space and not env.get("MODELFORGE_FORWARDED_ALLOW_IPS") \
+        else None
     return Settings.from_env(env, host=host, port=port, read_only=read_only or None,
-                             demo=demo or None)
+                             demo=demo or None, forwarded_allow_ips=proxies)
 
 
 def main() -> int:

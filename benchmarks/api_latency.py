@@ -70,12 +70,13 @@ def measure(client: httpx.Client, run_id: str, interval_s: float, until) -> dict
     return samples
 
 
-def start_server(data_dir: Path, model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(data_dir: Path, model_dir: Path, port: int, log: Path,
+                 extra_args: list[str] | None = None) -> subprocess.Popen:
     from trainers.tools.demo import SAMPLE_DIR
 
     cmd = [sys.executable, "-m", "modelforge_ui.cli", "run", "--port", str(port),
            "--data-dir", str(data_dir), "--allowed-root", str(model_dir),
-           "--allowed-root", str(SAMPLE_DIR)]
+           "--allowed-root", str(SAMPLE_DIR), *(extra_args or [])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("MODELFORGE_TOKEN", None)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
@@ -177,12 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         "while_training": {"GET /api/health": stats_ms(busy["health"]),
                            "GET /api/runs/{id}": stats_ms(busy["run"])},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("idle", "while_training", "training_run")},
-                     indent=2))
+    write_result(args.out, result, ("idle", "while_training", "training_run"))
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def write_result(out: Path, result: dict, shown: tuple[str, ...]) -> None:
+    """Write the result as JSON and print the keys `shown`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in shown}, indent=2))
 
 
 if __name__ == "__main__":

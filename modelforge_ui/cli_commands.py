@@ -40,6 +40,13 @@ def add_server_commands(sub) -> None:
     run.add_argument("--worker-memory-gb", type=float,
                      help="cap each training worker's data memory (Linux); a run that needs "
                           "more fails with an out-of-memory diagnosis")
+    run.add_argument("--forwarded-allow-ips", metavar="ADDRS",
+                     help="comma-separated addresses or networks of the reverse proxies whose "
+                          "X-Forwarded-For/-Proto are trusted (default none; "
+                          "MODELFORGE_FORWARDED_ALLOW_IPS)")
+    run.add_argument("--concurrent-per-kind", type=int,
+                     help="previews, config checks, doctor refreshes and zips that run at once, "
+                          "each kind (default 2; more get 429; MODELFORGE_CONCURRENT_PER_KIND)")
     run.add_argument("--demo", action="store_true", default=None,
                      help="build the offline demo model under the data directory if missing "
                           "and allow the bundled sample data sets")
@@ -61,7 +68,10 @@ def cmd_run(args) -> int:
             allowed_roots=tuple(args.allowed_root) if args.allowed_root else None,
             allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
             max_upload_mb=args.max_upload_mb, allow_trust_remote_code=args.allow_trust_remote_code,
-            worker_memory_gb=args.worker_memory_gb, demo=args.demo, dashboard=args.dashboard)
+            worker_memory_gb=args.worker_memory_gb, demo=args.demo, dashboard=args.dashboard,
+            forwarded_allow_ips=tuple(args.forwarded_allow_ips.split(","))
+            if args.forwarded_allow_ips else None,
+            concurrent_per_kind=args.concurrent_per_kind)
         if settings.demo:
             ensure_demo_model(settings.demo_model_dir)
     except ModelForgeError as exc:

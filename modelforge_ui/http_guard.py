@@ -4,6 +4,7 @@ refusal comes before anything reads the body.
 - Host must name this server, else 400: a loopback name, an IP address, the --host it listens
   on, or one of Settings.allowed_hosts (SPACE_HOST, --allowed-host). DNS rebinding points a
   foreign name at 127.0.0.1, and that name stays in Host; an IP address cannot be rebound.
+  X-Forwarded-Host is held to the same rule: Gradio builds the page's root URL from it.
 - A request that carries an Origin must come from this server's own origin (the host:port of
   its Host header) or an allowed host, else 403. A page elsewhere can send forms, text/plain and
   multipart POSTs with no CORS preflight, and Gradio's CORS headers let any page read the
@@ -70,12 +71,16 @@ class HttpGuard:
     def refusal(self, scope) -> ApiError | None:
         headers = Headers(scope=scope)
         host = headers.get("host", "")
-        if not self.own_name(host_name(host)):
-            return ApiError(400, "bad_host", f"This server does not answer to the name "
-                                             f"{host[:100]!r} (the request's Host header).",
-                            "Open it by its own address, e.g. http://127.0.0.1:"
-                            f"{self.settings.port}; behind a reverse proxy, start it with "
-                            "--allowed-host NAME (MODELFORGE_ALLOWED_HOSTS).")
+        names = [("Host", host)] + [("X-Forwarded-Host", name.strip()) for name in
+                                    headers.get("x-forwarded-host", "").split(",") if name]
+        for header, name in names:
+            if not self.own_name(host_name(name)):
+                return ApiError(400, "bad_host", f"This server does not answer to the name "
+                                                 f"{name[:100]!r} (the request's {header} "
+                                                 "header).",
+                                "Open it by its own address, e.g. http://127.0.0.1:"
+                                f"{self.settings.port}; behind a reverse proxy, start it with "
+                                "--allowed-host NAME (MODELFORGE_ALLOWED_HOSTS).")
         origin = headers.get("origin")
         if origin is not None and not self.own_origin(origin, host):
             return ApiError(403, "bad_origin", f"Refused a request from the page at "

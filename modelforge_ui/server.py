@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from modelforge_ui.api import (MULTIPART_OVERHEAD, BodyLimitMiddleware, build_router,
                                install_error_handlers)
@@ -104,6 +105,9 @@ def mount_dashboard(app: FastAPI, manager: RunManager, settings: Settings) -> bo
         raise RuntimeError("This Gradio has no Blocks.has_launched: check how it now decides to "
                            "refuse FileData paths outside its upload cache before serving.")
     blocks.has_launched = True
+    # Innermost (appended, not added on top), so the body it reads is already bounded by
+    # BodyLimitMiddleware.
+    app.user_middleware.append(Middleware(module.EventIndexGuard, blocks=blocks))
     if settings.token:
         app.add_middleware(module.LoginLimiter)
     return True
@@ -174,7 +178,11 @@ def serve(settings: Settings) -> int:
     where = f"http://{settings.host}:{settings.port}"
     print(f"modelforge: serving {where}  (API docs: {where}/docs; data: {settings.data_dir}; "
           f"token {'required' if settings.token else 'off: loopback only'})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told: a local client (or a proxy
+    # that passes the header on) could then pose as any address, e.g. to the login limiter.
+    proxies = ",".join(settings.forwarded_allow_ips)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "")
     return 0
 
 

@@ -12,6 +12,13 @@
   MODELFORGE_ALLOWED_HOSTS                  more names the server answers to (Host and Origin),
                                             comma-separated, e.g. a reverse proxy's
   SPACE_HOST                                set by Hugging Face Spaces: the Space's own names
+  MODELFORGE_FORWARDED_ALLOW_IPS            proxies (addresses or networks, comma-separated)
+                                            whose X-Forwarded-For/-Proto are trusted (default
+                                            none)
+  MODELFORGE_CONCURRENT_PER_KIND            expensive requests of one kind (preview, config
+                                            check, doctor refresh, zip) run at once (default 2)
+  MODELFORGE_HELPER_MEMORY_GB,              read where they apply (trainers/runs/process.py,
+  MODELFORGE_DATA_MAX_ROWS/_COLUMNS/_MB     trainers/data.py); see docs/security.md
 
 Importing this module is cheap: no torch, no gradio.
 """
@@ -50,6 +57,11 @@ class Settings:
     allow_trust_remote_code: bool = False
     worker_memory_gb: float | None = None
     jobs_per_device: int = 1
+    # Proxies whose X-Forwarded-For / -Proto name the client (uvicorn's forwarded_allow_ips):
+    # from anyone else those headers are ignored, so a client cannot forge its address.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    # How many requests of each expensive kind run at once; more get 429 (api/busy.py).
+    concurrent_per_kind: int = 2
     demo: bool = False
     dashboard: bool = True
     # Look but do not touch: no token needed, nothing can be started or changed (app.py on a
@@ -88,6 +100,11 @@ class Settings:
         if env.get("MODELFORGE_JOBS_PER_DEVICE"):
             values["jobs_per_device"] = _int(env["MODELFORGE_JOBS_PER_DEVICE"],
                                              "MODELFORGE_JOBS_PER_DEVICE")
+        if env.get("MODELFORGE_FORWARDED_ALLOW_IPS"):
+            values["forwarded_allow_ips"] = tuple(env["MODELFORGE_FORWARDED_ALLOW_IPS"].split(","))
+        if env.get("MODELFORGE_CONCURRENT_PER_KIND"):
+            values["concurrent_per_kind"] = _int(env["MODELFORGE_CONCURRENT_PER_KIND"],
+                                                 "MODELFORGE_CONCURRENT_PER_KIND")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -102,6 +119,8 @@ class Settings:
                            tuple(Path(p).expanduser() for p in self.allowed_roots))
         object.__setattr__(self, "allowed_hosts",
                            tuple(h for h in map(host_name, self.allowed_hosts) if h))
+        object.__setattr__(self, "forwarded_allow_ips",
+                           tuple(p.strip() for p in self.forwarded_allow_ips if p.strip()))
         self._check()
 
     def _check(self) -> None:
@@ -132,6 +151,14 @@ class Settings:
                                 "Leave it unset on this system.")
         if self.jobs_per_device < 1:
             raise SettingsError("jobs_per_device must be at least 1.", "Use 1 (the default).")
+        if self.concurrent_per_kind < 1:
+            raise SettingsError("concurrent_per_kind must be at least 1.", "Use 2 (the default).")
+        for proxy in self.forwarded_allow_ips:
+            if not is_network(proxy):
+                raise SettingsError(
+                    f"Forwarded-allow address {proxy!r} is not an IP address or network.",
+                    "Name your reverse proxy's address, e.g. --forwarded-allow-ips 10.0.0.5 or "
+                    "10.0.0.0/8 (MODELFORGE_FORWARDED_ALLOW_IPS).")
 
     # -- derived paths ----------------------------------------------------------------------
     @property
@@ -179,6 +206,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve to anything
+
+
+def is_network(text: str) -> bool:
+    """An IP address or network ("10.0.0.0/8"), as uvicorn's forwarded_allow_ips takes."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return True
+    except ValueError:
+        return False
 
 
 def host_name(host: str) -> str:

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from trainers.errors import ConfigError
 
@@ -26,6 +27,9 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeding take 32 bits
 MAX_EPOCHS = 10000
 RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")  # trainers.runs.process.new_run_id
 MAX_PROCESSES = 1024  # a static sanity cap; the run manager checks this machine's GPUs/CPUs
+MAX_SEQ_LENGTH = 2**20  # a million tokens: past every model's context
+MAX_STEPS = 10**8
+MAX_INT = 2**53  # past this a whole number is no longer exact as a float (the estimates use floats)
 
 
 def _field(default: Any, group: str, description: str, path: str = "", **kwargs: Any) -> Any:
@@ -35,7 +39,32 @@ def _field(default: Any, group: str, description: str, path: str = "", **kwargs:
     return Field(default, description=description, json_schema_extra=extra, **kwargs)
 
 
-class TrainConfig(BaseModel):
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(map(_has_lone_surrogate, [*value, *value.values()]))
+    return isinstance(value, (list, tuple)) and any(map(_has_lone_surrogate, value))
+
+
+class TextFields(BaseModel):
+    """A schema whose text is valid Unicode. JSON can carry a lone surrogate ("\\ud800") that
+    no file name, database or log can store: it is refused as the field's error."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        if _has_lone_surrogate(value):
+            raise ValueError("it holds a lone surrogate such as \\ud800, which is not text: "
+                             "remove it")
+        return value
+
+
+class TrainConfig(TextFields):
     """A fine-tuning run. Unknown keys are rejected, never dropped."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -251,12 +280,14 @@ _RANGE_RULES = [
      "must be at least 1"),
     ("eval_split", lambda c: 0 <= c.eval_split < 1,
      "must be at least 0 and below 1: use 0 for no evaluation or e.g. 0.1 to hold out 10%"),
-    ("max_seq_length", lambda c: c.max_seq_length == -1 or c.max_seq_length >= 16,
-     "must be -1 (infer from the data) or at least 16: common values are 512, 1024, 2048, 4096"),
+    ("max_seq_length",
+     lambda c: c.max_seq_length == -1 or 16 <= c.max_seq_length <= MAX_SEQ_LENGTH,
+     f"must be -1 (infer from the data) or at least 16 and at most {MAX_SEQ_LENGTH}: common "
+     "values are 512, 1024, 2048, 4096"),
     ("num_train_epochs", lambda c: 0 < c.num_train_epochs <= MAX_EPOCHS,
      f"must be greater than 0 and at most {MAX_EPOCHS}: e.g. 3, or set max_steps instead"),
-    ("max_steps", lambda c: c.max_steps == -1 or c.max_steps >= 1,
-     "must be -1 (run the epochs) or at least 1"),
+    ("max_steps", lambda c: c.max_steps == -1 or 1 <= c.max_steps <= MAX_STEPS,
+     f"must be -1 (run the epochs) or from 1 to {MAX_STEPS:,}"),
     ("warmup_ratio", lambda c: 0 <= c.warmup_ratio <= 1, "must be between 0 and 1"),
     ("weight_decay", lambda c: c.weight_decay >= 0, "must be at least 0"),
     ("max_grad_norm", lambda c: c.max_grad_norm > 0, "must be greater than 0"),
@@ -292,8 +323,16 @@ def field_problems(values: BaseModel, names) -> list[dict]:
     problems = [_problem(name, f"got {getattr(values, name)}; must be a finite number, e.g. the "
                                f"default {type(values).model_fields[name].default}")
                 for name in infinite]
-    return problems + [_problem(f, msg) for f, ok, msg in _RANGE_RULES
-                       if f in names and f not in infinite and not ok(values)]
+    problems += [_problem(f, msg) for f, ok, msg in _RANGE_RULES
+                 if f in names and f not in infinite and not ok(values)]
+    reported = {p["field"] for p in problems}  # a field's own range says more than this
+    huge = [name for name in names if type(getattr(values, name)) is int
+            and abs(getattr(values, name)) > MAX_INT and name not in reported]
+    return problems + [_problem(name, f"is a number of {len(str(abs(getattr(values, name))))} "
+                                      f"digits, too large to use: at most {MAX_INT} (2**53), "
+                                      f"e.g. the default "
+                                      f"{type(values).model_fields[name].default}")
+                       for name in huge]
 
 
 def config_problems(cfg: TrainConfig) -> list[dict]:

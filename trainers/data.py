@@ -10,7 +10,9 @@ Examples come in two shapes:
 from __future__ import annotations
 
 import codecs
+import errno
 import json
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +54,40 @@ class LoadedData:
 
 # --- reading ------------------------------------------------------------------------------
 
+# What one data set may hold. A small file can decode to gigabytes (a compressed Parquet file,
+# a CSV of a million columns), so each limit is checked before the data is decoded: a file's
+# size, a CSV's header and line count, a Parquet file's metadata; Parquet's decoded size as its
+# batches are read. The environment variable beside each changes it (docs/security.md).
+DATA_LIMITS = {"rows": ("MODELFORGE_DATA_MAX_ROWS", 1_000_000),
+               "columns": ("MODELFORGE_DATA_MAX_COLUMNS", 1_000),
+               "mb": ("MODELFORGE_DATA_MAX_MB", 512)}  # as the default upload limit
+CSV_HEADER_MAX_BYTES = 2**20
+
+
+def data_limit(name: str) -> int:
+    variable, default = DATA_LIMITS[name]
+    text = os.environ.get(variable, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"{variable}={text!r} is not a positive whole number.",
+                        f"Set it to e.g. {default}, or unset it for the default.")
+    return int(text)
+
+
+def _over_limit(path: Path, what: str, count: int | str | None, name: str) -> DataError:
+    variable, _ = DATA_LIMITS[name]
+    unit = " MB" if name == "mb" else ""
+    counted = f" ({count})" if count is not None else ""
+    return DataError(f"Data set file {path} {what}{counted} than this server reads: at most "
+                     f"{data_limit(name):,}{unit}.",
+                     f"Split it into smaller files, or ask the operator to raise {variable}.")
+
+
 def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]:
     """Rows of a local file (or hub data set) and the line each came from."""
     path = Path(source)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         if _looks_like_hub_id(source):
             return _read_hub(source, split)
         raise DataError(f"Data set file {source} does not exist.",
@@ -67,15 +99,47 @@ def read_rows(source: str, split: str = "train") -> tuple[list[dict], list[int]]
     if kind is None:
         raise DataError(f"Data set file {source} has the unsupported extension '{path.suffix}'.",
                         "Use .json, .jsonl, .csv or .parquet.")
-    if path.stat().st_size == 0:
-        raise DataError(f"Data set file {source} is empty.", "Add at least one example.")
-    if kind != "parquet":
-        _check_utf8(path)
-    rows, lines = {"jsonl": _read_jsonl, "json": _read_json,
-                   "csv": _read_table, "parquet": _read_table}[kind](path)
+    fd = _open_validated(path)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise DataError(f"Data set file {source} is empty.", "Add at least one example.")
+        opened = Path(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").is_dir() else path
+        if kind != "parquet":
+            if size > data_limit("mb") * 2**20:
+                raise _over_limit(path, "is larger", f"{size / 2**20:,.0f} MB", "mb")
+            _check_utf8(opened, path)
+        readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
+                   "parquet": _read_parquet}
+        rows, lines = readers[kind](opened, path)
+    finally:
+        os.close(fd)
     if not rows:
         raise DataError(f"Data set file {source} holds no rows.", "Add at least one example.")
     return rows, lines
+
+
+def _open_validated(path: Path) -> int:
+    """A descriptor of the file the run was checked with. A config holds the data set's
+    resolved path, so a symbolic link swapped in since (for the file, or a folder above it) is
+    refused rather than followed out of the allowed roots: the last part is opened with
+    O_NOFOLLOW, and the opened file's own path must still be the path given."""
+    refused = DataError(f"Data set file {path} is a symbolic link, or lies under one that was "
+                        "made after the path was checked; it is not read.",
+                        "Point `dataset` at the file itself and check the run again.")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise refused from None
+        raise DataError(f"Data set file {path} cannot be opened: {exc.strerror}.",
+                        "Check that the file exists and the server may read it.") from None
+    proc_link = f"/proc/self/fd/{fd}"
+    real = os.readlink(proc_link) if os.path.islink(proc_link) else os.path.realpath(path)
+    if path.is_absolute() and real != os.path.normpath(path):
+        os.close(fd)
+        raise refused
+    return fd
 
 
 def _looks_like_hub_id(source: str) -> bool:
@@ -86,12 +150,13 @@ def _looks_like_hub_id(source: str) -> bool:
 TEXT_HINT = "Save it as UTF-8 text (JSON, JSON Lines or CSV), or as a Parquet file."
 
 
-def _check_utf8(path: Path) -> None:
+def _check_utf8(opened: Path, path: Path) -> None:
     """JSON, JSON Lines and CSV must be UTF-8: say so, naming the byte, instead of a codec error
-    (read in chunks, so a large file is not held in memory twice)."""
+    (read in chunks, so a large file is not held in memory twice). `opened` is what is read,
+    `path` what the messages name (see read_rows)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
-    with path.open("rb") as fh:
+    with opened.open("rb") as fh:
         while True:
             chunk = fh.read(1 << 20)
             try:
@@ -113,12 +178,15 @@ def _too_deep(where: str) -> DataError:
                      "\"completion\": ...}.")
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+def _read_jsonl(opened: Path, path: Path) -> tuple[list[dict], list[int]]:
     rows, lines = [], []
-    with path.open(encoding="utf-8") as fh:
+    max_rows, max_columns = data_limit("rows"), data_limit("columns")
+    with opened.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
+            if len(rows) == max_rows:
+                raise _over_limit(path, "has more rows", f"line {number}", "rows")
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -130,18 +198,20 @@ def _read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}: line {number} is not a JSON object.",
                                 "Each line must look like {\"prompt\": ..., \"completion\": ...}.")
+            if len(row) > max_columns:
+                raise _over_limit(path, f"line {number} has more fields", len(row), "columns")
             rows.append(row)
             lines.append(number)
     return rows, lines
 
 
-def _read_json(path: Path) -> tuple[list[dict], list[int]]:
-    text = path.read_text(encoding="utf-8")
+def _read_json(opened: Path, path: Path) -> tuple[list[dict], list[int]]:
+    text = opened.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("{") and "\n{" in text:
-            return _read_jsonl(path)  # JSON Lines saved with a .json name
+            return _read_jsonl(opened, path)  # JSON Lines saved with a .json name
         raise DataError(f"{path}: malformed JSON on line {exc.lineno}: {exc.msg}.",
                         "Fix the file, or save it as JSON Lines (.jsonl), one object per line.")
     except RecursionError:
@@ -152,22 +222,84 @@ def _read_json(path: Path) -> tuple[list[dict], list[int]]:
     if not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: expected a list of JSON objects.",
                         "Use [{\"prompt\": ..., \"completion\": ...}, ...] or JSON Lines.")
+    if len(data) > data_limit("rows"):
+        raise _over_limit(path, "has more rows", f"{len(data):,}", "rows")
+    widest = max((len(r) for r in data), default=0)
+    if widest > data_limit("columns"):
+        raise _over_limit(path, "has a row with more fields", widest, "columns")
     return data, list(range(1, len(data) + 1))
 
 
-def _read_table(path: Path) -> tuple[list[dict], list[int]]:
+def _read_csv(opened: Path, path: Path) -> tuple[list[dict], list[int]]:
+    import csv
+
+    with opened.open("rb") as fh:
+        header = fh.readline(CSV_HEADER_MAX_BYTES)
+        if not header.endswith(b"\n") and fh.read(1):
+            raise DataError(f"Data set file {path} has a header line over "
+                            f"{CSV_HEADER_MAX_BYTES // 2**20} MB: more columns than this server "
+                            f"reads (at most {data_limit('columns'):,}).",
+                            "Check that it is a CSV file with one short header line.")
+        columns = next(csv.reader([header.decode("utf-8")]), [])
+        if len(columns) > data_limit("columns"):
+            raise _over_limit(path, "has more columns", f"{len(columns):,}", "columns")
+        newlines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    if newlines > data_limit("rows"):
+        raise _over_limit(path, "has more lines", f"{newlines:,}", "rows")
     import datasets
 
-    loader = datasets.Dataset.from_csv if path.suffix.lower() == ".csv" else \
-        datasets.Dataset.from_parquet
     try:
-        table = loader(str(path), keep_in_memory=True)
+        table = datasets.Dataset.from_csv(str(opened), keep_in_memory=True)
     except Exception as exc:  # pyarrow's parse errors name the row themselves
         raise DataError(f"{path}: could not be read: {exc}",
-                        "Check that the file is a valid CSV (with a header row) or Parquet file.")
+                        "Check that the file is a valid CSV file with a header row.")
     rows = table.to_list()
-    first_line = 2 if path.suffix.lower() == ".csv" else 1  # CSV line 1 is the header
-    return rows, list(range(first_line, first_line + len(rows)))
+    return rows, list(range(2, 2 + len(rows)))  # line 1 is the header
+
+
+def _read_parquet(opened: Path, path: Path) -> tuple[list[dict], list[int]]:
+    """Rows of a Parquet file: its metadata's row and column counts are checked first, then
+    it is decoded a batch at a time until its decoded size passes the limit."""
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(str(opened))
+    except Exception as exc:  # not Parquet: pyarrow says what it found
+        raise DataError(f"{path}: could not be read: {exc}",
+                        "Check that the file is a valid Parquet file.")
+    meta = parquet.metadata
+    if meta.num_rows > data_limit("rows"):
+        raise _over_limit(path, "has more rows", f"{meta.num_rows:,}", "rows")
+    if meta.num_columns > data_limit("columns"):
+        raise _over_limit(path, "has more columns", f"{meta.num_columns:,}", "columns")
+    max_bytes = data_limit("mb") * 2**20
+    stored = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if stored > max_bytes:  # uncompressed: one long value alone can be gigabytes
+        raise _over_limit(path, "is larger uncompressed", f"{stored / 2**20:,.0f} MB", "mb")
+    rows, decoded = [], 0
+    try:
+        for batch in parquet.iter_batches(batch_size=1000):
+            batch = _dictionary_decoded(batch)
+            decoded += batch.nbytes
+            if decoded > max_bytes:
+                raise _over_limit(path, "decodes to more text", None, "mb")
+            rows += batch.to_pylist()
+    except (DataError, MemoryError):  # a MemoryError is diagnosed as such
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: could not be read: {exc}",
+                        "Check that the file is a valid Parquet file.")
+    return rows, list(range(1, len(rows) + 1))
+
+
+def _dictionary_decoded(batch):
+    """The batch with its dictionary columns expanded, so nbytes counts what Python will hold
+    (a column of one repeated long text is tiny while encoded)."""
+    import pyarrow as pa
+
+    columns = [column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+               for column in batch.columns]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _read_hub(name: str, split: str) -> tuple[list[dict], list[int]]:
@@ -496,6 +628,24 @@ def check_enough_for_a_batch(n_train: int, batch_size: int, source: str) -> None
                         "Add examples, or lower per_device_train_batch_size (and eval_split).")
 
 
+def eval_rows(n_examples: int, eval_split: float) -> int:
+    """How many of n examples eval_split holds out."""
+    return max(1, int(round(n_examples * eval_split))) if eval_split > 0 else 0
+
+
+def eval_split_problem(n_examples: int, eval_split: float, batch_size: int) -> str | None:
+    """Why eval_split holds out too few examples, or None. An evaluation needs one batch (the
+    trainer's evaluation batch is the training batch size): a row or two says little, and a
+    lone row whose answer is cut off gives no eval_loss at all."""
+    held_out = eval_rows(n_examples, eval_split)
+    if not 0 < held_out < batch_size:
+        return None
+    return (f"eval_split {eval_split} holds out {held_out} of {n_examples} examples, fewer than "
+            f"one evaluation batch of {batch_size} (per_device_train_batch_size): set eval_split "
+            f"to at least {batch_size / n_examples:.3g} ({batch_size} examples), or 0 for no "
+            "evaluation")
+
+
 def split_train_eval(items: list, eval_split: float, seed: int) -> tuple[list, list]:
     if eval_split <= 0:
         return items, []
@@ -503,7 +653,7 @@ def split_train_eval(items: list, eval_split: float, seed: int) -> tuple[list, l
 
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
-    n_eval = max(1, int(round(len(items) * eval_split)))
+    n_eval = eval_rows(len(items), eval_split)
     eval_idx = set(order[:n_eval])
     return ([x for i, x in enumerate(items) if i not in eval_idx],
             [x for i, x in enumerate(items) if i in eval_idx])

@@ -1,5 +1,6 @@
 """The REST API under /api, one module per resource: runs.py (training runs), datasets.py
-(uploads and previews), estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); errors.py makes every error a JSON
+(uploads and previews), estimate.py (peak GPU memory of a config), system.py (health, doctor,
+schema); busy.py bounds how many expensive requests run at once; errors.py makes every error a JSON
 {"error_type", "message", "hint"} (plus "problems" for field-level errors) with the texts the
 CLI prints, and limits.py caps request bodies.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
 
+from modelforge_ui.api.busy import BusyLimits
 from modelforge_ui.api.datasets import UPLOAD_PATH, add_dataset_routes
 from modelforge_ui.api.experiments import add_experiment_routes
 from modelforge_ui.api.errors import (ApiError, add_fallback_routes, disk_full,
@@ -32,10 +34,11 @@ def build_router(manager: RunManager, settings: Settings) -> APIRouter:
     # Declares the bearer token in /docs; modelforge_ui/http_guard.py checks it, before the body.
     bearer = HTTPBearer(auto_error=False, description="The server's token (MODELFORGE_TOKEN).")
     router = APIRouter(prefix="/api", dependencies=[Depends(bearer)])
-    add_system_routes(router, manager, settings)
-    add_run_routes(router, manager, settings)
+    busy = BusyLimits(settings.concurrent_per_kind)
+    add_system_routes(router, manager, settings, busy)
+    add_run_routes(router, manager, settings, busy)
     add_estimate_routes(router, settings)
     add_experiment_routes(router, manager, settings)  # resume, compare
-    add_dataset_routes(router, settings)
+    add_dataset_routes(router, settings, busy)
     add_fallback_routes(router)  # last: it takes every /api path the routes above do not
     return router

@@ -145,7 +145,7 @@ def add_fallback_routes(router: APIRouter) -> None:
     (without these the dashboard, mounted at "/", answers them in Gradio's words). Add it
     last: it takes every /api path the routes before it do not."""
     known = [route for route in router.routes if isinstance(route, APIRoute)]
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 
     @router.api_route("", methods=methods, include_in_schema=False)
     @router.api_route("/{path:path}", methods=methods, include_in_schema=False)

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import ConfigDict, Field
 from starlette.background import BackgroundTask
 
+from modelforge_ui.api.busy import BusyLimits
 from modelforge_ui.api.errors import ApiError, not_found
 from modelforge_ui.security import (NotPermittedError, PathRefused, check_config_policy,
                                     with_path_problems)
 from modelforge_ui.settings import Settings
-from trainers.config import PRESETS, TrainConfig, build_config, preset_note
+from trainers.config import PRESETS, TextFields, TrainConfig, build_config, preset_note
 from trainers.errors import ConfigError
 from trainers.runs.jobs import adapter_dir
 from trainers.runs.manager import RunManager
@@ -29,7 +30,7 @@ from trainers.runs.registry import STATUSES
 EVENTS_PAGE = 1000
 
 
-class RenameRequest(BaseModel):
+class RenameRequest(TextFields):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="The run's new label.")
@@ -78,7 +79,8 @@ def _preset_notes(raw: bytes, preset: str | None) -> list[str]:
     return [note] if note else []
 
 
-def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -> None:
+def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
+                   busy: BusyLimits) -> None:
     config_doc = _json_body_doc(TrainConfig.model_json_schema(), {
         "provider": "huggingface", "model_name": "meta-llama/Llama-3.2-3B",
         "max_seq_length": 2048, "task": "text-generation", "strategy": "sft",
@@ -114,7 +116,8 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
         except (ConfigError, PathRefused, NotPermittedError) as exc:
             return {"ok": False, "problems": exc.to_dict().get("problems", [])}
         # what Start would refuse, or the worker fail on: GPU-only settings, unreadable data
-        late = await run_in_threadpool(preflight_problems, cfg, manager.devices)
+        with busy.slot("check"):
+            late = await run_in_threadpool(preflight_problems, cfg, manager.devices)
         if late:
             return {"ok": False, "problems": late, "notes": _preset_notes(raw, preset)}
         return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json"),
@@ -168,16 +171,19 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
     @router.patch("/runs/{run_id}", tags=["runs"])
     def rename_run(run_id: str, body: RenameRequest) -> dict:
         """Rename a run."""
-        get_run(run_id)
-        return manager.rename(run_id, body.name)
+        try:
+            return manager.rename(run_id, body.name)
+        except KeyError:  # never there, or deleted meanwhile
+            raise not_found(run_id) from None
 
     @router.delete("/runs/{run_id}", tags=["runs"])
     def delete_run(run_id: str) -> dict:
         """Delete a finished run's record and its run directory (adapter included). A custom
         output_dir outside the run directory is left alone."""
-        get_run(run_id)
         try:
             manager.delete(run_id)
+        except KeyError:  # never there, or deleted meanwhile
+            raise not_found(run_id) from None
         except ValueError as exc:  # RunInUse names the run to stop
             blocking = getattr(exc, "blocking", run_id)
             raise ApiError(409, "conflict", f"{exc}.",
@@ -191,27 +197,43 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings) -
 
         return log_tail(Path(get_run(run_id)["run_dir"]), tail_bytes)
 
-    @router.get("/runs/{run_id}/adapter", tags=["runs"], response_class=FileResponse)
-    def download_adapter(run_id: str) -> FileResponse:
-        """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
-        queued or running, 404 when it saved none."""
+    def adapter_zip(run_id: str):
         run = get_run(run_id)
         adapter_dir(run)  # 409 while active, 404 without an adapter
         from trainers.tools.model_card import hf_adapter_files  # the folder with its model card
 
-        path = _zip_files(hf_adapter_files(run["run_dir"], run["name"]))
-        return FileResponse(path, media_type="application/zip",
-                            filename=f"{run['id']}-adapter.zip",
-                            background=BackgroundTask(os.unlink, path))
+        return run, _zip_files(hf_adapter_files(run["run_dir"], run["name"]))
+
+    @router.get("/runs/{run_id}/adapter", tags=["runs"], response_class=StreamingResponse,
+                responses={200: {"content": {"application/zip": {}}}})
+    async def download_adapter(run_id: str) -> StreamingResponse:
+        """The trained LoRA adapter (and tokenizer files) as a zip: 409 while the run is
+        queued or running, 404 when it saved none."""
+        with busy.slot("zip"):  # past the limit: refused here, without a pool thread
+            run, zipped = await run_in_threadpool(adapter_zip, run_id)
+        size = zipped.seek(0, os.SEEK_END)
+        zipped.seek(0)
+        return StreamingResponse(
+            _chunks(zipped), media_type="application/zip", background=BackgroundTask(zipped.close),
+            headers={"Content-Length": str(size), "Content-Disposition":
+                     f'attachment; filename="{run["id"]}-adapter.zip"'})
 
 
-def _zip_files(files: dict) -> str:
-    """A zip of {name: file path or text} (trainers.tools.model_card.hf_adapter_files)."""
-    fd, path = tempfile.mkstemp(prefix="modelforge-adapter-", suffix=".zip")
-    with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+def _zip_files(files: dict):
+    """A zip of {name: file path or text} (trainers.tools.model_card.hf_adapter_files) in a
+    temporary file without a name: its disk space comes back when it is closed, however the
+    request ends, and no folder is left behind."""
+    fh = tempfile.TemporaryFile(prefix="modelforge-adapter-", suffix=".zip")
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, value in files.items():
             if isinstance(value, Path):
                 zf.write(value, name)
             else:
                 zf.writestr(name, value)
-    return path
+    return fh
+
+
+def _chunks(fh, size: int = 1 << 20):
+    with fh:
+        while chunk := fh.read(size):
+            yield chunk

@@ -81,30 +81,29 @@ def run_label(run_id: str) -> str:
 
 
 ZIP_PREFIX = "modelforge-zip-"
-ZIP_MAX_AGE_S = 3600
+# Gradio copies a returned file into its own cache as the event completes; ours is removed this
+# long after it was made (adapters can be hundreds of MB; /tmp is not cleaned for us).
+ZIP_KEEP_S = 60.0
 
 
-def _sweep_old_zips() -> None:
-    """Adapters can be hundreds of MB: zips made over an hour ago (Gradio has served its own
-    copy by then) are removed when a new one is made."""
+def _remove_later(folder: Path, keep_s: float) -> None:
     import shutil
-    import time
+    import threading
 
-    for folder in Path(tempfile.gettempdir()).glob(ZIP_PREFIX + "*"):
-        try:
-            if time.time() - folder.stat().st_mtime > ZIP_MAX_AGE_S:
-                shutil.rmtree(folder, ignore_errors=True)
-        except FileNotFoundError:
-            continue
+    timer = threading.Timer(keep_s, shutil.rmtree, (folder,), {"ignore_errors": True})
+    timer.daemon = True
+    timer.start()
 
 
-def make_zip(name: str, files: dict[str, Path | str | dict | list]) -> Path:
-    """A zip in a fresh temporary directory (Gradio serves files from there).
+def make_zip(name: str, files: dict[str, Path | str | dict | list],
+             keep_s: float = ZIP_KEEP_S) -> Path:
+    """A zip in a fresh temporary directory, removed `keep_s` seconds later (Gradio serves
+    its copy).
 
     Each value is a file, a directory (added recursively), text, or JSON-able data.
     """
-    _sweep_old_zips()
     out = Path(tempfile.mkdtemp(prefix=ZIP_PREFIX)) / f"{name}.zip"
+    _remove_later(out.parent, keep_s)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for arcname, value in files.items():
             if isinstance(value, Path):

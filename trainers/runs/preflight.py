@@ -67,13 +67,17 @@ def data_problems(cfg: TrainConfig) -> list[dict]:
         return []
     from trainers.tools.preview import PreviewRequest, run_preview
 
+    from trainers.data import eval_split_problem
+
     request = PreviewRequest.from_config({**cfg.model_dump(mode="json"), "model_name": ""})
     try:
-        run_preview(request.model_copy(update={"n": 1}))
+        found = run_preview(request.model_copy(update={"n": 1}))
     except ModelForgeError as exc:
         message = exc.message + (f" Fix: {exc.hint}" if exc.hint else "")
         return [{"field": "dataset", "message": message}]
-    return []
+    too_few = eval_split_problem(found["num_examples"], cfg.eval_split,
+                                 cfg.per_device_train_batch_size)
+    return [{"field": "eval_split", "message": too_few}] if too_few else []
 
 
 def preflight_problems(cfg: TrainConfig, devices: list[str]) -> list[dict]:

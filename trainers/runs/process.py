@@ -114,6 +114,43 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
+# A helper process (a data preview, the config check's read of the data) caps its own data
+# memory at this many GiB, the way a worker is capped with --worker-memory-gb: one request
+# cannot take the machine's memory. MODELFORGE_HELPER_MEMORY_GB changes it.
+HELPER_MEMORY_ENV = "MODELFORGE_HELPER_MEMORY_GB"
+HELPER_MEMORY_GB = 2.0
+
+
+def helper_memory_bytes() -> int:
+    text = os.environ.get(HELPER_MEMORY_ENV, "")
+    try:
+        gib = float(text) if text else HELPER_MEMORY_GB
+    except ValueError:
+        gib = -1.0
+    if not gib > 0:
+        from trainers.errors import ModelForgeError
+
+        raise ModelForgeError(f"{HELPER_MEMORY_ENV}={text!r} is not a positive number.",
+                              f"Set it to the GiB one helper process may use, e.g. "
+                              f"{HELPER_MEMORY_GB:g}, or unset it.")
+    return int(gib * 2**30)
+
+
+HELPER_NICENESS = 10  # a helper's CPU yields to the server's, so the API stays responsive
+
+
+def limit_own_resources(memory_bytes: int) -> None:
+    """What a helper process does first: cap its data memory (RLIMIT_DATA, as the workers), so
+    an allocation past it raises MemoryError here instead of the kernel killing a process at
+    random (Linux only), and lower its CPU priority below the server's."""
+    if sys.platform.startswith("linux"):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    if hasattr(os, "nice"):
+        os.nice(HELPER_NICENESS)
+
+
 def launch(run_dir: Path, extra_env: dict | None = None, kind: str = "train") -> subprocess.Popen:
     """Start the worker; its stdout and stderr go to RUN_DIR/train.log."""
     env = child_env({"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",

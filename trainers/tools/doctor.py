@@ -40,6 +40,8 @@ TORCH_INSTALL = ("pip install torch --index-url https://download.pytorch.org/whl
 # Run in a fresh interpreter: torch's import cost and CUDA state stay out of the caller.
 _TORCH_PROBE = r"""
 import json
+import os
+getattr(os, "nice", lambda increment: 0)(10)  # as trainers.runs.process.HELPER_NICENESS
 try:
     import torch
 except Exception as exc:

@@ -30,8 +30,16 @@ class CardError(ModelForgeError):
     error_type = "export"
 
 
+class LinkedAdapter(CardError):
+    error_type = "path_not_allowed"
+
+
 def _adapter_of(run_dir: Path, summary: dict) -> Path:
     path = Path(summary.get("adapter_dir") or run_dir / "adapter")
+    if path.is_symlink():  # os.walk would list the link's target: a folder anywhere
+        raise LinkedAdapter(f"Run {run_dir.name}'s adapter folder {path} is a symbolic link; "
+                            "it is not packed or exported.",
+                            "Replace the link with the adapter's own folder.")
     if not (path / "adapter_config.json").is_file():
         raise CardError(f"Run {run_dir.name} saved no adapter (looked in {path}).",
                         "Only succeeded runs, and runs stopped gracefully, have one.")

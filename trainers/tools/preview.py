@@ -12,9 +12,9 @@ import subprocess
 import sys
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from trainers.config import TrainConfig, config_field, plain_problem
+from trainers.config import TextFields, TrainConfig, config_field, plain_problem
 from trainers.errors import ConfigError, ModelForgeError
 
 PREVIEW_TIMEOUT_S = 180
@@ -37,7 +37,7 @@ def _config_default(name: str) -> object:
     return TrainConfig.model_fields[CONFIG_NAMES.get(name, name)].default
 
 
-class PreviewRequest(BaseModel):
+class PreviewRequest(TextFields):
     """What POST /api/datasets/preview and the dashboard's Preview data ask for."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -76,9 +76,9 @@ def run_preview(request: PreviewRequest, timeout_s: float = PREVIEW_TIMEOUT_S) -
     """Run the preview in a subprocess; return its result or raise a ModelForgeError."""
     import tempfile
 
-    from trainers.runs.process import child_env
+    from trainers.runs.process import HELPER_MEMORY_ENV, child_env, helper_memory_bytes
 
-    env = child_env()
+    env = child_env({HELPER_MEMORY_ENV: str(helper_memory_bytes() / 2**30)})
     try:
         # an empty working directory: a hub-shaped name like "owner/name" must not resolve to
         # a local folder outside the allowed roots
@@ -121,8 +121,10 @@ def preview(request: PreviewRequest) -> dict:
 
 def main() -> int:
     from trainers.diagnostics import diagnose_exception
+    from trainers.runs.process import helper_memory_bytes, limit_own_resources
 
     try:
+        limit_own_resources(helper_memory_bytes())  # first: before the data or a tokenizer loads
         request = PreviewRequest.model_validate_json(sys.stdin.read())
         reply = {"ok": True, "result": preview(request)}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller as JSON

@@ -22,6 +22,7 @@ from pathlib import Path
 from trainers import data as data_mod
 from trainers.config import TrainConfig
 from trainers.diagnostics import diagnose_exception
+from trainers.errors import ConfigError
 from trainers.events import EventWriter
 
 ADAPTER_DIR = "adapter"
@@ -139,6 +140,10 @@ class RunContext:
                            for r in rows]
                 model_max = data_mod.model_max_length(cfg.model_name, cfg.trust_remote_code)
                 max_seq_length = data_mod.infer_max_seq_length(lengths, model_max)
+        too_few = data_mod.eval_split_problem(len(rows), cfg.eval_split,
+                                              cfg.per_device_train_batch_size)
+        if too_few:
+            raise ConfigError([{"field": "eval_split", "message": too_few}])
         self.train_rows, self.eval_rows = data_mod.split_train_eval(rows, cfg.eval_split, cfg.seed)
         cfg = cfg.model_copy(update={"max_seq_length": max_seq_length})
         if cfg.speed_mode and not self.data.is_preference and not provider.info.get("seq2seq"):
