@@ -18,7 +18,7 @@ from modelforge_ui.tabs.context import Dashboard, error_markdown
 from trainers.errors import ModelForgeError
 from trainers.runs import resume
 from trainers.runs.compare import compare
-from trainers.tracking import tensorboard_dir
+from trainers.tracking import tensorboard_dir, tracker_list
 
 CURVE_TITLES = {"loss": ("loss", "Training loss"), "eval_loss": ("eval loss", "Eval loss"),
                 "tokens_per_s": ("tokens/s", "Tokens per second"),
@@ -42,9 +42,10 @@ def links_markdown(app: Dashboard, run: dict | None) -> str:
     if logs.is_dir():
         lines.append(f"**TensorBoard logs:** `{logs}` (view them with "
                      f"`tensorboard --logdir {logs}`)")
-    elif run["config"].get("report_to") not in (None, "none"):
-        lines.append(f"**Tracker:** {run['config']['report_to']} (see the tracking event in "
-                     "events.jsonl for where its files went)")
+    trackers = [t for t in tracker_list(run["config"].get("report_to")) if t != "tensorboard"]
+    if trackers:
+        lines.append(f"**Trackers:** {', '.join(trackers)} (see the tracking events in "
+                     "events.jsonl for where their files went)")
     if run["config"].get("resume_from"):
         lines.append(f"**Resumed from** run `{run['config']['resume_from']}`")
     later = resume.resumed_by(app.manager.registry, run["id"])
