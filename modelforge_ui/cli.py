@@ -1,6 +1,7 @@
 """The `modelforge` command. Imports stay light: torch loads only in worker processes.
 
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
+                                                  (fields given as lists: a sweep, run by run)
   modelforge export-adapter RUN_ID [--out DIR]                   the adapter + model card
   modelforge demo-model [DIR] [--config FILE]                    the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
@@ -17,6 +18,7 @@ from pathlib import Path
 from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
                              with_absolute_paths)
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.sweep import sweep_axes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +105,8 @@ def cmd_train(args) -> int:
         else:
             raw = load_config_file(args.config)
             raw.update(_parse_overrides(args.set))
+            if sweep_axes(raw):
+                return train_sweep(registry, with_absolute_paths(raw), args.preset)
             cfg = build_config(with_absolute_paths(raw), preset=args.preset)
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -125,6 +129,34 @@ def cmd_train(args) -> int:
         return 2
     print(f"run {run['id']}: {run['run_dir']}")
     return follow_run(registry, run["id"])
+
+
+def train_sweep(registry, raw: dict, preset: str | None) -> int:
+    """A config with fields given as lists: every run validated and recorded first, then run
+    one after another here; a stopped run stops the rest."""
+    from trainers.runs.manager import visible_gpus
+    from trainers.runs.sweep import build_sweep, check_machine, record_sweep
+
+    runs = build_sweep(raw, preset)
+    check_machine(runs, visible_gpus() or ["cpu"])
+    sweep = record_sweep(registry.data_dir, runs,
+                         [registry.create(cfg, source="cli") for _, cfg in runs])
+    print(f"sweep {sweep['id']}: {len(runs)} runs over " +
+          ", ".join(f"{k} {v}" for k, v in sweep["axes"].items()))
+    for record in sweep["runs"]:
+        print(f"\nrun {record['id']} ({record['name']}): {record['run_dir']}")
+        follow_run(registry, record["id"])
+        if registry.get(record["id"])["status"] == "stopped":
+            break
+    for record in sweep["runs"]:
+        if registry.get(record["id"])["status"] == "queued":
+            registry.set_status(record["id"], "stopped", {
+                "error_type": "stopped", "message": "An earlier run of its sweep was stopped."})
+    outcomes = [(r["name"], registry.get(r["id"])["status"]) for r in sweep["runs"]]
+    print("\n" + "\n".join(f"  {status:<11} {name}" for name, status in outcomes))
+    print(f"compare them: the Runs tab's Compare (sweep {sweep['id']}), or GET "
+          f"/api/compare?ids={','.join(sweep['run_ids'])}")
+    return 0 if all(status == "succeeded" for _, status in outcomes) else 1
 
 
 def _resume_config(registry, args):

@@ -245,12 +245,16 @@ def test_playground_streams_both_models_and_export_merges(client, demo_model):
     adapter, base, status = job.result()
     assert status == "Done." and adapter and base
     assert len(updates) > 3  # streamed, not one answer at the end
-    log, result = client.predict(run_id, "float16", "", api_name="/export_model")
+    log, result = client.predict(run_id, "float16", "", "none", api_name="/export_model")
     assert result.startswith("**Merged model saved:**") and "loading" in log
     merged = Path(result.split("`")[1])
     assert (merged / "model.safetensors").is_file()
     assert (merged / "MODELFORGE_EXPORT.json").is_file()
-    _, result = client.predict(run_id, "float16", "me/model", api_name="/export_model")
+    log, result = client.predict(run_id, "float16", "", "q8_0", api_name="/export_model")
+    assert "converting to GGUF q8_0" in log and "**GGUF:**" in result
+    gguf_file = Path(result.split("`")[3])
+    assert gguf_file.read_bytes()[:4] == b"GGUF" and (gguf_file.parent / "Modelfile").is_file()
+    _, result = client.predict(run_id, "float16", "me/model", "none", api_name="/export_model")
     assert "Cannot push to the Hub: HF_HUB_OFFLINE is set" in result  # said, not hidden
 
 

@@ -589,12 +589,19 @@ def absolute_if_local(value: str) -> str:
 def with_absolute_paths(raw: dict[str, Any], schema: type[BaseModel] = TrainConfig) -> dict:
     """The config (or spec) dict with the local paths of its path fields made absolute,
     relative to the current directory. An output folder ("dir") need not exist yet."""
+    def absolute(value: Any, kind: str) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        return str(Path(value).expanduser().resolve()) if kind == "dir" \
+            else absolute_if_local(value)
+
     fixed = dict(raw)
     for key, kind in path_fields(schema).items():
-        value = fixed.get(key)
-        if isinstance(value, str) and value:
-            fixed[key] = str(Path(value).expanduser().resolve()) if kind == "dir" \
-                else absolute_if_local(value)
+        if key not in fixed:
+            continue
+        value = fixed[key]  # a list: the values of a sweep (trainers/runs/sweep.py)
+        fixed[key] = [absolute(v, kind) for v in value] if isinstance(value, list) \
+            else absolute(value, kind)
     return fixed
 
 

@@ -1,5 +1,5 @@
 """The REST API under /api, one module per resource: runs.py (training runs), datasets.py
-(uploads and previews), estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); errors.py makes every error a JSON
+(uploads and previews), benchmarks.py (matched benchmarks), estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); errors.py makes every error a JSON
 {"error_type", "message", "hint"} (plus "problems" for field-level errors) with the texts the
 CLI prints, and limits.py caps request bodies.
 
@@ -13,11 +13,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
 
+from modelforge_ui.api.benchmarks import add_benchmark_routes
 from modelforge_ui.api.datasets import UPLOAD_PATH, add_dataset_routes
 from modelforge_ui.api.experiments import add_experiment_routes
 from modelforge_ui.api.errors import (ApiError, add_fallback_routes, disk_full,
                                       install_error_handlers)
 from modelforge_ui.api.estimate import add_estimate_routes
+from modelforge_ui.api.export import add_export_routes
 from modelforge_ui.api.limits import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from modelforge_ui.api.runs import add_run_routes
 from modelforge_ui.api.system import add_system_routes
@@ -34,6 +36,8 @@ def build_router(manager: RunManager, settings: Settings) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(bearer)])
     add_system_routes(router, manager, settings)
     add_run_routes(router, manager, settings)
+    add_benchmark_routes(router, manager, settings)
+    add_export_routes(router, manager, settings)
     add_estimate_routes(router, settings)
     add_experiment_routes(router, manager, settings)  # resume, compare
     add_dataset_routes(router, settings)
