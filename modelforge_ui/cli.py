@@ -111,12 +111,7 @@ def cmd_train(args) -> int:
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainers.runs.manager import server_using
-
-    if server_using(registry.data_dir):
-        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
-              "outside its queue, and may compete with its jobs for the GPU (submit it to the "
-              "server with POST /api/start_training to queue it)", file=sys.stderr)
+    _warn_if_served(registry)
     from trainers.runs.manager import check_fits, visible_gpus
     from trainers.runs.preflight import check_gpu_only
 
@@ -131,6 +126,15 @@ def cmd_train(args) -> int:
     return follow_run(registry, run["id"])
 
 
+def _warn_if_served(registry) -> None:
+    from trainers.runs.manager import server_using
+
+    if server_using(registry.data_dir):
+        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
+              "outside its queue, and may compete with its jobs for the GPU (submit it to the "
+              "server with POST /api/start_training to queue it)", file=sys.stderr)
+
+
 def train_sweep(registry, raw: dict, preset: str | None) -> int:
     """A config with fields given as lists: every run validated and recorded first, then run
     one after another here; a stopped run stops the rest."""
@@ -139,6 +143,7 @@ def train_sweep(registry, raw: dict, preset: str | None) -> int:
 
     runs = build_sweep(raw, preset)
     check_machine(runs, visible_gpus() or ["cpu"])
+    _warn_if_served(registry)
     sweep = record_sweep(registry.data_dir, runs,
                          [registry.create(cfg, source="cli") for _, cfg in runs])
     print(f"sweep {sweep['id']}: {len(runs)} runs over " +

@@ -189,7 +189,8 @@ def test_report_to_takes_transformers_forms_a_name_a_list_or_none(monkeypatch):
     monkeypatch.setattr(tracking, "_installed", lambda module: True)
     base = {"model_name": "m", "dataset": "d.jsonl"}
     for given, trackers in [("none", []), (None, []), ([], []), (["none"], []),
-                            ("wandb", ["wandb"]), (["tensorboard", "wandb"], ["tensorboard", "wandb"]),
+                            ("wandb", ["wandb"]),
+                            (["tensorboard", "wandb"], ["tensorboard", "wandb"]),
                             (["wandb", "wandb"], ["wandb"])]:
         assert build_config({**base, "report_to": given}).report_to == trackers, given
     assert build_config(base).report_to == []

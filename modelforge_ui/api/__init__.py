@@ -1,5 +1,6 @@
-"""The REST API under /api, one module per resource: runs.py (training runs), datasets.py
-(uploads and previews), benchmarks.py (matched benchmarks), estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); errors.py makes every error a JSON
+"""The REST API under /api, one module per resource: runs.py (training runs, sweeps), datasets.py
+(uploads and previews), benchmarks.py (matched benchmarks), export.py (merged and GGUF exports),
+estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); errors.py makes every error a JSON
 {"error_type", "message", "hint"} (plus "problems" for field-level errors) with the texts the
 CLI prints, and limits.py caps request bodies.
 

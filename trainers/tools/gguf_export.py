@@ -50,7 +50,8 @@ def check_family(config: dict) -> str:
 
 def check_type(name: str) -> str:
     if name not in GGUF_TYPES:
-        raise GGUFExportError(f"Unknown GGUF type {name!r}.", f"Use one of {', '.join(GGUF_TYPES)}.")
+        raise GGUFExportError(f"Unknown GGUF type {name!r}.",
+                              f"Use one of {', '.join(GGUF_TYPES)}.")
     return name
 
 
