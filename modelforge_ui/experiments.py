@@ -177,6 +177,6 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
     refresh_button.click(choices, picked, picked, api_name=False)
     refresh_button.click(sweep_choices, None, sweep, api_name=False)
     button.click(lambda ids: comparison(app, ids), picked, shown, api_name="compare_runs")
-    sweep.input(sweep_runs, sweep, picked, api_name="sweep_runs").then(
+    sweep.change(sweep_runs, sweep, picked, api_name="sweep_runs").then(
         lambda ids: comparison(app, ids), picked, shown, api_name=False)
 

@@ -59,6 +59,18 @@ def test_form_values_round_trip_and_bad_text_fields_are_reported_with_schema_pro
     assert fields == ["column_mapping", "lora_r"]
 
 
+def test_report_to_is_a_checkbox_group_that_reads_every_form_of_it():
+    spec = next(s for s in FORM.specs if s.name == "report_to")
+    assert spec.kind == "multichoice" and "wandb" in spec.choices
+    base = {"model_name": "m", "dataset": "d.jsonl"}
+    for given, shown in (("tensorboard", ["tensorboard"]), ("none", []),
+                         (["tensorboard", "wandb"], ["tensorboard", "wandb"])):
+        values = FORM.from_dict({**base, "report_to": given})
+        assert values[FORM.index("report_to")] == shown
+    assert FORM.to_dict(FORM.from_dict({**base, "report_to": "wandb"}))[0]["report_to"] == \
+        ["wandb"]
+
+
 # --- the running app -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

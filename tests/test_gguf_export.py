@@ -1,9 +1,9 @@
 """GGUF export, for real: a run on the demo model merged and converted by
 `python -m trainers.tools.export RUN_DIR --gguf TYPE`, loaded back by transformers
 (`gguf_file=`) and read by gguf's own reader; the greedy continuation of a prompt compared with
-the merged model's: identical for f16, and agreeing for q8_0 (measured here: every one of the
-24 tokens). Also through the REST API, and a family the converter does not know is refused
-before anything loads.
+the merged model's: identical for f16; for q8_0, the next token chosen at each of its 24 steps
+agrees at 22 (measured here; the test asks at least 20). Also through the REST API, and a
+family the converter does not know is refused before anything loads.
 
 llama.cpp itself (llama-cpp-python) is not installed by the test extra: it builds llama.cpp from
 source, which took longer than CI can give it on these machines (see docs/export.md)."""
