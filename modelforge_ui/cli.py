@@ -1,6 +1,7 @@
 """The `modelforge` command. Imports stay light: torch loads only in worker processes.
 
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
+                                                  (fields given as lists: a sweep, run by run)
   modelforge export-adapter RUN_ID [--out DIR]                   the adapter + model card
   modelforge demo-model [DIR] [--config FILE]                    the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
@@ -17,6 +18,7 @@ from pathlib import Path
 from trainers.config import (PRESETS, build_config, load_config_file, parse_cli_value,
                              preset_note, with_absolute_paths)
 from trainers.errors import ConfigError, ModelForgeError
+from trainers.runs.sweep import sweep_axes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +106,8 @@ def cmd_train(args) -> int:
             raw = load_config_file(args.config)
             overrides = _parse_overrides(args.set)  # explicit: they beat the preset
             raw.update(overrides)
+            if sweep_axes(raw):
+                return train_sweep(registry, with_absolute_paths(raw), args.preset)
             try:
                 cfg = build_config(with_absolute_paths(raw), preset=args.preset, keep=overrides)
             except ConfigError as exc:  # the data path's problem beside them, as the API says
@@ -116,17 +120,11 @@ def cmd_train(args) -> int:
     except ModelForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trainers.runs.manager import server_using
-
     from trainers.runs.manager import check_fits, visible_gpus
     from trainers.runs.preflight import check_gpu_only
 
     devices = visible_gpus() or ["cpu"]
-    if server_using(registry.data_dir):
-        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
-              "outside its queue, and may compete with its jobs for "
-              f"{'the GPU' if devices != ['cpu'] else 'the CPU'} (submit it to the server with "
-              "POST /api/start_training to queue it)", file=sys.stderr)
+    _warn_if_served(registry, devices)
     try:
         check_fits(cfg, devices)
         check_gpu_only(cfg, devices)
@@ -150,6 +148,46 @@ def missing_dataset(value) -> list[dict]:
         return []
     return [{"field": "dataset", "message": f"file {value} does not exist: check the path (a "
                                             "relative one is read from the current directory)"}]
+
+
+def _warn_if_served(registry, devices: list[str]) -> None:
+    from trainers.runs.manager import server_using
+
+    if server_using(registry.data_dir):
+        print(f"warning: a ModelForge server uses {registry.data_dir}; this run starts now, "
+              "outside its queue, and may compete with its jobs for "
+              f"{'the GPU' if devices != ['cpu'] else 'the CPU'} (submit it to the server with "
+              "POST /api/start_training to queue it)", file=sys.stderr)
+
+
+def train_sweep(registry, raw: dict, preset: str | None) -> int:
+    """A config with fields given as lists: every run validated and recorded first, then run
+    one after another here; a stopped run stops the rest."""
+    from trainers.runs.manager import visible_gpus
+    from trainers.runs.sweep import build_sweep, check_machine, record_sweep
+
+    runs = build_sweep(raw, preset)
+    devices = visible_gpus() or ["cpu"]
+    check_machine(runs, devices)
+    _warn_if_served(registry, devices)
+    sweep = record_sweep(registry.data_dir, runs,
+                         [registry.create(cfg, source="cli") for _, cfg in runs])
+    print(f"sweep {sweep['id']}: {len(runs)} runs over " +
+          ", ".join(f"{k} {v}" for k, v in sweep["axes"].items()))
+    for record in sweep["runs"]:
+        print(f"\nrun {record['id']} ({record['name']}): {record['run_dir']}")
+        follow_run(registry, record["id"])
+        if registry.get(record["id"])["status"] == "stopped":
+            break
+    for record in sweep["runs"]:
+        if registry.get(record["id"])["status"] == "queued":
+            registry.set_status(record["id"], "stopped", {
+                "error_type": "stopped", "message": "An earlier run of its sweep was stopped."})
+    outcomes = [(r["name"], registry.get(r["id"])["status"]) for r in sweep["runs"]]
+    print("\n" + "\n".join(f"  {status:<11} {name}" for name, status in outcomes))
+    print(f"compare them: the Runs tab's Compare (sweep {sweep['id']}), or GET "
+          f"/api/compare?ids={','.join(sweep['run_ids'])}")
+    return 0 if all(status == "succeeded" for _, status in outcomes) else 1
 
 
 def _resume_config(registry, args):

@@ -18,7 +18,8 @@ from modelforge_ui.tabs.context import Dashboard, error_markdown
 from trainers.errors import ModelForgeError
 from trainers.runs import resume
 from trainers.runs.compare import compare
-from trainers.tracking import tensorboard_dir
+from trainers.runs.sweep import list_sweeps, read_sweep, sweep_label
+from trainers.tracking import tensorboard_dir, tracker_list
 
 CURVE_TITLES = {"loss": ("loss", "Training loss"), "eval_loss": ("eval loss", "Eval loss"),
                 "tokens_per_s": ("tokens/s", "Tokens per second"),
@@ -42,9 +43,10 @@ def links_markdown(app: Dashboard, run: dict | None) -> str:
     if logs.is_dir():
         lines.append(f"**TensorBoard logs:** `{logs}` (view them with "
                      f"`tensorboard --logdir {logs}`)")
-    elif run["config"].get("report_to") not in (None, "none"):
-        lines.append(f"**Tracker:** {run['config']['report_to']} (see the tracking event in "
-                     "events.jsonl for where its files went)")
+    trackers = [t for t in tracker_list(run["config"].get("report_to")) if t != "tensorboard"]
+    if trackers:
+        lines.append(f"**Trackers:** {', '.join(trackers)} (see the tracking events in "
+                     "events.jsonl for where their files went)")
     if run["config"].get("resume_from"):
         lines.append(f"**Resumed from** run `{run['config']['resume_from']}`")
     later = resume.resumed_by(app.manager.registry, run["id"])
@@ -139,6 +141,8 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
                                  multiselect=True, allow_custom_value=True, scale=4,
                                  elem_id="compare-runs")  # ids are checked by compare()
             button = gr.Button("Compare", scale=1, elem_id="compare-button")
+        sweep = gr.Dropdown(label="Or a sweep's runs (queued from the API or the CLI with "
+                                  "fields given as lists)", choices=[], elem_id="compare-sweep")
         note = gr.Markdown(elem_id="compare-note")
         plots = []
         for i, (key, (column, title)) in enumerate(CURVE_TITLES.items()):
@@ -158,8 +162,22 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
         keep = [c for c in current or [] if c in {value for _, value in options}]
         return gr.update(choices=options, value=keep)
 
+    def sweep_choices():
+        return gr.update(choices=[(sweep_label(s), s["id"]) for s in
+                                  list_sweeps(app.manager.registry.data_dir)])
+
+    def sweep_runs(sweep_id):
+        if not sweep_id:
+            return gr.skip()
+        run_ids = read_sweep(app.manager.registry.data_dir, sweep_id)["run_ids"]
+        return gr.update(choices=views.run_choices(app.runs(kind="train")), value=run_ids)
+
+    shown = [note, *plots, differing, outcome]
     tab.select(choices, picked, picked, api_name=False)
+    tab.select(sweep_choices, None, sweep, api_name=False)
     refresh_button.click(choices, picked, picked, api_name=False)
-    button.click(lambda ids: comparison(app, ids), picked,
-                 [note, *plots, differing, outcome], api_name="compare_runs")
+    refresh_button.click(sweep_choices, None, sweep, api_name=False)
+    button.click(lambda ids: comparison(app, ids), picked, shown, api_name="compare_runs")
+    sweep.change(sweep_runs, sweep, picked, api_name="sweep_runs").then(
+        lambda ids: comparison(app, ids), picked, shown, api_name=False)
 

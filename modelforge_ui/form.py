@@ -50,6 +50,8 @@ class FieldSpec:
             return None if self.kind in ("int", "float", "choice", "multichoice") else ""
         if self.kind == "list":
             return value if isinstance(value, str) else ", ".join(value)
+        if self.kind == "multichoice" and isinstance(value, str):  # report_to: "wandb", "none"
+            return [] if value == "none" else [value]
         if self.kind == "json":
             return json.dumps(value) if value not in ({}, []) else ""
         if self.kind == "optional_number":

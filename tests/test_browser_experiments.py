@@ -178,3 +178,25 @@ def test_resume_from_the_dashboard_makes_a_linked_run(server, runs, demo_model):
     resumed = wait_done(server, new_id)
     assert resumed["status"] == "succeeded" and resumed["config"]["resume_from"] == run_id
     assert resumed["summary"]["steps"] == 12
+
+
+def test_a_sweep_opens_in_the_runs_tabs_compare(page, server, demo_model):
+    """A 1 x 2 sweep queued over the API; the Compare panel's sweep picker fills the comparison
+    with its runs."""
+    response = httpx.post(f"{server}/api/start_training", timeout=60, json={
+        "model_name": str(demo_model), "dataset": str(SAMPLE_SFT), "max_seq_length": 64,
+        "max_steps": 2, "per_device_train_batch_size": 4, "lora_dropout": 0.0,
+        "lora_r": [4, 8], "name": "grid"})
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    for run_id in sweep["run_ids"]:
+        assert wait_done(server, run_id)["status"] == "succeeded"
+    expect = playwright_api.expect
+    page.goto(server + "/")
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_text("Compare runs").click()
+    pick(page, "compare-sweep", sweep["sweep_id"])
+    expect(page.locator("#compare-note")).to_contain_text("Comparing 2 runs")
+    expect(page.locator("#compare-outcomes")).to_contain_text("grid lora_r=4")
+    expect(page.locator("#compare-outcomes")).to_contain_text("grid lora_r=8")
+    expect(page.locator("#compare-settings")).to_contain_text("lora_r")

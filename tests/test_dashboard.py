@@ -59,6 +59,18 @@ def test_form_values_round_trip_and_bad_text_fields_are_reported_with_schema_pro
     assert fields == ["column_mapping", "lora_r"]
 
 
+def test_report_to_is_a_checkbox_group_that_reads_every_form_of_it():
+    spec = next(s for s in FORM.specs if s.name == "report_to")
+    assert spec.kind == "multichoice" and "wandb" in spec.choices
+    base = {"model_name": "m", "dataset": "d.jsonl"}
+    for given, shown in (("tensorboard", ["tensorboard"]), ("none", []),
+                         (["tensorboard", "wandb"], ["tensorboard", "wandb"])):
+        values = FORM.from_dict({**base, "report_to": given})
+        assert values[FORM.index("report_to")] == shown
+    assert FORM.to_dict(FORM.from_dict({**base, "report_to": "wandb"}))[0]["report_to"] == \
+        ["wandb"]
+
+
 # --- the running app -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -248,12 +260,16 @@ def test_playground_streams_both_models_and_export_merges(client, demo_model):
     adapter, base, status = job.result()
     assert status == "Done." and adapter and base
     assert len(updates) > 3  # streamed, not one answer at the end
-    log, result = client.predict(run_id, "float16", "", api_name="/export_model")
+    log, result = client.predict(run_id, "float16", "", "none", api_name="/export_model")
     assert result.startswith("**Merged model saved:**") and "loading" in log
     merged = Path(result.split("`")[1])
     assert (merged / "model.safetensors").is_file()
     assert (merged / "MODELFORGE_EXPORT.json").is_file()
-    _, result = client.predict(run_id, "float16", "me/model", api_name="/export_model")
+    log, result = client.predict(run_id, "float16", "", "q8_0", api_name="/export_model")
+    assert "converting to GGUF q8_0" in log and "**GGUF:**" in result
+    gguf_file = Path(result.split("`")[3])
+    assert gguf_file.read_bytes()[:4] == b"GGUF" and (gguf_file.parent / "Modelfile").is_file()
+    _, result = client.predict(run_id, "float16", "me/model", "none", api_name="/export_model")
     assert "Cannot push to the Hub: HF_HUB_OFFLINE is set" in result  # said, not hidden
 
 

@@ -116,6 +116,27 @@ def test_tensorboard_event_files_land_in_the_run_directory(sft_run):
 
 
 @pytest.mark.slow
+@needs_tensorboard
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None,
+                    reason="wandb is not installed (the test extra)")
+def test_two_trackers_each_write_their_files(tmp_path, tiny_config, monkeypatch):
+    """report_to as a list, as transformers takes it: TensorBoard's event files and W&B's
+    offline run, side by side in the run directory."""
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the worker inherits it: no network here
+    record, events = train(tmp_path, tiny_config(max_steps=2,
+                                                 report_to=["tensorboard", "wandb"]))
+    assert record["status"] == "succeeded", record["summary"]
+    stages = [e for e in events if e["type"] == "stage" and e["name"] == "tracking"]
+    assert [(s["tracker"], s["mode"]) for s in stages] == [("tensorboard", "local"),
+                                                          ("wandb", "offline")]
+    run_dir = Path(record["run_dir"])
+    assert list((run_dir / tracking.TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("run-*.wandb")), \
+        list((run_dir / "wandb").rglob("*"))
+
+
+@pytest.mark.slow
 def test_dpo_eval_events_carry_the_eval_rewards(tmp_path, tiny_config):
     record, events = train(tmp_path, tiny_config(
         strategy="dpo", dataset=str(SAMPLE_PREFERENCES), max_prompt_length=64, max_steps=4,
@@ -160,13 +181,30 @@ def test_a_missing_tracker_package_is_a_config_error_naming_it(tracker, monkeypa
     problems = check_config({"model_name": "m", "dataset": "d.jsonl", "report_to": tracker})
     assert problems == [{"field": "report_to", "message": (
         f"{tracker} is not installed on this machine: install it with `pip install {tracker}` "
-        "(in the environment the server and its workers run in), or set report_to to none")}]
+        "(in the environment the server and its workers run in), or remove it from report_to "
+        "(\"none\" for no tracker)")}]
+
+
+def test_report_to_takes_transformers_forms_a_name_a_list_or_none(monkeypatch):
+    monkeypatch.setattr(tracking, "_installed", lambda module: True)
+    base = {"model_name": "m", "dataset": "d.jsonl"}
+    for given, trackers in [("none", []), (None, []), ([], []), (["none"], []),
+                            ("wandb", ["wandb"]),
+                            (["tensorboard", "wandb"], ["tensorboard", "wandb"]),
+                            (["wandb", "wandb"], ["wandb"])]:
+        assert build_config({**base, "report_to": given}).report_to == trackers, given
+    assert build_config(base).report_to == []
+    problems = check_config({**base, "report_to": ["tensorboard", "comet"]})
+    assert problems[0]["field"] == "report_to" and "'comet'" in problems[0]["message"]
+    monkeypatch.setattr(tracking, "_installed", lambda module: module != "wandb")
+    problems = check_config({**base, "report_to": ["tensorboard", "wandb"]})
+    assert [p["message"].split(" ")[0] for p in problems] == ["wandb"]  # each one checked
 
 
 def test_the_real_packages_decide(monkeypatch):
     for tracker, (modules, _) in tracking.TRACKERS.items():
         have = any(importlib.util.find_spec(m) for m in modules)
-        problems = tracking.tracker_problems(tracker)
+        problems = tracking.tracker_problems([tracker])
         assert (problems == []) == have, tracker
     assert check_config({"model_name": "m", "dataset": "d.jsonl", "report_to": "comet"})[0][
         "field"] == "report_to"  # not one of transformers' names ModelForge offers
@@ -176,23 +214,23 @@ def test_wandb_without_a_login_runs_offline_and_says_so(tmp_path, monkeypatch):
     for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR", "WANDB_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    info = tracking.setup_tracking("wandb", tmp_path, "my run")
+    info = tracking.setup_tracking(["wandb"], tmp_path, "my run")[0]
     assert os.environ["WANDB_MODE"] == "offline" and info["mode"] == "offline"
     assert "no WANDB_API_KEY" in info["message"] and "wandb sync" in info["message"]
     assert os.environ["WANDB_DIR"] == str(tmp_path)
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert tracking.setup_tracking("wandb", tmp_path, "my run")["mode"] == "online"
+    assert tracking.setup_tracking(["wandb"], tmp_path, "my run")[0]["mode"] == "online"
 
 
 def test_mlflow_is_local_files_unless_a_server_is_named(tmp_path, monkeypatch):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_TIMEOUT",
                  "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.delenv(name, raising=False)
-    info = tracking.setup_tracking("mlflow", tmp_path, "r")
+    info = tracking.setup_tracking(["mlflow"], tmp_path, "r")[0]
     assert info["mode"] == "local" and os.environ["MLFLOW_TRACKING_URI"].startswith("file://")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
-    info = tracking.setup_tracking("mlflow", tmp_path, "r")
+    info = tracking.setup_tracking(["mlflow"], tmp_path, "r")[0]
     assert info["mode"] == "remote" and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert "fails within seconds" in info["message"]
 

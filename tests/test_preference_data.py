@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from trainers.config import check_config
+from trainers.config import build_config, check_config
 from trainers.data import load_data
 from trainers.errors import DataError
 from trainers.events import read_events
@@ -115,6 +115,19 @@ def test_grpo_groups_must_fill_the_batch():
     assert check_config(base(strategy="rlhf", per_device_train_batch_size=2,
                              gradient_accumulation_steps=2, num_generations=4)) == []
     assert check_config(base(strategy="dpo", per_device_train_batch_size=6)) == []
+
+
+def test_the_default_num_generations_adapts_to_the_batch_and_an_explicit_one_does_not():
+    rlhf = base(strategy="rlhf", per_device_train_batch_size=2)
+    assert build_config(rlhf).num_generations == 2  # 4 does not divide 2 completions per step
+    assert build_config({**rlhf, "gradient_accumulation_steps": 2}).num_generations == 4
+    assert build_config(base(strategy="rlhf", per_device_train_batch_size=6)).num_generations == 2
+    assert build_config(base(strategy="rlhf")).num_generations == 4  # batch 4
+    explicit = check_config({**rlhf, "num_generations": 4})  # the user's own value: an error
+    assert [p["field"] for p in explicit] == ["num_generations"]
+    odd = check_config(base(strategy="rlhf", per_device_train_batch_size=3))  # none fits
+    assert [p["field"] for p in odd] == ["num_generations"]
+    assert "e.g. set per_device_train_batch_size to 4" in odd[0]["message"]
 
 
 def test_beta_zero_is_allowed_for_rlhf_only():

@@ -147,6 +147,20 @@ def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
     assert statistics.mean(rewards[-3:]) > statistics.mean(rewards[:3]) + 0.2, rewards
 
 
+def test_rlhf_at_batch_2_trains_with_the_adapted_num_generations(tmp_path, demo_model):
+    """Neither num_generations nor its conflict is set by the user: 4 does not divide the 2
+    completions per step, so the default becomes 2 and both stages train."""
+    config = rlhf_config(demo_model, per_device_train_batch_size=2, reward_model_steps=2,
+                         max_steps=2, max_new_tokens=8)
+    del config["num_generations"]
+    run_dir, events = train(tmp_path, config)
+    assert events[-1]["type"] == "finished", events[-1]
+    policy = next(e for e in events if e["type"] == "stage" and e["name"] == "policy")
+    assert policy["num_generations"] == 2
+    assert len(progress(events, "policy")) == 2
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
 # --- stopping -----------------------------------------------------------------------------------
 
 def test_stop_between_stages_skips_the_policy(tmp_path, demo_model):

@@ -26,6 +26,7 @@ COMMON_SEQ_LENGTHS = (512, 1024, 2048, 4096, 8192)
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding take 32 bits
 MAX_EPOCHS = 10000
 RUN_ID_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")  # trainers.runs.process.new_run_id
+NUM_GENERATIONS_CHOICES = (4, 2)  # rlhf's default num_generations: the first that fits a step
 MAX_PROCESSES = 1024  # a static sanity cap; the run manager checks this machine's GPUs/CPUs
 MAX_SEQ_LENGTH = 2**20  # a million tokens: past every model's context
 MAX_STEPS = 10**8
@@ -196,7 +197,9 @@ class TrainConfig(TextFields):
     max_new_tokens: int = _field(
         64, "advanced", "rlhf: longest generated completion in the policy stage (tokens).")
     num_generations: int = _field(
-        4, "advanced", "rlhf: completions sampled per prompt in the policy stage (>= 2).")
+        4, "advanced", "rlhf: completions sampled per prompt in the policy stage (>= 2). Left "
+                       "unset, it is 4, or 2 when 4 does not divide per_device_train_batch_size x "
+                       "gradient_accumulation_steps.")
 
     # --- several GPUs -------------------------------------------------------------------
     num_processes: int = _field(
@@ -215,12 +218,13 @@ class TrainConfig(TextFields):
         0, "advanced",
         "Save a checkpoint (adapter, optimizer, scheduler and trainer state) every N steps; "
         "0 = only the final adapter. A graceful stop saves one too, so a stopped run can resume.")
-    report_to: Literal["none", "tensorboard", "trackio", "wandb", "mlflow"] = _field(
-        "none", "advanced",
-        "Experiment tracker that also receives the logged metrics (transformers' names). "
+    report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = _field(
+        [], "advanced",
+        "Experiment trackers that also receive the logged metrics, as transformers takes them: "
+        "one name, a list ([\"tensorboard\", \"wandb\"] logs to both) or \"none\". "
         "tensorboard writes event files into the run directory; wandb without a login runs "
-        "offline; mlflow without MLFLOW_TRACKING_URI writes local files. Its package must be "
-        "installed.")
+        "offline; mlflow without MLFLOW_TRACKING_URI writes local files. Each one's package "
+        "must be installed.")
     resume_from: str = _field(
         "", "advanced",
         "Id of an earlier run (stopped, failed or interrupted) whose last checkpoint this run "
@@ -231,6 +235,14 @@ class TrainConfig(TextFields):
         "Where the adapter goes: a new or empty folder that no other run and no model uses; "
         "empty = the run's own directory.", path="dir")
     name: str = _field("", "advanced", "A label for the run in the history; empty = automatic.")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers_as_list(cls, value: Any) -> Any:
+        """transformers' forms: "none", one name, or a list of names."""
+        from trainers.tracking import tracker_list
+
+        return tracker_list(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -244,14 +256,23 @@ class TrainConfig(TextFields):
     @classmethod
     def _adaptive_defaults(cls, data: Any) -> Any:
         """A default the user did not set adapts to the values they did set (only an explicit
-        conflict is an error): max_prompt_length becomes half of a short max_seq_length."""
-        if not isinstance(data, dict) or "max_prompt_length" in data:
+        conflict is an error): max_prompt_length becomes half of a short max_seq_length;
+        num_generations the largest of NUM_GENERATIONS_CHOICES that divides the completions
+        per step."""
+        if not isinstance(data, dict) or data.get("strategy") not in ("dpo", "rlhf"):
             return data
-        seq = data.get("max_seq_length", cls.model_fields["max_seq_length"].default)
-        default = cls.model_fields["max_prompt_length"].default
-        if data.get("strategy") in ("dpo", "rlhf") and type(seq) is int and seq >= 16 \
-                and default > seq - 16:
+        given = cls.model_fields
+        seq = data.get("max_seq_length", given["max_seq_length"].default)
+        if "max_prompt_length" not in data and type(seq) is int and seq >= 16 \
+                and given["max_prompt_length"].default > seq - 16:
             data = {**data, "max_prompt_length": seq // 2}
+        batch, accum = (data.get(name, given[name].default) for name in (
+            "per_device_train_batch_size", "gradient_accumulation_steps"))
+        if data["strategy"] == "rlhf" and "num_generations" not in data \
+                and type(batch) is int and type(accum) is int:
+            fits = [n for n in NUM_GENERATIONS_CHOICES if (batch * accum) % n == 0]
+            if fits:  # none fits an odd count: the default stays, and the rule says the fix
+                data = {**data, "num_generations": fits[0]}
         return data
 
     @model_validator(mode="after")
@@ -481,7 +502,7 @@ def field_names() -> list[str]:
 
 # Fields whose default adapts to the others (TrainConfig._adaptive_defaults): a form that shows
 # the default leaves them out unless the user changed them.
-ADAPTIVE_DEFAULTS = ("max_prompt_length",)
+ADAPTIVE_DEFAULTS = ("max_prompt_length", "num_generations")
 
 
 _REQUEST_PARTS = ("body", "query", "path", "header")  # where FastAPI says an error sits
@@ -642,12 +663,19 @@ def absolute_if_local(value: str) -> str:
 def with_absolute_paths(raw: dict[str, Any], schema: type[BaseModel] = TrainConfig) -> dict:
     """The config (or spec) dict with the local paths of its path fields made absolute,
     relative to the current directory. An output folder ("dir") need not exist yet."""
+    def absolute(value: Any, kind: str) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        return str(Path(value).expanduser().resolve()) if kind == "dir" \
+            else absolute_if_local(value)
+
     fixed = dict(raw)
     for key, kind in path_fields(schema).items():
-        value = fixed.get(key)
-        if isinstance(value, str) and value:
-            fixed[key] = str(Path(value).expanduser().resolve()) if kind == "dir" \
-                else absolute_if_local(value)
+        if key not in fixed:
+            continue
+        value = fixed[key]  # a list: the values of a sweep (trainers/runs/sweep.py)
+        fixed[key] = [absolute(v, kind) for v in value] if isinstance(value, list) \
+            else absolute(value, kind)
     return fixed
 
 

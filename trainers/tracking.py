@@ -31,28 +31,43 @@ def _installed(module: str) -> bool:
         return False
 
 
-def tracker_problems(report_to: str) -> list[dict]:
-    """A config problem when the tracker's package is not installed on this machine."""
-    if report_to == "none" or report_to not in TRACKERS:
+def tracker_list(value: object) -> object:
+    """`report_to` as transformers takes it ("none", one name, or a list of names) -> the list
+    of trackers, each once ("none" alone is none). Anything else is returned as it is, for the
+    schema to refuse with its own message."""
+    if value is None or value == "none":
         return []
-    modules, install = TRACKERS[report_to]
-    if any(_installed(m) for m in modules):
-        return []
-    return [{"field": "report_to", "message": (
-        f"{report_to} is not installed on this machine: install it with `{install}` (in the "
-        f"environment the server and its workers run in), or set report_to to none")}]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        names = [v for v in value if v != "none"]
+        return list(dict.fromkeys(names)) if all(isinstance(v, str) for v in names) else value
+    return value
+
+
+def tracker_problems(report_to: list[str]) -> list[dict]:
+    """A config problem for each tracker whose package is not installed on this machine."""
+    problems = []
+    for tracker in report_to:
+        modules, install = TRACKERS[tracker]
+        if not any(_installed(m) for m in modules):
+            problems.append({"field": "report_to", "message": (
+                f"{tracker} is not installed on this machine: install it with `{install}` (in "
+                f"the environment the server and its workers run in), or remove it from "
+                f"report_to (\"none\" for no tracker)")})
+    return problems
 
 
 def tensorboard_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / TENSORBOARD_DIR
 
 
-def use_stage_logs(report_to: str, run_dir: Path, stage: str) -> None:
+def use_stage_logs(report_to: list[str], run_dir: Path, stage: str) -> None:
     """Give one stage of a strategy with several trainers (rlhf) its own TensorBoard folder,
     RUN_DIR/tensorboard/STAGE: each trainer counts steps from 1, so in one folder the stages'
     curves would lie on top of each other. Call before the stage's trainer is built (its
     TensorBoardCallback reads the folder then)."""
-    if report_to == "tensorboard":
+    if "tensorboard" in report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(run_dir) / stage)
 
 
@@ -66,18 +81,20 @@ def _has_wandb_login() -> bool:
         return False
 
 
-def setup_tracking(report_to: str, run_dir: Path, run_name: str) -> dict:
-    """Set the environment the tracker reads (in the worker, before the trainer is built) and
-    return what was decided, for the run's events: {"tracker", "logs", "mode", "message"}."""
-    run_dir = Path(run_dir)
-    if report_to == "none":
-        return {}
-    if report_to == "tensorboard":
+def setup_tracking(report_to: list[str], run_dir: Path, run_name: str) -> list[dict]:
+    """Set the environment each tracker reads (in the worker, before the trainer is built) and
+    return what was decided, one dict per tracker for the run's events: {"tracker", "logs",
+    "mode", "message"}."""
+    return [_setup_tracker(tracker, Path(run_dir), run_name) for tracker in report_to]
+
+
+def _setup_tracker(tracker: str, run_dir: Path, run_name: str) -> dict:
+    if tracker == "tensorboard":
         logs = tensorboard_dir(run_dir)
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs)
         return {"tracker": "tensorboard", "logs": str(logs), "mode": "local",
                 "message": f"TensorBoard event files in {logs}: tensorboard --logdir {logs}"}
-    if report_to == "wandb":
+    if tracker == "wandb":
         os.environ.setdefault("WANDB_DIR", str(run_dir))
         os.environ.setdefault("WANDB_NAME", run_name)
         if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
@@ -92,7 +109,7 @@ def setup_tracking(report_to: str, run_dir: Path, run_name: str) -> dict:
             message += f"; upload later with `wandb sync {run_dir / 'wandb'}`"
         return {"tracker": "wandb", "logs": str(run_dir / "wandb"), "mode": mode,
                 "message": message}
-    if report_to == "mlflow":
+    if tracker == "mlflow":
         uri = os.environ.get("MLFLOW_TRACKING_URI", "")
         if not uri:
             uri = (run_dir / "mlruns").as_uri()
@@ -106,7 +123,7 @@ def setup_tracking(report_to: str, run_dir: Path, run_name: str) -> dict:
                 "message": f"MLflow tracking at {uri}" + (
                     " (a remote server: without a network the run fails within seconds "
                     "instead of hanging)" if remote else " (local files; no server needed)")}
-    if report_to == "trackio":
+    if tracker == "trackio":
         os.environ.setdefault("TRACKIO_DIR", str(run_dir / "trackio"))
         space = os.environ.get("TRACKIO_SPACE_ID")
         return {"tracker": "trackio", "logs": os.environ["TRACKIO_DIR"],
@@ -115,4 +132,4 @@ def setup_tracking(report_to: str, run_dir: Path, run_name: str) -> dict:
                             "HF_TOKEN)" if space else
                             f"Trackio local database in {os.environ['TRACKIO_DIR']}; view it "
                             f"with `TRACKIO_DIR={os.environ['TRACKIO_DIR']} trackio show`")}
-    return {}
+    raise ValueError(f"unknown tracker {tracker!r}")  # the schema allows only TRACKERS

@@ -1,6 +1,7 @@
-"""The REST API under /api, one module per resource: runs.py (training runs), datasets.py
-(uploads and previews), estimate.py (peak GPU memory of a config), system.py (health, doctor,
-schema); busy.py bounds how many expensive requests run at once; errors.py makes every error a JSON
+"""The REST API under /api, one module per resource: runs.py (training runs, sweeps), datasets.py
+(uploads and previews), benchmarks.py (matched benchmarks), export.py (merged and GGUF exports),
+estimate.py (peak GPU memory of a config), system.py (health, doctor, schema); busy.py bounds how
+many expensive requests run at once; errors.py makes every error a JSON
 {"error_type", "message", "hint"} (plus "problems" for field-level errors) with the texts the
 CLI prints, and limits.py caps request bodies.
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPBearer
 
+from modelforge_ui.api.benchmarks import add_benchmark_routes
 from modelforge_ui.api.busy import BusyLimits
 from modelforge_ui.api.datasets import UPLOAD_PATH, add_dataset_routes
 from modelforge_ui.api.experiments import add_experiment_routes
 from modelforge_ui.api.errors import (ApiError, add_fallback_routes, disk_full,
                                       install_error_handlers)
 from modelforge_ui.api.estimate import add_estimate_routes
+from modelforge_ui.api.export import add_export_routes
 from modelforge_ui.api.limits import MULTIPART_OVERHEAD, BodyLimitMiddleware
 from modelforge_ui.api.runs import add_run_routes
 from modelforge_ui.api.system import add_system_routes
@@ -37,6 +40,8 @@ def build_router(manager: RunManager, settings: Settings) -> APIRouter:
     busy = BusyLimits(settings.concurrent_per_kind)
     add_system_routes(router, manager, settings, busy)
     add_run_routes(router, manager, settings, busy)
+    add_benchmark_routes(router, manager, settings)
+    add_export_routes(router, manager, settings)
     add_estimate_routes(router, settings)
     add_experiment_routes(router, manager, settings)  # resume, compare
     add_dataset_routes(router, settings, busy)

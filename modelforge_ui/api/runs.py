@@ -26,6 +26,7 @@ from trainers.runs.jobs import adapter_dir
 from trainers.runs.manager import RunManager
 from trainers.runs.preflight import preflight_problems
 from trainers.runs.registry import STATUSES
+from trainers.runs.sweep import build_sweep, list_sweeps, read_sweep, submit_sweep, sweep_axes
 
 EVENTS_PAGE = 1000
 
@@ -90,11 +91,17 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
     async def start_training(request: Request, preset: str | None = Query(
             None, description=f"Start from a preset: {', '.join(PRESETS)}.")) -> JSONResponse:
         """Queue a training run. Returns 202 with the run id at once; the run starts when a
-        device is free. Invalid configs get 422 with one message per field."""
+        device is free. Invalid configs get 422 with one message per field. A config with
+        fields given as lists (e.g. "learning_rate": [1e-4, 2e-4]) is a sweep: one run per
+        combination, at most 32; the answer lists their ids (trainers/runs/sweep.py)."""
         raw = await request.body()
+        data = _parse_json(raw)
+        if sweep_axes(data):
+            return await run_in_threadpool(_start_sweep, manager, settings, data, preset)
 
         def submit() -> dict:
-            return manager.submit(_validated_config(raw, preset, settings), source="api")
+            cfg = check_config_policy(build_config(data, preset), settings)
+            return manager.submit(cfg, source="api")
 
         run = await run_in_threadpool(submit)
         return JSONResponse(
@@ -122,6 +129,24 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
             return {"ok": False, "problems": late, "notes": _preset_notes(raw, preset)}
         return {"ok": True, "problems": [], "config": cfg.model_dump(mode="json"),
                 "notes": _preset_notes(raw, preset)}
+
+    @router.get("/sweeps", tags=["runs"])
+    def sweeps() -> dict:
+        """Sweeps, newest first: each one's axes and run ids."""
+        return {"sweeps": list_sweeps(manager.registry.data_dir)}
+
+    @router.get("/sweeps/{sweep_id}", tags=["runs"])
+    def sweep_detail(sweep_id: str) -> dict:
+        """A sweep's axes and its runs (their records, as GET /api/runs/{id} gives them)."""
+        sweep = read_sweep(manager.registry.data_dir, sweep_id)
+        runs = []
+        for run_id in sweep["run_ids"]:
+            try:
+                runs.append(manager.get(run_id))
+            except KeyError:  # deleted since
+                continue
+        return {**sweep, "runs": runs, "compare": "/api/compare?ids=" + ",".join(
+            r["id"] for r in runs)}
 
     @router.get("/runs", tags=["runs"])
     def list_runs(status: str | None = None, kind: str | None = None,
@@ -154,12 +179,9 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
                    limit: int = Query(EVENTS_PAGE, ge=1, le=EVENTS_PAGE)) -> dict:
         """Events with seq >= after. Poll with after = the returned next_after."""
         try:
-            events = manager.events(run_id, after, limit)
-            status = manager.registry.get(run_id)["status"]
+            return events_page(manager, run_id, after, limit)
         except KeyError:
             raise not_found(run_id) from None
-        next_after = events[-1]["seq"] + 1 if events else after
-        return {"run_id": run_id, "status": status, "events": events, "next_after": next_after}
 
     @router.post("/runs/{run_id}/stop", status_code=202, tags=["runs"])
     def stop_run(run_id: str) -> dict:
@@ -217,6 +239,27 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
             _chunks(zipped), media_type="application/zip", background=BackgroundTask(zipped.close),
             headers={"Content-Length": str(size), "Content-Disposition":
                      f'attachment; filename="{run["id"]}-adapter.zip"'})
+
+
+def _start_sweep(manager: RunManager, settings: Settings, data: dict,
+                 preset: str | None) -> JSONResponse:
+    runs = build_sweep(data, preset, lambda cfg: check_config_policy(cfg, settings))
+    sweep = submit_sweep(manager, runs, source="api")
+    ids = ",".join(sweep["run_ids"])
+    return JSONResponse(
+        {"sweep_id": sweep["id"], "axes": sweep["axes"], "run_ids": sweep["run_ids"],
+         "runs": [{"run_id": r["id"], "name": r["name"], "status": r["status"]}
+                  for r in sweep["runs"]],
+         "compare": f"/api/compare?ids={ids}"},
+        status_code=202, headers={"Location": f"/api/sweeps/{sweep['id']}"})
+
+
+def events_page(manager: RunManager, run_id: str, after: int, limit: int) -> dict:
+    """A job's events from seq `after`, its status, and where the next poll starts."""
+    events = manager.events(run_id, after, limit)
+    status = manager.registry.get(run_id)["status"]
+    next_after = events[-1]["seq"] + 1 if events else after
+    return {"run_id": run_id, "status": status, "events": events, "next_after": next_after}
 
 
 def _zip_files(files: dict):

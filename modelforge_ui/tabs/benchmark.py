@@ -22,7 +22,7 @@ from trainers.benchmark.report import RESULT_FILES
 from trainers.benchmark.spec import (GPU_ONLY_MODES, MODE_LABELS, QUICK, QUICK_GIVES_UP,
                                      BenchmarkSpec, build_spec, default_modes)
 from trainers.benchmark.variant import variant_name
-from trainers.errors import ConfigError, ModelForgeError
+from trainers.errors import ModelForgeError
 from trainers.runs.jobs import submit_benchmark
 
 # What a person sets for most benchmarks, open at the top; the rest is collapsed.
@@ -32,7 +32,6 @@ ESSENTIAL_GROUP, MORE_GROUP = "essentials", "more"
 TITLES = {ESSENTIAL_GROUP: "Model, providers, modes and shape",
           MORE_GROUP: "More settings (data, LoRA, optimizer, judging: the same for every variant)"}
 HIDDEN = ("invocation",)  # the CLI fills it with its command line; not an input
-GPU_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
 
 
 def spec_form() -> ConfigForm:
@@ -44,19 +43,6 @@ def spec_form() -> ConfigForm:
     for spec in form.specs:
         spec.group = ESSENTIAL_GROUP if spec.name in ESSENTIALS else MORE_GROUP
     return form
-
-
-def gpu_only_problems(spec: BenchmarkSpec, devices: list[str]) -> list[dict]:
-    """The spec's choices that cannot run on a machine without a GPU, refused before the run."""
-    if devices != ["cpu"]:
-        return []
-    problems = [{"field": "modes", "message": f"{mode}: {why}, and this machine has none: "
-                 "choose lora16 only"} for mode, why in GPU_ONLY_MODES.items()
-                if mode in spec.modes]
-    if spec.optimizer in GPU_ONLY_OPTIMIZERS:
-        problems.append({"field": "optimizer", "message": f"{spec.optimizer} needs bitsandbytes "
-                         "on a CUDA GPU, and this machine has none: use adamw_torch_fused"})
-    return problems
 
 
 def initial_values(app: Dashboard) -> dict:
@@ -262,11 +248,9 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
         app.require_writable("run a benchmark")
         try:
             spec = check_spec_policy(form.validate(list(values)), app.settings)
-            if gpu_only_problems(spec, app.manager.devices):
-                raise ConfigError(gpu_only_problems(spec, app.manager.devices))
+            run = submit_benchmark(app.manager, spec, source="dashboard")
         except ModelForgeError as exc:
             return error_markdown(exc), gr.update()
-        run = submit_benchmark(app.manager, spec, source="dashboard")
         return f"Queued benchmark `{run['id']}`.", choices(run["id"])
 
     def stop(run_id):

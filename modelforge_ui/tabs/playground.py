@@ -1,5 +1,6 @@
 """The Playground tab: a finished run's adapter against its base model, side by side and
-streamed; and the export of a run as a merged 16-bit model (optionally pushed to the Hub).
+streamed; and the export of a run as a merged 16-bit model (optionally converted to GGUF and
+pushed to the Hub).
 
 Generation and merging import torch, so they run in their own processes
 (`python -m trainers.tools.playground`, `python -m trainers.tools.export`); this module reads their JSON
@@ -9,47 +10,17 @@ lines as they come.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import gradio as gr
 
 from modelforge_ui import views
 from modelforge_ui.tabs.context import Dashboard
+from modelforge_ui.tool_process import off_a_busy_gpu, stream_module
 from trainers.runs.jobs import ADAPTER_STATUSES
-from trainers.runs.process import child_env
+from trainers.tools.gguf_export import GGUF_TYPES
 
-
-def stream_module(module: str, args: list[str], stdin_text: str = "",
-                  extra_env: dict | None = None) -> Iterator[dict]:
-    """Run `python -m module args` and yield each JSON line it prints ({"log": line} for
-    others). Ends with {"exit_code": n, "stderr_tail": ...}. The process is killed when the
-    caller stops reading (the browser left)."""
-    env = child_env({"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                     **(extra_env or {})})
-    with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-        try:
-            proc.stdin.write(stdin_text)
-            proc.stdin.close()
-            for line in proc.stdout:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    obj = None
-                yield obj if isinstance(obj, dict) else {"log": line.rstrip("\n")}
-            proc.wait()
-            stderr.seek(0)
-            tail = stderr.read()[-4000:].decode("utf-8", errors="replace")
-            yield {"exit_code": proc.returncode, "stderr_tail": tail}
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+NO_GGUF = "none"
 
 
 def _failure(msg: dict) -> str:
@@ -60,11 +31,8 @@ def _failure(msg: dict) -> str:
 
 
 def gpu_or_cpu(app: Dashboard) -> tuple[dict, str]:
-    """The playground and export run outside the run queue, so while a job trains they keep
-    off its GPU (a model loaded beside it could push it out of memory) and use the CPU."""
-    if app.manager.active() and app.manager.devices != ["cpu"]:
-        return {"CUDA_VISIBLE_DEVICES": ""}, " (on the CPU: a training job holds the GPU)"
-    return {}, ""
+    """The Playground's model, and an export, on the CPU while a job holds the GPU."""
+    return off_a_busy_gpu(app.manager)
 
 
 def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: float,
@@ -90,8 +58,9 @@ def generate(app: Dashboard, run_id: str | None, prompt: str, max_new_tokens: fl
     yield texts["adapter"], texts["base"], "Done."
 
 
-def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
-    """Yield (log, status) while merging (and pushing)."""
+def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str,
+           gguf_type: str = NO_GGUF):
+    """Yield (log, status) while merging (and converting to GGUF, and pushing)."""
     app.require_writable("export a model")
     run = app.get_run(run_id)
     if run is None:
@@ -100,6 +69,8 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
     args = [run["run_dir"], "--dtype", dtype]
     if repo_id.strip():
         args += ["--push-to-hub", repo_id.strip()]
+    if gguf_type != NO_GGUF:
+        args += ["--gguf", gguf_type]
     env, where = gpu_or_cpu(app)
     log: list[str] = [f"merging in its own process{where}"]
     for msg in stream_module("trainers.tools.export", args, extra_env=env):
@@ -107,6 +78,8 @@ def export(app: Dashboard, run_id: str | None, dtype: str, repo_id: str):
             log.append(msg["message"])
         elif msg.get("done"):
             where = f"`{msg['out_dir']}`" + (f", pushed to {msg['url']}" if msg.get("url") else "")
+            if msg.get("gguf"):
+                where += f"; **GGUF:** `{msg['gguf']}` (an Ollama Modelfile beside it)"
             yield "\n".join(log), f"**Merged model saved:** {where}"
             return
         elif msg.get("error_type") or msg.get("exit_code"):
@@ -164,8 +137,13 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     with gr.Row():
         adapter_out = gr.Textbox(label="Fine-tuned (base + adapter)", lines=10)
         base_out = gr.Textbox(label="Base model", lines=10)
-    with gr.Accordion("Export: merge the adapter into a 16-bit model", open=False):
+    with gr.Accordion("Export: merge the adapter into a 16-bit model (and GGUF)", open=False):
         dtype = gr.Radio(["float16", "bfloat16"], value="float16", label="dtype")
+        gguf_type = gr.Dropdown([NO_GGUF, *GGUF_TYPES], value=NO_GGUF, elem_id="export-gguf",
+                                label="Also convert to GGUF (llama.cpp, Ollama, LM Studio)",
+                                info="f16/bf16 keep the merged weights; q8_0 and the 4/5-bit "
+                                     "types quantise them. Written to RUN_DIR/gguf/TYPE/ with "
+                                     "an Ollama Modelfile.")
         repo_id = gr.Textbox(label="Push to the Hub as (optional, user/name)",
                              info="Needs HF_TOKEN in the server's environment and a network.")
         export_button = gr.Button("Merge and save", interactive=not app.read_only)
@@ -187,11 +165,12 @@ def build(app: Dashboard, tab: gr.Tab) -> None:
     def run_generate(run_id, text, n_tokens, temp):
         yield from generate(app, run_id, text, n_tokens, temp)
 
-    def run_export(run_id, kind, repo):
-        yield from export(app, run_id, kind, repo)
+    def run_export(run_id, kind, repo, gguf):
+        yield from export(app, run_id, kind, repo, gguf)
 
     tab.select(choices, None, picked, api_name=False)
     generate_button.click(run_generate, [picked, prompt, max_new_tokens, temperature],
                           [adapter_out, base_out, status], api_name="generate")
-    export_button.click(run_export, [picked, dtype, repo_id], [export_log, export_status],
+    export_button.click(run_export, [picked, dtype, repo_id, gguf_type],
+                        [export_log, export_status],
                         api_name="export_model")

@@ -224,6 +224,22 @@ def default_modes(has_gpu: bool) -> list[str]:
             if has_gpu or m not in GPU_ONLY_MODES]
 
 
+GPU_ONLY_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+
+
+def gpu_only_problems(spec: BenchmarkSpec, devices: list[str]) -> list[dict]:
+    """The spec's choices that cannot run on a machine without a GPU, refused before the run."""
+    if devices != ["cpu"]:
+        return []
+    problems = [{"field": "modes", "message": f"{mode}: {why}, and this machine has none: "
+                 "choose lora16 only"} for mode, why in GPU_ONLY_MODES.items()
+                if mode in spec.modes]
+    if spec.optimizer in GPU_ONLY_OPTIMIZERS:
+        problems.append({"field": "optimizer", "message": f"{spec.optimizer} needs bitsandbytes "
+                         "on a CUDA GPU, and this machine has none: use adamw_torch_fused"})
+    return problems
+
+
 def build_spec(data: dict) -> BenchmarkSpec:
     """Validate a dict; raise ConfigError naming every problem and its fix."""
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ import time
 
 from trainers.errors import ModelForgeError
 
-MAX_RUNS = 12
+MAX_RUNS = 32  # a whole sweep (trainers.runs.sweep.MAX_SWEEP_RUNS)
 CURVES = ("loss", "eval_loss", "tokens_per_s", "memory_gib")
 IGNORED_FIELDS = ("name",)  # each run's label, not a setting
 

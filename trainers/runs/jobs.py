@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trainers.errors import ModelForgeError
+from trainers.errors import ConfigError, ModelForgeError
 
 ACTIVE_STATUSES = ("queued", "running")
 ADAPTER_STATUSES = ("succeeded", "stopped")  # the outcomes that save an adapter
@@ -63,7 +63,12 @@ def create_benchmark(registry, spec, source: str) -> dict:
 
 
 def submit_benchmark(manager, spec, source: str) -> dict:
-    """Queue a benchmark in the run manager, like a training run."""
+    """Queue a benchmark in the run manager, like a training run; a GPU-only choice on a
+    machine without a GPU is a ConfigError now, not a failure in the queue."""
+    from trainers.benchmark.spec import gpu_only_problems
+
+    if gpu_only_problems(spec, manager.devices):
+        raise ConfigError(gpu_only_problems(spec, manager.devices))
     run = manager.submit_job("benchmark", spec.model_dump(mode="json"), source=source)
     return manager.registry.rename(run["id"], benchmark_name(spec))
 

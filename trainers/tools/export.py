@@ -1,6 +1,8 @@
-"""Merge a run's LoRA adapter into its base model and save a full 16-bit model directory.
+"""Merge a run's LoRA adapter into its base model and save a full 16-bit model directory;
+optionally convert it to GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile beside it.
 
     python -m trainers.tools.export RUN_DIR [--out DIR] [--dtype float16|bfloat16] [--push-to-hub REPO]
+    python -m trainers.tools.export RUN_DIR --gguf q8_0     # also RUN_DIR/gguf/q8_0/*.gguf
 
 The dashboard runs this in its own process (torch never loads into the server). It prints one
 JSON object per line: {"stage": ..., "message": ...} as it goes, {"done": true, "out_dir": ...}
@@ -53,6 +55,35 @@ def merge(run_dir: Path, out_dir: Path | None = None, dtype: str = "float16") ->
     return out_dir
 
 
+GGUF_DIR = "gguf"
+
+
+def base_model_config(run_dir: Path) -> dict:
+    """The run's base model config.json, read without loading the weights."""
+    from transformers import AutoConfig
+
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return AutoConfig.from_pretrained(
+        cfg["model_name"], trust_remote_code=bool(cfg.get("trust_remote_code"))).to_dict()
+
+
+def export_gguf(run_dir: Path, merged_dir: Path, gguf_type: str) -> Path:
+    """RUN_DIR/gguf/TYPE/NAME-TYPE.gguf and its Ollama Modelfile, from the merged model."""
+    from trainers.tools.gguf_export import ollama_modelfile, write_gguf
+
+    out_dir = run_dir / GGUF_DIR / gguf_type
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{run_dir.name}-{gguf_type}.gguf"
+    emit({"stage": "gguf", "message": f"converting to GGUF {gguf_type}: {path}"})
+    facts = write_gguf(merged_dir, path, gguf_type, run_dir.name)
+    emit({"stage": "gguf", "message": f"{facts['architecture']} tensors "
+                                      f"{facts['tensor_types']}, pre-tokenizer "
+                                      f"{facts['pre_tokenizer']}"})
+    (out_dir / "Modelfile").write_text(ollama_modelfile(path.name, merged_dir),
+                                       encoding="utf-8")
+    return path
+
+
 def hub_token() -> str:
     """The Hub token, or an error that says how to give one and that a network is needed."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
@@ -91,12 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float16", choices=DTYPES)
     parser.add_argument("--push-to-hub", metavar="REPO_ID")
     parser.add_argument("--public", action="store_true", help="create a public Hub repo")
+    parser.add_argument("--gguf", metavar="TYPE", help="also write a GGUF file of this type "
+                        "(f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0) and an Ollama Modelfile")
     args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
     try:
         if args.push_to_hub:
             hub_token()  # fail before the slow merge, not after it
-        out_dir = merge(args.run_dir.resolve(), args.out, args.dtype)
+        if args.gguf:  # a type or family the converter does not know: refused before the merge
+            from trainers.tools.gguf_export import check_family, check_type
+
+            check_type(args.gguf)
+            check_family(base_model_config(run_dir))
+        dtype = "bfloat16" if args.gguf == "bf16" else args.dtype
+        out_dir = merge(run_dir, args.out, dtype)
         result = {"done": True, "out_dir": str(out_dir)}
+        if args.gguf:
+            result["gguf"] = str(export_gguf(run_dir, out_dir, args.gguf))
         if args.push_to_hub:
             emit({"stage": "push", "message": f"uploading to {args.push_to_hub}"})
             result["url"] = push(out_dir, args.push_to_hub, private=not args.public)

@@ -93,9 +93,8 @@ class RunContext:
         and which checkpoint this run continues."""
         from trainers.tracking import setup_tracking
 
-        tracking = setup_tracking(self.cfg.report_to, self.run_dir, self.cfg.name or
-                                  self.run_dir.name)
-        if tracking:
+        for tracking in setup_tracking(self.cfg.report_to, self.run_dir,
+                                       self.cfg.name or self.run_dir.name):
             self.events.emit("stage", name="tracking", tracker=tracking["tracker"],
                              mode=tracking["mode"], path=tracking["logs"],
                              message=tracking["message"])

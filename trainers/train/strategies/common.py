@@ -34,7 +34,7 @@ def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> d
         save_steps=cfg.save_steps if save else 500,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_interval(cfg) if has_eval else None,
-        report_to=cfg.report_to,
+        report_to=cfg.report_to or "none",  # no tracker, said explicitly
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,

@@ -1,0 +1,163 @@
+"""GGUF export, for real: a run on the demo model merged and converted by
+`python -m trainers.tools.export RUN_DIR --gguf TYPE`, loaded back by transformers
+(`gguf_file=`) and read by gguf's own reader; the greedy continuation of a prompt compared with
+the merged model's: identical for f16; for q8_0, the next token chosen at each of its 24 steps
+agrees at 22 (measured here; the test asks at least 20). Also through the REST API, and a
+family the converter does not know is refused before anything loads.
+
+llama.cpp itself (llama-cpp-python) is not installed by the test extra: it builds llama.cpp from
+source, which took longer than CI can give it on these machines (see docs/export.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from live_server import wait_status
+
+PROMPT = "<|user|>\nGive three tips for staying healthy.</s>\n<|assistant|>\n"
+NEW_TOKENS = 24
+
+
+def export(run_dir: Path, *args: str) -> tuple[int, list[dict]]:
+    done = subprocess.run([sys.executable, "-m", "trainers.tools.export", str(run_dir), *args],
+                          capture_output=True, text=True, timeout=600)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done.returncode, lines
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A short run on the demo model with a larger init scale: its next-token choices are
+    clear, as a trained model's are (the plain random-init demo's are near ties, which any
+    rounding flips). The pre-trained demo would do too, at minutes of pre-training."""
+    from trainers.config import build_config
+    from trainers.runs.process import launch
+    from trainers.runs.registry import RunRegistry
+    from trainers.tools.demo import SAMPLE_SFT, build_demo_model
+
+    base = build_demo_model(tmp_path_factory.mktemp("peaked"), initializer_range=0.5)
+    registry = RunRegistry(tmp_path_factory.mktemp("gguf"))
+    record = registry.create(build_config({
+        "model_name": str(base), "dataset": str(SAMPLE_SFT), "max_seq_length": 128,
+        "max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 5e-3,
+        "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}), source="test")
+    launch(Path(record["run_dir"])).wait(timeout=600)
+    assert registry.finish_from_events(record["id"], 0)["status"] == "succeeded"
+    return Path(record["run_dir"])
+
+
+def exported(run_dir: Path, gguf_type: str):
+    """(merged model, the GGUF loaded by transformers, the GGUF's path), in float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    code, lines = export(run_dir, "--gguf", gguf_type)
+    assert code == 0, lines
+    path = Path(lines[-1]["gguf"])
+    merged = AutoModelForCausalLM.from_pretrained(lines[-1]["out_dir"], dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                  dtype=torch.float32)
+    return merged, loaded, path
+
+
+def greedy(model, tokenizer):
+    """The prompt and the model's greedy continuation of it (NEW_TOKENS tokens)."""
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    return ids.shape[1], model.generate(ids, max_new_tokens=NEW_TOKENS,
+                                        min_new_tokens=NEW_TOKENS, do_sample=False)
+
+
+def next_token_choices(model, start: int, sequence) -> list[int]:
+    """The model's greedy choice at each step of `sequence` after `start` (teacher-forced:
+    every step sees the same text, so one different choice does not change the rest)."""
+    import torch
+
+    with torch.no_grad():
+        return model(sequence).logits[0, start - 1:-1].argmax(-1).tolist()
+
+
+@pytest.mark.slow
+def test_f16_gguf_holds_the_merged_weights_and_continues_identically(trained_run):
+    import torch
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    merged, loaded, path = exported(trained_run, "f16")
+    state = loaded.state_dict()
+    for name, tensor in merged.state_dict().items():
+        assert torch.equal(tensor, state[name]), name  # the merge was float16: no rounding
+    tokenizer = AutoTokenizer.from_pretrained(trained_run / "merged")
+    (_, want), (_, got) = greedy(merged, tokenizer), greedy(loaded, tokenizer)
+    assert got.tolist() == want.tolist()
+
+    reader = GGUFReader(path)
+    field = lambda key: reader.fields[key].contents()  # noqa: E731
+    assert field("general.architecture") == "llama"
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "gpt-2"
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    assert field("tokenizer.ggml.tokens") == [token for token, _ in vocab]
+    assert field("tokenizer.chat_template") == tokenizer.chat_template
+    assert field("tokenizer.ggml.eos_token_id") == tokenizer.eos_token_id
+    modelfile = (path.parent / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{path.name}\n")
+    assert "<|user|>\n{{ .Prompt }}</s>\n<|assistant|>\n" in modelfile
+    assert 'PARAMETER stop "</s>"' in modelfile
+
+
+@pytest.mark.slow
+def test_q8_0_gguf_is_within_its_rounding_and_continues_alike(trained_run):
+    from transformers import AutoTokenizer
+
+    merged, loaded, path = exported(trained_run, "q8_0")
+    state = loaded.state_dict()
+    for name, tensor in merged.state_dict().items():
+        # q8_0: 32 weights share a scale, their largest magnitude / 127 (stored in 16 bits);
+        # rounding moves each by half a step and the scale's rounding a little more (rows of
+        # 176 are not whole blocks: kept 16-bit, exact)
+        assert (tensor - state[name]).abs().max() <= tensor.abs().max() / 127 * 0.6, name
+    tokenizer = AutoTokenizer.from_pretrained(trained_run / "merged")
+    start, sequence = greedy(merged, tokenizer)
+    want = next_token_choices(merged, start, sequence)
+    assert want == sequence[0, start:].tolist()
+    got = next_token_choices(loaded, start, sequence)
+    agreement = sum(a == b for a, b in zip(want, got))
+    print(f"q8_0 picks the merged model's next token at {agreement} of {NEW_TOKENS} steps")
+    assert agreement >= 20, (agreement, want, got)  # measured: see the module docstring
+
+
+def test_a_family_the_converter_does_not_know_is_refused_before_the_merge(tmp_path):
+    base = tmp_path / "gemma"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "gemma2",
+                                                  "architectures": ["Gemma2ForCausalLM"]}))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"model_name": str(base)}))
+    code, lines = export(run_dir, "--gguf", "q8_0")
+    assert code == 1 and lines[-1]["error_type"] == "export"
+    assert lines[-1]["message"] == ("GGUF export does not know the gemma2 family "
+                                    "(Gemma2ForCausalLM).")
+    assert "llama, mistral, qwen2" in lines[-1]["hint"]
+    assert not (run_dir / "merged").exists()
+    code, lines = export(run_dir, "--gguf", "q3_k")
+    assert code == 1 and "Use one of f16, bf16, q8_0" in lines[-1]["hint"]
+
+
+@pytest.mark.slow
+def test_export_to_gguf_over_http(client, tiny_config):
+    run_id = client.post("/api/start_training", json=tiny_config(max_steps=2)).json()["run_id"]
+    assert client.get(f"/api/runs/{run_id}/gguf/q8_0").status_code in (404, 409)
+    assert wait_status(client, run_id)["status"] == "succeeded"
+    bad = client.post(f"/api/runs/{run_id}/export", json={"gguf": "q3_k"})
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "gguf"
+    response = client.post(f"/api/runs/{run_id}/export", json={"gguf": "q8_0"}, timeout=600)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["gguf"].endswith("-q8_0.gguf") and "FROM ./" in body["modelfile"]
+    download = client.get(body["download"])
+    assert download.status_code == 200 and download.content[:4] == b"GGUF"
+    assert len(download.content) == body["gguf_bytes"]
