@@ -231,3 +231,12 @@ def test_unreadable_files_are_data_errors_naming_the_file(tmp_path, make, name, 
         data.load_data(str(path))
     assert str(path) in info.value.message and words in info.value.message, info.value.message
     assert fix in info.value.hint, info.value.hint
+
+
+def test_rows_without_a_completion_token_are_left_out():
+    rows = [{"input_ids": [1, 2, 3], "completion_mask": [0, 0, 1]},
+            {"input_ids": [1, 2, 3], "completion_mask": [0, 0, 0]}]  # the prompt filled the length
+    kept, left_out = data.trainable_rows(rows, "d.jsonl", 3)
+    assert kept == rows[:1] and left_out == 1
+    with pytest.raises(DataError, match="no example has a completion token within the first 3"):
+        data.trainable_rows(rows[1:], "d.jsonl", 3)

@@ -69,8 +69,10 @@ def test_unsloth_on_the_cpu_says_it_pads(tmp_path, demo_model):
     assert any("turns padding_free off" in w for w in started["warnings"])
 
 
+@pytest.mark.slow
 def test_a_row_with_no_completion_token_left_is_left_out_of_every_run(tmp_path, demo_model):
-    """A prompt that fills max_seq_length leaves no token to learn from. TRL drops such a row
+    """(Fast guard: tests/test_data.py::test_rows_without_a_completion_token_are_left_out.)
+    A prompt that fills max_seq_length leaves no token to learn from. TRL drops such a row
     only when it truncates (padded batches), so padded and padding-free runs trained on
     different rows (seen on an H100 as 94,513 vs 118,887 tokens in 12 steps); the worker now
     leaves it out of both, and says so."""
