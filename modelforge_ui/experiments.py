@@ -142,7 +142,8 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
                                  elem_id="compare-runs")  # ids are checked by compare()
             button = gr.Button("Compare", scale=1, elem_id="compare-button")
         sweep = gr.Dropdown(label="Or a sweep's runs (queued from the API or the CLI with "
-                                  "fields given as lists)", choices=[], elem_id="compare-sweep")
+                                  "fields given as lists)", choices=[],
+                            allow_custom_value=True, elem_id="compare-sweep")  # read_sweep checks
         note = gr.Markdown(elem_id="compare-note")
         plots = []
         for i, (key, (column, title)) in enumerate(CURVE_TITLES.items()):
@@ -169,7 +170,10 @@ def build_compare(app: Dashboard, tab: gr.Tab, refresh_button: gr.Button) -> Non
     def sweep_runs(sweep_id):
         if not sweep_id:
             return gr.skip()
-        run_ids = read_sweep(app.manager.registry.data_dir, sweep_id)["run_ids"]
+        try:
+            run_ids = read_sweep(app.manager.registry.data_dir, sweep_id)["run_ids"]
+        except ModelForgeError as exc:
+            raise gr.Error(f"{exc.message} {exc.hint}") from None
         return gr.update(choices=views.run_choices(app.runs(kind="train")), value=run_ids)
 
     shown = [note, *plots, differing, outcome]

@@ -6,7 +6,7 @@ agrees at 22 (measured here; the test asks at least 20). Also through the REST A
 family the converter does not know is refused before anything loads.
 
 llama.cpp itself (llama-cpp-python) is not installed by the test extra: it builds llama.cpp from
-source, which took longer than CI can give it on these machines (see docs/export.md)."""
+source, which had not finished in 20 minutes on this machine (see docs/export.md)."""
 
 from __future__ import annotations
 

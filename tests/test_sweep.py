@@ -106,6 +106,10 @@ def test_a_sweep_over_http_is_refused_whole(client, tiny_config):
     assert too_many.status_code == 422
     assert "more than the 32 a sweep may queue" in too_many.json()["problems"][0]["message"]
     assert client.get("/api/runs").json()["total"] == before  # none was queued
+    check = client.post("/api/config/check", json=tiny_config(lora_r=[0, 8])).json()
+    assert check["ok"] is False and check["problems"][0]["field"] == "lora_r"
+    check = client.post("/api/config/check", json=tiny_config(lora_r=[4, 8])).json()
+    assert check == {"ok": True, "problems": [], "sweep": ["sweep lora_r=4", "sweep lora_r=8"]}
     assert client.get("/api/sweeps/nope").status_code == 404
 
 

@@ -26,7 +26,8 @@ from trainers.runs.jobs import adapter_dir
 from trainers.runs.manager import RunManager
 from trainers.runs.preflight import preflight_problems
 from trainers.runs.registry import STATUSES
-from trainers.runs.sweep import build_sweep, list_sweeps, read_sweep, submit_sweep, sweep_axes
+from trainers.runs.sweep import (build_sweep, check_machine, list_sweeps, read_sweep,
+                                 submit_sweep, sweep_axes)
 
 EVENTS_PAGE = 1000
 
@@ -112,8 +113,12 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
 
     @router.post("/config/check", tags=["runs"], openapi_extra=config_doc)
     async def check_config(request: Request, preset: str | None = None) -> dict:
-        """Validate a config (and the server's path rules) without starting anything."""
+        """Validate a config (and the server's path rules) without starting anything. A sweep
+        is checked whole: `"sweep"` lists the names of the runs it would queue."""
         raw = await request.body()
+        data = _parse_json(raw)
+        if sweep_axes(data):
+            return await run_in_threadpool(_check_sweep, manager, settings, data, preset)
         try:
             cfg = await run_in_threadpool(_validated_config, raw, preset, settings)
             if cfg.resume_from:  # what submitting would refuse: trainers/runs/resume.py
@@ -252,6 +257,19 @@ def _start_sweep(manager: RunManager, settings: Settings, data: dict,
                   for r in sweep["runs"]],
          "compare": f"/api/compare?ids={ids}"},
         status_code=202, headers={"Location": f"/api/sweeps/{sweep['id']}"})
+
+
+def _check_sweep(manager: RunManager, settings: Settings, data: dict,
+                 preset: str | None) -> dict:
+    """What POST /api/start_training would refuse of a sweep, and what its first run's worker
+    would fail on (the data; the runs share it unless the data set is an axis)."""
+    try:
+        runs = build_sweep(data, preset, lambda cfg: check_config_policy(cfg, settings))
+        check_machine(runs, manager.devices)
+    except (ConfigError, PathRefused, NotPermittedError) as exc:
+        return {"ok": False, "problems": exc.to_dict().get("problems", [])}
+    late = preflight_problems(runs[0][1], manager.devices)
+    return {"ok": not late, "problems": late, "sweep": [cfg.name for _, cfg in runs]}
 
 
 def events_page(manager: RunManager, run_id: str, after: int, limit: int) -> dict:
