@@ -1,0 +1,101 @@
+"""The user-facing text stays true to the repository: its relative links resolve, its `bash`
+blocks run real `modelforge` commands with real flags, and the field reference is the schema's.
+
+Plain file reads and argparse, no server and no model: the fast tier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from modelforge_ui.cli import _parser
+from trainers.tools import config_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EVIDENCE_PAGES = sorted((ROOT / "benchmarks" / "results").rglob("README.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SHELL_SEPARATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<"}
+
+
+def _relative_links(page: Path) -> list[str]:
+    """Links to files in the repository; web links and same-page anchors are not files."""
+    targets = LINK.findall(page.read_text(encoding="utf-8"))
+    return [t for t in targets if not re.match(r"[a-z]+:|#", t)]
+
+
+@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    # The part after '#' is not checked: headings move with prose, files are what break.
+    broken = [t for t in _relative_links(page)
+              if not (page.parent / t.split("#")[0]).exists()]
+    assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def _modelforge_commands(page: Path) -> list[list[str]]:
+    """The argument lists of every `modelforge ...` command in the page's bash blocks."""
+    commands = []
+    for block in FENCE.findall(page.read_text(encoding="utf-8")):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "modelforge" not in line:
+                continue  # also the inner lines of a quoted multi-line body (curl -d '...')
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            command: list[str] | None = None
+            starts_command = True  # `docker build -t modelforge .` names an image, not the CLI
+            for token in lexer:  # the '#' comment is dropped by the lexer
+                if token in SHELL_SEPARATORS:
+                    command, starts_command = None, True
+                    continue
+                if command is not None:
+                    command.append(token)
+                elif starts_command and Path(token).name == "modelforge":
+                    command = []
+                    commands.append(command)
+                starts_command = False
+    return commands
+
+
+def _parse_error(args: list[str]) -> str | None:
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            _parser().parse_args(args)
+    except SystemExit:
+        return stderr.getvalue().strip().splitlines()[-1]
+    return None
+
+
+def test_the_pages_show_modelforge_commands():
+    pages = {p.name for p in PAGES if _modelforge_commands(p)}
+    assert "README.md" in pages  # the check below would pass vacuously if the parsing broke
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_documented_command_is_a_real_subcommand_with_real_flags(page):
+    wrong = {" ".join(args): error for args in _modelforge_commands(page)
+             if (error := _parse_error(args))}
+    assert not wrong, f"{page.relative_to(ROOT)}: {wrong}"
+
+
+def test_a_wrong_flag_or_command_is_caught():
+    assert "unrecognized arguments: --no-such-flag" in _parse_error(["train", "--no-such-flag"])
+    assert "invalid choice" in _parse_error(["trian", "config.json"])
+    subcommands = next(a for a in _parser()._actions
+                       if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "run", "bench", "doctor", "demo-model", "export-adapter"} <= set(subcommands)
+
+
+def test_the_field_reference_is_the_schema():
+    committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == config_reference.render(), (
+        "docs/configuration.md is out of date: run "
+        "`python -m trainers.tools.config_reference > docs/configuration.md`")
