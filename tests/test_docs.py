@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EVIDENCE_PAGES = sorted((ROOT / "benchmarks" / "results").rglob("README.md"))
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CODE_PATH = re.compile(r"`((?:\.\./)+[\w./-]+|(?:benchmarks|docs|tests|trainers|modelforge_ui)/[\w./-]*)`")
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELL_SEPARATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<"}
 
@@ -38,6 +39,21 @@ def test_every_relative_link_resolves(page):
     broken = [t for t in _relative_links(page)
               if not (page.parent / t.split("#")[0]).exists()]
     assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def _named_paths(page: Path) -> list[str]:
+    """Repository paths written as code (`benchmarks/gpu/plan.sh`, `../archive/x/`): a moved
+    file breaks them as surely as a link. Relative to the page when they start with ../."""
+    paths = CODE_PATH.findall(page.read_text(encoding="utf-8"))
+    # `../shared/...` names the build machine's files beside the checkout, not the repository's
+    return [str((page.parent if p.startswith("..") else ROOT) / p) for p in paths
+            if not re.match(r"(\.\./)+shared/", p)]
+
+
+@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_path_named_in_code_exists(page):
+    missing = [p for p in _named_paths(page) if not Path(p).exists()]
+    assert not missing, f"{page.relative_to(ROOT)} names missing paths: {missing}"
 
 
 def _modelforge_commands(page: Path) -> list[list[str]]:
