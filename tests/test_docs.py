@@ -24,6 +24,7 @@ EVIDENCE_PAGES = sorted((ROOT / "benchmarks" / "results").rglob("README.md"))
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE_PATH = re.compile(r"`((?:\.\./)+[\w./-]+|(?:benchmarks|docs|tests|trainers|modelforge_ui)/[\w./-]*)`")
 FENCE = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
+INTERNAL_REFERENCE = re.compile(r"\b(issues?|calls?|items?) \d+\b", re.IGNORECASE)
 SHELL_SEPARATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<"}
 
 
@@ -39,6 +40,14 @@ def test_every_relative_link_resolves(page):
     broken = [t for t in _relative_links(page)
               if not (page.parent / t.split("#")[0]).exists()]
     assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_internal_references(page):
+    """A reader has no tracker and no device log: "issue 13" or "call 12" says nothing to them.
+    Say what was found and link the evidence."""
+    found = [m.group(0) for m in INTERNAL_REFERENCE.finditer(page.read_text(encoding="utf-8"))]
+    assert not found, f"{page.relative_to(ROOT)} refers to internal history: {found}"
 
 
 def _named_paths(page: Path) -> list[str]:
