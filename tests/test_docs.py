@@ -124,3 +124,16 @@ def test_the_field_reference_is_the_schema():
     assert committed == config_reference.render(), (
         "docs/configuration.md is out of date: run "
         "`python -m trainers.tools.config_reference > docs/configuration.md`")
+
+
+def test_every_result_is_in_an_index_and_every_current_folder_has_its_readme():
+    results = ROOT / "benchmarks" / "results"
+    for index, current in ((results, True), (results / "archive", False)):
+        linked = {Path(t.split("#")[0]).parts[0] for t in _relative_links(index / "README.md")}
+        for entry in index.iterdir():
+            if entry.name in ("README.md", "archive"):
+                continue
+            assert entry.name in linked, f"{entry.relative_to(ROOT)} is not in {index.name}'s index"
+            # archived folders keep what they had (the first ones: results.md and nvidia-smi.txt)
+            assert not (current and entry.is_dir()) or (entry / "README.md").exists(), \
+                f"{entry.relative_to(ROOT)} has no README (command, environment, date, GPU)"

@@ -1,4 +1,4 @@
-"""The benchmark spec of the slow-step A/B experiments (experiments/page_cache.sh, experiments/jit_cache.sh): one
+"""The benchmark spec of the slow-step A/B experiments (page_cache.sh, jit_cache.sh): one
 Hugging Face lora16 variant per process, padded, with the engine as it was before the fixes
 these experiments led to (cuDNN's attention as torch picks it, compile caches shared).
 
