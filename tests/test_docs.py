@@ -13,7 +13,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
 
 from modelforge_ui.cli import _parser
 from trainers.tools import config_reference
@@ -34,20 +33,23 @@ def _relative_links(page: Path) -> list[str]:
     return [t for t in targets if not re.match(r"[a-z]+:|#", t)]
 
 
-@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_relative_link_resolves(page):
+def _problems(pages: list[Path], find) -> dict[str, list]:
+    """Each page's problems, so one failure lists every page that has one."""
+    found = {str(page.relative_to(ROOT)): find(page) for page in pages}
+    return {page: problems for page, problems in found.items() if problems}
+
+
+def test_every_relative_link_resolves():
     # The part after '#' is not checked: headings move with prose, files are what break.
-    broken = [t for t in _relative_links(page)
-              if not (page.parent / t.split("#")[0]).exists()]
-    assert not broken, f"{page.relative_to(ROOT)} links to missing files: {broken}"
+    assert not _problems(PAGES + EVIDENCE_PAGES, lambda page: [
+        t for t in _relative_links(page) if not (page.parent / t.split("#")[0]).exists()])
 
 
-@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_internal_references(page):
+def test_no_internal_references():
     """A reader has no tracker and no device log: "issue 13" or "call 12" says nothing to them.
     Say what was found and link the evidence."""
-    found = [m.group(0) for m in INTERNAL_REFERENCE.finditer(page.read_text(encoding="utf-8"))]
-    assert not found, f"{page.relative_to(ROOT)} refers to internal history: {found}"
+    assert not _problems(PAGES + EVIDENCE_PAGES, lambda page: [
+        m.group(0) for m in INTERNAL_REFERENCE.finditer(page.read_text(encoding="utf-8"))])
 
 
 def _named_paths(page: Path) -> list[str]:
@@ -59,10 +61,9 @@ def _named_paths(page: Path) -> list[str]:
             if not re.match(r"(\.\./)+shared/", p)]
 
 
-@pytest.mark.parametrize("page", PAGES + EVIDENCE_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_repository_path_named_in_code_exists(page):
-    missing = [p for p in _named_paths(page) if not Path(p).exists()]
-    assert not missing, f"{page.relative_to(ROOT)} names missing paths: {missing}"
+def test_every_repository_path_named_in_code_exists():
+    assert not _problems(PAGES + EVIDENCE_PAGES, lambda page: [
+        p for p in _named_paths(page) if not Path(p).exists()])
 
 
 def _modelforge_commands(page: Path) -> list[list[str]]:
@@ -104,11 +105,10 @@ def test_the_pages_show_modelforge_commands():
     assert "README.md" in pages  # the check below would pass vacuously if the parsing broke
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_documented_command_is_a_real_subcommand_with_real_flags(page):
-    wrong = {" ".join(args): error for args in _modelforge_commands(page)
-             if (error := _parse_error(args))}
-    assert not wrong, f"{page.relative_to(ROOT)}: {wrong}"
+def test_every_documented_command_is_a_real_subcommand_with_real_flags():
+    assert not _problems(PAGES, lambda page: [
+        (" ".join(args), error) for args in _modelforge_commands(page)
+        if (error := _parse_error(args))])
 
 
 def test_a_wrong_flag_or_command_is_caught():
