@@ -1,5 +1,6 @@
-"""The user-facing text stays true to the repository: its relative links resolve, its `bash`
-blocks run real `modelforge` commands with real flags, and the field reference is the schema's.
+"""The user-facing text stays true to the repository: its relative links and the paths it names
+resolve, its `bash` blocks run real `modelforge` commands with real flags, the field reference
+is the schema's, every result folder is indexed, and no sentence leans on internal history.
 
 Plain file reads and argparse, no server and no model: the fast tier.
 """
