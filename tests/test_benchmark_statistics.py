@@ -70,7 +70,7 @@ def test_a_flagged_spread_says_which_step_holds_the_difference():
 
 
 def test_committed_results_rebuild_with_the_current_method(tmp_path):
-    source = RESULTS / "check_plain_llama-3.2-1b_lora16_warmup10" / "results.json"
+    source = RESULTS / "archive" / "check_plain_llama-3.2-1b_lora16_warmup10" / "results.json"
     shutil.copy(source, tmp_path / "results.json")
     assert report.main([str(tmp_path / "results.json")]) == 0
     summary = json.loads((tmp_path / "results.json").read_text())

@@ -16,7 +16,7 @@ from trainers.config import build_config, check_config
 from trainers.tools.demo import SAMPLE_SFT
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_1B = ROOT / "benchmarks" / "results" / "bench_llama-3.2-1b_lora16-qlora4" / "results.json"
+BENCH_1B = ROOT / "benchmarks" / "results" / "archive" / "bench_llama-3.2-1b_lora16-qlora4" / "results.json"
 
 
 # --- the config: every problem at once, defaults that adapt ----------------------------------

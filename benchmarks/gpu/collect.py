@@ -1,6 +1,6 @@
 """One Markdown summary of several benchmark result folders (each from run_benchmarks.sh).
 
-  python benchmarks/gpu/collect.py DIR [DIR ...] > benchmarks/results/BENCH_SUMMARY.md
+  python benchmarks/gpu/collect.py DIR [DIR ...] > SUMMARY.md
 
 Each DIR holds results.json (and plain_reference.json when the plain script ran). The summary
 has one table over all of them, the engine-vs-plain comparison, the environment and the

@@ -10,7 +10,7 @@ gives every variant the same warm start; the runner records what it read and how
   python -m trainers.benchmark.page_cache resident|warm|evict
 
 prints the files' resident share, warms them, or (for the experiment in
-benchmarks/gpu/page_cache.sh) asks the kernel to drop them from the cache again.
+benchmarks/gpu/experiments/page_cache.sh) asks the kernel to drop them from the cache again.
 """
 
 from __future__ import annotations

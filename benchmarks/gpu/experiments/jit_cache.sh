@@ -24,7 +24,7 @@ import torch  # this experiment's arm only: SDPA may not pick cuDNN's attention
 torch.backends.cuda.enable_cudnn_sdp(False)
 PY
 
-python3 benchmarks/gpu/ab_spec.py "driver JIT cache A/B" benchmarks/gpu/jit_cache.sh true > "$run_dir/config.json"
+python3 benchmarks/gpu/experiments/ab_spec.py "driver JIT cache A/B" benchmarks/gpu/experiments/jit_cache.sh true > "$run_dir/config.json"
 cache_size() { du -sk "${CUDA_CACHE_PATH:-$HOME/.nv/ComputeCache}" 2>/dev/null | cut -f1; }
 
 echo "r1 as found, JIT cache $(cache_size) KiB" > "$work/arms.txt"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 13 item 1 on the lent GPU: the engine's synthetic Llama-3.2-1B directory, built once, then
-# each variant of benchmarks/gpu/unsloth_gap.py in its own fresh process, one after another.
+# each variant of benchmarks/gpu/experiments/unsloth_gap.py in its own fresh process, one after another.
 #
-#   benchmarks/gpu/unsloth_gap.sh "VARIANT ..." [PROFILED_VARIANT ...]
+#   benchmarks/gpu/experiments/unsloth_gap.sh "VARIANT ..." [PROFILED_VARIANT ...]
 #
 # Env: LIMIT_S (default 450: no variant starts after LIMIT_S - 75 s), VARIANT_LIMIT_S (150),
 # DATA (.gpu/data/t0_mix_prompt_completion.jsonl), STEPS/WARMUP/BATCH/SEQ/MIN_TOKENS (see the .py).
@@ -43,7 +43,7 @@ for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "
 import torch
 print("torch cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
 EOF
-  echo "command: benchmarks/gpu/unsloth_gap.sh \"$variants\" $*"
+  echo "command: benchmarks/gpu/experiments/unsloth_gap.sh \"$variants\" $*"
   echo "env: STEPS=${STEPS:-25} WARMUP=${WARMUP:-3} BATCH=${BATCH:-8} SEQ=${SEQ:-2048} MIN_TOKENS=${MIN_TOKENS:-680} TORCH_LOGS=$TORCH_LOGS"
 } > "$out/env.txt" 2>&1
 
@@ -73,7 +73,7 @@ for v in $variants; do
   fi
   p=0; case "$profiled" in *" $v "*) p=1;; esac
   t=$(date +%s)
-  PROFILE=$p timeout -k 10 "${VARIANT_LIMIT_S:-150}" python3 benchmarks/gpu/unsloth_gap.py run "$v" \
+  PROFILE=$p timeout -k 10 "${VARIANT_LIMIT_S:-150}" python3 benchmarks/gpu/experiments/unsloth_gap.py run "$v" \
     "$model" "$data" "$out/results.jsonl" > "$work/logs/$v.log" 2>&1
   rc=$?
   echo "$v rc=$rc in $(( $(date +%s) - t )) s: $(grep '^RESULT' "$work/logs/$v.log" | cut -c8-300)"
@@ -81,6 +81,6 @@ for v in $variants; do
 done
 
 (cd "$work" && tar -czf "$out/logs.tar.gz" logs)
-[ -f "$out/results.jsonl" ] && python3 benchmarks/gpu/unsloth_gap.py summary "$out/results.jsonl" \
+[ -f "$out/results.jsonl" ] && python3 benchmarks/gpu/experiments/unsloth_gap.py summary "$out/results.jsonl" \
   | tee "$out/summary.md"
 echo "done in $(( $(date +%s) - start )) s"

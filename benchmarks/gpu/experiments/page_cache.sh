@@ -19,7 +19,7 @@ export MODELFORGE_SYNTHETIC_DIR=${MODELFORGE_SYNTHETIC_DIR:-/tmp/mf-synthetic}
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 start=$(date +%s)
 
-python3 benchmarks/gpu/ab_spec.py "page cache A/B" benchmarks/gpu/page_cache.sh false > "$run_dir/config.json"
+python3 benchmarks/gpu/experiments/ab_spec.py "page cache A/B" benchmarks/gpu/experiments/page_cache.sh false > "$run_dir/config.json"
 
 echo "== r1: the runner, libraries as found =="
 python3 -m trainers.benchmark.page_cache resident > "$work/arm1.json"

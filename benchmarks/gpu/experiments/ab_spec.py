@@ -2,7 +2,7 @@
 Hugging Face lora16 variant per process, padded, with the engine as it was before the fixes
 these experiments led to (cuDNN's attention as torch picks it, compile caches shared).
 
-    python benchmarks/gpu/ab_spec.py NAME INVOCATION WARM_LIBRARIES > RUN_DIR/config.json
+    python benchmarks/gpu/experiments/ab_spec.py NAME INVOCATION WARM_LIBRARIES > RUN_DIR/config.json
 
 SHAPE (default llama-3.2-1b, synthetic weights; or a model directory), BATCH, STEPS,
 MIN_TOKENS and DATA come from the environment (the CPU try-out uses a tiny model).

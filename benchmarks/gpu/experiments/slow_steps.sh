@@ -13,7 +13,7 @@
 # results.json (the runner's), variants.json (every variant's timing and step costs), summary.md,
 # logs.tar.gz.
 #
-#   benchmarks/gpu/slow_steps.sh env
+#   benchmarks/gpu/experiments/slow_steps.sh env
 # is the second step: only the Hugging Face variant (the runner's r1, then r10...), one
 # environment change per process:
 #   default                   as before
@@ -41,7 +41,7 @@ print(json.dumps({
     "steps": ${STEPS:-27}, "warmup_steps": 3, "repeats": 1,
     "padding": "padded", "variant_timeout_s": 200, "min_example_tokens": ${MIN_TOKENS:-680},
     "dataset": os.path.abspath("${DATA:-.gpu/data/t0_mix_prompt_completion.jsonl}"),
-    "name": "slow steps", "invocation": "benchmarks/gpu/slow_steps.sh"}, indent=2))
+    "name": "slow steps", "invocation": "benchmarks/gpu/experiments/slow_steps.sh"}, indent=2))
 EOF
 
 echo "== runner: r1 of each provider (cold caches) =="

@@ -1,8 +1,8 @@
 """Why the engine's Unsloth tokens/s was ~2x a bare script's (issue 13, item 1): one variant per process.
 
-  python benchmarks/gpu/unsloth_gap.py run VARIANT MODEL_DIR DATA OUT_JSONL
-  python benchmarks/gpu/unsloth_gap.py summary OUT_JSONL          (a markdown table)
-  python benchmarks/gpu/unsloth_gap.py list
+  python benchmarks/gpu/experiments/unsloth_gap.py run VARIANT MODEL_DIR DATA OUT_JSONL
+  python benchmarks/gpu/experiments/unsloth_gap.py summary OUT_JSONL          (a markdown table)
+  python benchmarks/gpu/experiments/unsloth_gap.py list
 
 Each variant is one LoRA r16 SFT run (all linear layers, bf16, batch 8, max length 2048, padded
 batches, gradient checkpointing, adamw_torch_fused) written with the bare libraries only
@@ -348,7 +348,7 @@ def run(name: str, model_dir: str, data: str, out_jsonl: str) -> int:
     model, loader_tok = load_model(spec, model_dir)
     tok = loader_tok if spec["tok"] == "unsloth" and loader_tok is not None else auto_tok
     if spec["provider"] == "huggingface" and not cuda:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
         from trainers.train.trl_cpu import use_torch_lm_head_without_gpu  # CPU trial only
         use_torch_lm_head_without_gpu()
     load_s = time.perf_counter() - started
