@@ -204,14 +204,14 @@ def check_config_policy(cfg: TrainConfig, settings) -> TrainConfig:
         if is_local(kinds[field], getattr(cfg, field), settings):
             _check_exists(field, Path(getattr(resolved, field)))
     if resolved.output_dir:
+        # new or empty, outside models and runs: the same rule the registry applies at submit
+        check_output_dir(resolved.output_dir, settings.data_dir / "runs", resolved.model_name)
         roots = {os.path.realpath(root) for root in settings.roots()}
         if resolved.output_dir in roots:  # "." or a root's own path: its runs would share it
             raise ConfigError([{"field": "output_dir", "message":
                                 f"{resolved.output_dir} is an allowed root itself: give a new "
                                 "folder inside it, e.g. my-run (under "
                                 f"{settings.outputs_dir}), or leave output_dir empty"}])
-        # new or empty, outside models and runs: the same rule the registry applies at submit
-        check_output_dir(resolved.output_dir, settings.data_dir / "runs", resolved.model_name)
     return resolved
 
 
