@@ -101,8 +101,7 @@ def add_run_routes(router: APIRouter, manager: RunManager, settings: Settings,
             return await run_in_threadpool(_start_sweep, manager, settings, data, preset)
 
         def submit() -> dict:
-            cfg = check_config_policy(build_config(data, preset), settings)
-            return manager.submit(cfg, source="api")
+            return manager.submit(_validated_config(raw, preset, settings), source="api")
 
         run = await run_in_threadpool(submit)
         return JSONResponse(
