@@ -101,7 +101,7 @@ def build_demo_model(out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0
 
 
 def demo_config(model_dir: str | Path) -> dict:
-    """The example config of `modelforge demo-model --config`: the run the README's demo drop is
+    """The example config of `modelforge demo-model --config`: the run the demo drop that docs/getting_started.md states is
     measured on (60 steps at lr 2e-3; at the 2e-4 default they lower the loss only about 18%)."""
     return {"provider": "huggingface", "model_name": str(model_dir), "max_seq_length": 512,
             "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
