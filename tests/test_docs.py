@@ -138,3 +138,14 @@ def test_every_result_is_in_an_index_and_every_current_folder_has_its_readme():
             # archived folders keep what they had (the first ones: results.md and nvidia-smi.txt)
             assert not (current and entry.is_dir()) or (entry / "README.md").exists(), \
                 f"{entry.relative_to(ROOT)} has no README (command, environment, date, GPU)"
+
+
+def test_troubleshooting_lists_every_error_type_the_code_has():
+    """docs/troubleshooting.md is the code's table: a new error type needs its row."""
+    from trainers import diagnostics, errors
+    types = {cls.error_type for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.ModelForgeError)
+             and cls is not errors.ModelForgeError}
+    types |= {rule[0] for rule in diagnostics._TEXT_RULES} | {"internal", "disk_full", "oom"}
+    page = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert not [t for t in sorted(types) if f"| `{t}` |" not in page]

@@ -13,8 +13,8 @@ from trainers.events import (EVENT_MODELS, EVENTS_FILE, Event, EventWriter, pars
                              read_events, terminal_event)
 
 ROOT = Path(__file__).resolve().parent.parent
-# where each list of event fields is: README (training runs), docs/benchmarking.md (benchmarks)
-DOCS = (("README.md", "A run directory"), ("docs/benchmarking.md", "Output"))
+# where each list of event fields is: docs/events.md (training runs), docs/benchmarking.md (benchmarks)
+DOCS = (("docs/events.md", "Every event type and its fields"), ("docs/benchmarking.md", "Output"))
 ENVELOPE = "every event"
 
 
@@ -57,7 +57,7 @@ def test_the_docs_list_exactly_the_fields_of_every_event_type():
 
 
 def test_the_docs_parser_reads_a_list():
-    assert documented("README.md", "A run directory")["saved"] == {"stage", "step", "kind", "path"}
+    assert documented("docs/events.md", "Every event type and its fields")["saved"] == {"stage", "step", "kind", "path"}
     assert "message" in documented("docs/benchmarking.md", "Output")["variant_failed"]
 
 

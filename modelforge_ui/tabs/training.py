@@ -283,7 +283,7 @@ def demo_values(settings) -> dict:
     from trainers.tools.demo import demo_config
 
     keep = ("model_name", "dataset", "max_seq_length", "max_steps", "learning_rate", "lora_r",
-            "lora_alpha")  # the README's demo run, whose loss drop it states
+            "lora_alpha")  # the demo run of docs/getting_started.md, whose loss drop it states
     config = demo_config(settings.demo_model_dir)
     return {k: config[k] for k in keep}
 

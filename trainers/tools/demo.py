@@ -101,8 +101,9 @@ def build_demo_model(out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0
 
 
 def demo_config(model_dir: str | Path) -> dict:
-    """The example config of `modelforge demo-model --config`: the run the README's demo drop is
-    measured on (60 steps at lr 2e-3; at the 2e-4 default they lower the loss only about 18%)."""
+    """The example config of `modelforge demo-model --config`: the run whose loss drop
+    docs/getting_started.md states (60 steps at lr 2e-3; at the 2e-4 default they lower the
+    loss only about 18%)."""
     return {"provider": "huggingface", "model_name": str(model_dir), "max_seq_length": 512,
             "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
             "max_steps": 60, "learning_rate": 2e-3, "lora_r": 16, "lora_alpha": 32}
