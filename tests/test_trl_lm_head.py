@@ -31,6 +31,7 @@ def test_stand_in_matches_log_softmax(monkeypatch):
     assert torch.allclose(_log_probs(hidden, weight, targets), expected, atol=1e-6)
 
 
+@pytest.mark.slow  # fast guard: test_stand_in_matches_log_softmax, every SFT run
 def test_compile_breaks_the_graph_at_the_kernel_and_keeps_its_result(monkeypatch):
     _restore_kernel_after_the_test(monkeypatch)
     use_torch_lm_head_without_gpu()  # on this CPU, the kernel is the PyTorch stand-in
