@@ -101,6 +101,7 @@ def expected_flops_per_token(demo_model, config: dict) -> float:
     examples = data.load_data(cfg.dataset, strategy=cfg.strategy).examples
     rows, _ = data.tokenize_examples(examples, AutoTokenizer.from_pretrained(demo_model),
                                      cfg.max_seq_length, cfg.completion_only_loss)
+    rows, _ = data.trainable_rows(rows, cfg.dataset, cfg.max_seq_length)
     lengths = [len(r["input_ids"]) for r in rows]
     attention = 12 * 2 * 64 * sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
     return linear_flops_per_token(AutoConfig.from_pretrained(demo_model).vocab_size) + attention
