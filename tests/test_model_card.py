@@ -44,7 +44,11 @@ def test_the_card_says_base_model_data_settings_and_losses(finished, demo_model)
     assert card.startswith("---\nlibrary_name: peft\n")
     assert "base_model:" not in card.split("---")[1]  # a local folder is not a Hub id
     assert "# card run" in card and f"`{demo_model}` (a local folder" in card
-    assert "instructions.jsonl" in card and "360 for training, 40 held out" in card
+    started = next(e for e in read_events(record["run_dir"]) if e["type"] == "started")
+    assert started["num_train"] + started["num_eval"] + \
+        started["token_stats"]["left_out_no_completion_token"] == 400  # the sample's rows
+    assert "instructions.jsonl" in card and \
+        f"{started['num_train']} for training, {started['num_eval']} held out" in card
     assert "| LoRA r / alpha / dropout | 8 / 16.0 / 0.0 |" in card
     assert "| learning rate | 0.002 (linear" in card
     assert f"/ {summary['final_loss']:.4g} |" in card
