@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run_summary import WARMUP_STEPS, environment  # noqa: E402
+from run_summary import WARMUP_STEPS, _median, environment  # noqa: E402
 
 from trainers.tools.demo import SAMPLE_DIR, SAMPLE_PREFERENCES, SAMPLE_SFT  # noqa: E402
 
@@ -179,11 +178,6 @@ def summarize(events: list[dict]) -> dict:
             "quantization", "dtype", "gradient_checkpointing", "trl_lm_head", "warnings",
             "unsloth", "architecture", "versions")},
     }
-
-
-def _median(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(statistics.median(values), 4) if values else None
 
 
 def estimate_ratio(cell: dict) -> float | None:
