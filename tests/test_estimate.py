@@ -115,6 +115,10 @@ def test_what_cannot_be_estimated_says_why(tmp_path):
     assert "whole number" in estimate(_config(model_name=str(tmp_path)))["reason"]
     unfixed = estimate(_config(max_seq_length=-1, provider="huggingface"))
     assert not unfixed["available"] and "max_seq_length" in unfixed["reason"]
+    # measured at 2.8x its estimate on a GPU: no number rather than a wrong one
+    grpo = estimate(_config(provider="unsloth", strategy="rlhf"))
+    assert not grpo["available"] and "13.9 GiB" in grpo["reason"]
+    assert estimate(_config(provider="huggingface", strategy="rlhf"))["available"]
 
 
 @pytest.mark.slow
