@@ -219,7 +219,10 @@ def cell_configs(model: Path, data: Path, args) -> dict[str, dict]:
 def run_matrix(server: Server, family: str, model: Path, data: Path, args) -> list[dict]:
     """Queue every cell of one family at once (the queue runs them in turn), then follow each."""
     records = []
+    only = {c.split(":", 1)[1] for c in args.only if c.split(":", 1)[0] == family}
     for cell, config in cell_configs(model, data, args).items():
+        if only and cell not in only:
+            continue
         config["name"] = f"acceptance {family} {cell}"
         records.append({"family": family, "cell": cell, **submit(server, config)})
     for record in records:
@@ -439,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[],
                         help="product steps to leave out: adapter_zip, training_tab, "
                              "playground, preference, resume, oom, benchmark")
+    parser.add_argument("--only", action="append", default=[], metavar="FAMILY:CELL",
+                        help="run only this matrix cell of FAMILY, e.g. gemma-2-2b:unsloth/sft "
+                             "(repeat); a family not named runs every cell")
     parser.add_argument("--tiny", action="store_true", help="the demo model on the CPU")
     args = parser.parse_args(argv)
     if args.tiny:
