@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from live_server import wait_status
 
+MODELFORGE = str(Path(sys.executable).parent / "modelforge")
 PROMPT = "<|user|>\nGive three tips for staying healthy.</s>\n<|assistant|>\n"
 NEW_TOKENS = 24
 
@@ -50,15 +51,27 @@ def trained_run(tmp_path_factory) -> Path:
     return Path(record["run_dir"])
 
 
-def exported(run_dir: Path, gguf_type: str):
+@pytest.fixture(scope="module")
+def gguf_file(trained_run):
+    """The trained run exported to a GGUF type (once per type in this module): its path."""
+    paths: dict[str, Path] = {}
+
+    def get(gguf_type: str) -> Path:
+        if gguf_type not in paths:
+            code, lines = export(trained_run, "--gguf", gguf_type)
+            assert code == 0, lines
+            paths[gguf_type] = Path(lines[-1]["gguf"])
+        return paths[gguf_type]
+    return get
+
+
+def exported(run_dir: Path, gguf_file, gguf_type: str):
     """(merged model, the GGUF loaded by transformers, the GGUF's path), in float32."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    code, lines = export(run_dir, "--gguf", gguf_type)
-    assert code == 0, lines
-    path = Path(lines[-1]["gguf"])
-    merged = AutoModelForCausalLM.from_pretrained(lines[-1]["out_dir"], dtype=torch.float32)
+    path = gguf_file(gguf_type)
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32)
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                   dtype=torch.float32)
     return merged, loaded, path
@@ -81,12 +94,12 @@ def next_token_choices(model, start: int, sequence) -> list[int]:
 
 
 @pytest.mark.slow
-def test_f16_gguf_holds_the_merged_weights_and_continues_identically(trained_run):
+def test_f16_gguf_holds_the_merged_weights_and_continues_identically(trained_run, gguf_file):
     import torch
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
-    merged, loaded, path = exported(trained_run, "f16")
+    merged, loaded, path = exported(trained_run, gguf_file, "f16")
     state = loaded.state_dict()
     for name, tensor in merged.state_dict().items():
         assert torch.equal(tensor, state[name]), name  # the merge was float16: no rounding
@@ -109,10 +122,10 @@ def test_f16_gguf_holds_the_merged_weights_and_continues_identically(trained_run
 
 
 @pytest.mark.slow
-def test_q8_0_gguf_is_within_its_rounding_and_continues_alike(trained_run):
+def test_q8_0_gguf_is_within_its_rounding_and_continues_alike(trained_run, gguf_file):
     from transformers import AutoTokenizer
 
-    merged, loaded, path = exported(trained_run, "q8_0")
+    merged, loaded, path = exported(trained_run, gguf_file, "q8_0")
     state = loaded.state_dict()
     for name, tensor in merged.state_dict().items():
         # q8_0: 32 weights share a scale, their largest magnitude / 127 (stored in 16 bits);
@@ -161,3 +174,50 @@ def test_export_to_gguf_over_http(client, tiny_config):
     download = client.get(body["download"])
     assert download.status_code == 200 and download.content[:4] == b"GGUF"
     assert len(download.content) == body["gguf_bytes"]
+
+
+# --- `modelforge export` --------------------------------------------------------------------
+
+def modelforge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MODELFORGE, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_modelforge_export_refuses_bad_arguments_before_any_work(tmp_path):
+    from trainers.config import build_config
+    from trainers.runs.registry import RunRegistry
+    from trainers.tools.demo import SAMPLE_SFT
+
+    registry = RunRegistry(tmp_path)
+    queued = registry.create(build_config({"model_name": "org/model", "dataset": str(SAMPLE_SFT)}),
+                             source="test")
+    bad_type = modelforge("export", queued["id"], "--data-dir", str(tmp_path), "--gguf", "q3_k")
+    assert bad_type.returncode == 2
+    assert "argument --gguf: Unknown GGUF type 'q3_k'. Use one of f16, bf16, q8_0" in \
+        bad_type.stderr and "llama-quantize" in bad_type.stderr
+    unknown = modelforge("export", "no-such-run", "--data-dir", str(tmp_path))
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith(f"error: RUN: no run with id 'no-such-run' in {tmp_path}")
+    assert "Fix: Give a run id from the Runs tab or GET /api/runs" in unknown.stderr
+    not_a_run = modelforge("export", str(tmp_path))
+    assert not_a_run.returncode == 2 and "is not a run's folder" in not_a_run.stderr
+    no_data_dir = modelforge("export", "x", "--data-dir", str(tmp_path / "missing"))
+    assert no_data_dir.returncode == 2 and "--data-dir:" in no_data_dir.stderr
+    running = modelforge("export", queued["id"], "--data-dir", str(tmp_path), "--gguf", "q8_0")
+    assert running.returncode == 2
+    assert f"Run {queued['id']} is queued: it has no final adapter yet." in running.stderr
+    assert not (Path(queued["run_dir"]) / "merged").exists()
+
+
+@pytest.mark.slow  # fast guard: test_modelforge_export_refuses_bad_arguments_before_any_work
+def test_modelforge_export_writes_the_merged_model_and_the_gguf(trained_run):
+    from gguf import GGUFReader
+
+    done = modelforge("export", trained_run.name, "--data-dir", str(trained_run.parents[1]),
+                      "--gguf", "q4_0", "--dtype", "float16")
+    assert done.returncode == 0, done.stderr
+    path = trained_run / "gguf" / "q4_0" / f"{trained_run.name}-q4_0.gguf"
+    assert f"merged model: {trained_run / 'merged'}\nGGUF: {path}\n" in done.stdout
+    assert f"Ollama: cd {path.parent} && ollama create NAME -f Modelfile" in done.stdout
+    assert "merge: merging the adapter" in done.stdout and "pre-tokenizer gpt-2" in done.stdout
+    assert GGUFReader(path).fields["general.file_type"].contents() == 2  # MOSTLY_Q4_0
+    assert (path.parent / "Modelfile").read_text().startswith(f"FROM ./{path.name}\n")

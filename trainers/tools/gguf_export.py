@@ -51,7 +51,8 @@ def check_family(config: dict) -> str:
 def check_type(name: str) -> str:
     if name not in GGUF_TYPES:
         raise GGUFExportError(f"Unknown GGUF type {name!r}.",
-                              f"Use one of {', '.join(GGUF_TYPES)}.")
+                              f"Use one of {', '.join(GGUF_TYPES)}; for a k-quant (q4_k_m and "
+                              "kin), export f16 and run llama.cpp's llama-quantize on it.")
     return name
 
 
