@@ -143,18 +143,23 @@ def test_q8_0_gguf_is_within_its_rounding_and_continues_alike(trained_run, gguf_
 
 
 def test_a_family_the_converter_does_not_know_is_refused_before_the_merge(tmp_path):
-    base = tmp_path / "gemma"
+    base = tmp_path / "phi"
     base.mkdir()
-    (base / "config.json").write_text(json.dumps({"model_type": "gemma2",
-                                                  "architectures": ["Gemma2ForCausalLM"]}))
+    (base / "config.json").write_text(json.dumps({"model_type": "phi",
+                                                  "architectures": ["PhiForCausalLM"]}))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"model_name": str(base)}))
     code, lines = export(run_dir, "--gguf", "q8_0")
     assert code == 1 and lines[-1]["error_type"] == "export"
-    assert lines[-1]["message"] == ("GGUF export does not know the gemma2 family "
-                                    "(Gemma2ForCausalLM).")
-    assert "llama, mistral, qwen2" in lines[-1]["hint"]
+    assert lines[-1]["message"] == (
+        "GGUF export does not know the phi family (PhiForCausalLM): Phi-2's LayerNorm with "
+        "biases and partial rotary embedding (llama.cpp's PHI2) are not converted here, and "
+        "transformers' GGUF loader does not read it.")
+    assert lines[-1]["hint"] == (
+        "It exports llama, mistral, qwen2, qwen3, gemma2, phi3 models; for this one, export the "
+        "merged model (16-bit, without --gguf) and convert it with llama.cpp's "
+        "convert_hf_to_gguf.py.")
     assert not (run_dir / "merged").exists()
     code, lines = export(run_dir, "--gguf", "q3_k")
     assert code == 1 and "Use one of f16, bf16, q8_0" in lines[-1]["hint"]

@@ -6,8 +6,9 @@ HF-to-GGUF tensor-name maps (TensorNameMap), its vocabulary readers (BpeVocab, L
 SpecialVocab for merges, special ids and the chat template) and its numpy quantisers. What is
 written here is what llama.cpp's convert_hf_to_gguf.py adds on top for the families ModelForge
 exports: each family's hyper-parameters, Llama's rotary permutation of q/k, Llama 3's
-rope_freqs, and which tensors keep 32 bits. A family not in FAMILIES is refused before
-anything is loaded.
+rope_freqs, Gemma 2's norm weights shifted by one, and which tensors keep 32 bits. A family
+not in FAMILIES (REFUSED says why for the ones ModelForge trains) is refused before anything
+is loaded.
 """
 
 from __future__ import annotations
@@ -23,8 +24,22 @@ GGUF_TYPES = {"f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
               "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q5_1": ("Q5_1", "MOSTLY_Q5_1"),
               "q5_0": ("Q5_0", "MOSTLY_Q5_0"), "q4_1": ("Q4_1", "MOSTLY_Q4_1"),
               "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
-# transformers' model_type -> (llama.cpp's architecture, whether q/k are permuted for its rope)
-FAMILIES = {"llama": ("LLAMA", True), "mistral": ("LLAMA", True), "qwen2": ("QWEN2", False)}
+# transformers' model_type -> (llama.cpp's architecture, whether q/k are permuted for its rope).
+# Phi-3 keeps its fused qkv_proj and gate_up_proj: llama.cpp's PHI3 reads them fused.
+FAMILIES = {"llama": ("LLAMA", True), "mistral": ("LLAMA", True), "qwen2": ("QWEN2", False),
+            "qwen3": ("QWEN3", False), "gemma2": ("GEMMA2", False), "phi3": ("PHI3", False)}
+# The families ModelForge trains that the export refuses, and why.
+REFUSED = {
+    "gemma": "Gemma 1 is not converted here: transformers' GGUF loader, which checks every "
+             "exported family, does not read it",
+    "gemma3": "Gemma 3's separate rope bases for its local and global layers are not converted "
+              "here",
+    "gemma3_text": "Gemma 3's separate rope bases for its local and global layers are not "
+                   "converted here",
+    "phi": "Phi-2's LayerNorm with biases and partial rotary embedding (llama.cpp's PHI2) are "
+           "not converted here, and transformers' GGUF loader does not read it",
+}
+NORM_SHIFTED = ("gemma2",)  # Gemma's RMSNorm scales by 1 + weight; llama.cpp's by the weight
 # Pre-tokenizer regexes llama.cpp names (tokenizer.ggml.pre); any other reads as "default".
 _LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| "
                  r"?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -36,16 +51,49 @@ class GGUFExportError(ModelForgeError):
     error_type = "export"
 
 
+CONVERT_IT = ("export the merged model (16-bit, without --gguf) and convert it with llama.cpp's "
+              "convert_hf_to_gguf.py")
+
+
 def check_family(config: dict) -> str:
-    """The model's family, or GGUFExportError naming the ones the converter knows."""
+    """The model's family, or GGUFExportError naming the ones the converter knows; also what
+    the family's llama.cpp architecture cannot hold (a rope scaling, a Gemma 2 setting)."""
     family = config.get("model_type", "")
     if family not in FAMILIES:
+        reason = f": {REFUSED[family]}" if family in REFUSED else ""
         raise GGUFExportError(
             f"GGUF export does not know the {family or 'unnamed'} family "
-            f"({', '.join(config.get('architectures') or []) or 'no architecture'}).",
-            f"It exports {', '.join(FAMILIES)} models; for this one, export the merged model "
-            "(16-bit) and convert it with llama.cpp's convert_hf_to_gguf.py.")
+            f"({', '.join(config.get('architectures') or []) or 'no architecture'}){reason}.",
+            f"It exports {', '.join(FAMILIES)} models; for this one, {CONVERT_IT}.")
+    kind = _rope(config).get("rope_type", "default")
+    if kind not in ("default", "linear") and not (kind == "llama3" and
+                                                  FAMILIES[family][0] == "LLAMA"):
+        raise GGUFExportError(f"GGUF export does not convert the rope scaling {kind!r} of "
+                              f"this {family} model.", f"For this one, {CONVERT_IT}.")
+    if family == "gemma2":
+        _check_gemma2(config)
     return family
+
+
+def _check_gemma2(config: dict) -> None:
+    """What llama.cpp's GEMMA2 assumes: logits soft-capped, the output tied to the embedding,
+    queries scaled by 1/sqrt(head_dim) (or by the 27B model's hidden/heads)."""
+    problem = None
+    if config.get("attn_logit_softcapping") is None or \
+            config.get("final_logit_softcapping") is None:
+        problem = "without logit soft-capping (llama.cpp's GEMMA2 always caps)"
+    elif not config.get("tie_word_embeddings", True):
+        problem = "with an output layer of its own (llama.cpp's GEMMA2 reuses the embedding)"
+    else:
+        scalar = config.get("query_pre_attn_scalar")
+        heads = config["num_attention_heads"]
+        big = config["num_hidden_layers"] == 46  # llama.cpp's test for the 27B model
+        if scalar != (config["hidden_size"] // heads if big else _head_dim(config)):
+            problem = (f"with query_pre_attn_scalar {scalar} (llama.cpp's GEMMA2 scales by "
+                       f"head_dim {_head_dim(config)})")
+    if problem:
+        raise GGUFExportError(f"GGUF export does not convert a Gemma 2 model {problem}.",
+                              f"For this one, {CONVERT_IT}.")
 
 
 def check_type(name: str) -> str:
@@ -68,10 +116,11 @@ def write_gguf(model_dir: Path, out_path: Path, gguf_type: str, name: str) -> di
     writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(name)
     writer.add_file_type(getattr(gguf.LlamaFileType, GGUF_TYPES[gguf_type][1]))
-    _add_hparams(writer, config)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_hparams(writer, config, family)
     pre = _add_vocab(writer, model_dir, config)
     counts: dict[str, int] = {}
-    for tensor_name, data, qtype in _tensors(model_dir, config, arch, permute_qk,
+    for tensor_name, data, qtype in _tensors(model_dir, config, family, arch, permute_qk,
                                               getattr(gguf.GGMLQuantizationType,
                                                       GGUF_TYPES[gguf_type][0])):
         stored = data if qtype == gguf.GGMLQuantizationType.F32 else \
@@ -97,7 +146,7 @@ def _head_dim(config: dict) -> int:
     return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
 
 
-def _add_hparams(writer, config: dict) -> None:
+def _add_hparams(writer, config: dict, family: str) -> None:
     import gguf
 
     rope = _rope(config)
@@ -109,18 +158,25 @@ def _add_hparams(writer, config: dict) -> None:
     writer.add_head_count_kv(config.get("num_key_value_heads") or config["num_attention_heads"])
     writer.add_rope_freq_base(rope["rope_theta"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_dimension_count(_head_dim(config))
+    # Phi-3's partial_rotary_factor (1 in the Phi-3 models) rotates part of each head
+    writer.add_rope_dimension_count(int(_head_dim(config) * rope.get(
+        "partial_rotary_factor", config.get("partial_rotary_factor") or 1.0)))
     writer.add_vocab_size(config["vocab_size"])
-    if _head_dim(config) != config["hidden_size"] // config["num_attention_heads"]:
+    if _head_dim(config) != config["hidden_size"] // config["num_attention_heads"] or \
+            family == "gemma2":
         writer.add_key_length(_head_dim(config))
         writer.add_value_length(_head_dim(config))
-    kind = rope.get("rope_type", "default")
-    if kind == "linear":
+    if rope.get("rope_type", "default") == "linear":  # llama3: the rope_freqs tensor
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(rope["factor"])
-    elif kind not in ("default", "llama3"):  # llama3: the rope_freqs tensor (_llama3_factors)
-        raise GGUFExportError(f"GGUF export does not know the rope scaling {kind!r}.",
-                              "Convert this model with llama.cpp's convert_hf_to_gguf.py.")
+    if family == "gemma2":
+        writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
+        writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+        writer.add_sliding_window(config["sliding_window"])
+    elif family == "phi3":  # 0: no sliding window (Phi-4), as the convert script writes it
+        writer.add_sliding_window(config.get("sliding_window") or 0)
+        if config.get("original_max_position_embeddings"):
+            writer.add_rope_scaling_orig_ctx_len(config["original_max_position_embeddings"])
 
 
 def _add_vocab(writer, model_dir: Path, config: dict) -> str:
@@ -143,12 +199,23 @@ def _add_vocab(writer, model_dir: Path, config: dict) -> str:
     pre = _pre_tokenizer(tokenizer_json.get("pre_tokenizer") or {}) if byte_level else "default"
     writer.add_tokenizer_model(vocab.tokenizer_model)
     writer.add_tokenizer_pre(pre)
+    if not byte_level:  # llama.cpp's SentencePiece default is a space before the text: Gemma has none
+        writer.add_add_space_prefix(_adds_space_prefix(tokenizer_json))
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
     SpecialVocab(model_dir, load_merges=byte_level, n_vocab=len(tokens)).add_to_gguf(
         writer, quiet=True)
     return pre
+
+
+def _adds_space_prefix(tokenizer_json: dict) -> bool:
+    """Whether a SentencePiece-style tokenizer puts "▁" before the text: a Prepend normalizer
+    (Llama 2, Phi-3) or a Metaspace pre-tokenizer that prepends (Mistral)."""
+    steps = json.dumps([tokenizer_json.get("normalizer"), tokenizer_json.get("pre_tokenizer")])
+    return '"Prepend"' in steps or ('"Metaspace"' in steps and
+                                    '"prepend_scheme": "never"' not in steps and
+                                    '"add_prefix_space": false' not in steps)
 
 
 def _pre_tokenizer(pre_tokenizer: dict) -> str:
@@ -161,7 +228,7 @@ def _pre_tokenizer(pre_tokenizer: dict) -> str:
                  if json.dumps(regex)[1:-1] in pattern), "default")
 
 
-def _tensors(model_dir: Path, config: dict, arch, permute_qk: bool, qtype):
+def _tensors(model_dir: Path, config: dict, family: str, arch, permute_qk: bool, qtype):
     """(GGUF name, float32 array, storage type) for each tensor, in llama.cpp's naming."""
     import gguf
     import numpy as np
@@ -182,6 +249,8 @@ def _tensors(model_dir: Path, config: dict, arch, permute_qk: bool, qtype):
             raise GGUFExportError(f"GGUF export cannot place the tensor {hf_name}.",
                                   "Convert this model with llama.cpp's convert_hf_to_gguf.py.")
         data = tensor.float().numpy()
+        if family in NORM_SHIFTED and hf_name.endswith("norm.weight"):
+            data = data + 1
         if permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = _permute(data, heads)
         elif permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
