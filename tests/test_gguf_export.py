@@ -21,6 +21,8 @@ from live_server import wait_status
 MODELFORGE = str(Path(sys.executable).parent / "modelforge")
 PROMPT = "<|user|>\nGive three tips for staying healthy.</s>\n<|assistant|>\n"
 NEW_TOKENS = 24
+LLAMA_CPP_CONTEXT = 256
+LLAMA_CPP_Q8_0_AGREEMENT = 18  # of NEW_TOKENS; measured 21: see the module docstring
 
 
 def export(run_dir: Path, *args: str) -> tuple[int, list[dict]]:
@@ -140,6 +142,74 @@ def test_q8_0_gguf_is_within_its_rounding_and_continues_alike(trained_run, gguf_
     agreement = sum(a == b for a, b in zip(want, got))
     print(f"q8_0 picks the merged model's next token at {agreement} of {NEW_TOKENS} steps")
     assert agreement >= 20, (agreement, want, got)  # measured: see the module docstring
+
+
+def llama_cpp(path: Path):
+    """The GGUF loaded by llama.cpp (llama-cpp-python), logits kept for every position; and
+    the seconds the load took."""
+    import time
+
+    from llama_cpp import Llama
+
+    start = time.perf_counter()
+    llm = Llama(model_path=str(path), n_ctx=LLAMA_CPP_CONTEXT, n_threads=2, seed=0,
+                logits_all=True, verbose=False)
+    return llm, time.perf_counter() - start
+
+
+def llama_cpp_greedy(llm, ids: list[int], new_tokens: int) -> list[int]:
+    """llama.cpp's greedy continuation of the token ids: the largest logit at each step, fed
+    back (no sampler, so nothing but the model decides)."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    chosen = []
+    for _ in range(new_tokens):
+        chosen.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval(chosen[-1:])
+    return chosen
+
+
+def llama_cpp_choices(llm, start: int, sequence: list[int]) -> list[int]:
+    """llama.cpp's choice at each step of `sequence` after `start`, teacher-forced as
+    next_token_choices does it in transformers."""
+    llm.reset()
+    llm.eval(sequence)
+    return llm.scores[start - 1:len(sequence) - 1].argmax(-1).tolist()
+
+
+@pytest.mark.slow  # fast guard: test_llama_cpp_reads_the_export_as_transformers_does[llama]
+@pytest.mark.parametrize("gguf_type", ["f16", "q8_0"])
+def test_llama_cpp_continues_the_prompt_as_the_merged_model(trained_run, gguf_file, gguf_type):
+    """The same prompt token ids into the merged model (transformers) and into llama.cpp; the
+    greedy continuations compared on token ids. llama.cpp's own tokenizer gives the same ids."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(trained_run / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(trained_run / "merged", dtype=torch.float32)
+    start, sequence = greedy(merged, tokenizer)
+    prompt, want = sequence[0, :start].tolist(), sequence[0, start:].tolist()
+    llm, seconds = llama_cpp(gguf_file(gguf_type))
+    try:
+        assert llm.tokenize(PROMPT.encode(), add_bos=True, special=True) == prompt
+        got = llama_cpp_greedy(llm, prompt, NEW_TOKENS)
+        choices = llama_cpp_choices(llm, start, sequence[0].tolist())
+    finally:
+        llm.close()
+    agreement = sum(a == b for a, b in zip(want, choices))
+    print(f"llama.cpp {gguf_type}: loaded in {seconds:.2f} s; free-running greedy "
+          f"{'identical' if got == want else f'differs from step {_first_difference(got, want)}'}; "
+          f"next token agrees at {agreement} of {NEW_TOKENS} teacher-forced steps")
+    if gguf_type == "f16":
+        assert got == want
+    else:
+        assert agreement >= LLAMA_CPP_Q8_0_AGREEMENT, (agreement, want, choices)
+
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    return next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
 
 
 def test_a_family_the_converter_does_not_know_is_refused_before_the_merge(tmp_path):
