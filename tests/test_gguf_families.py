@@ -2,11 +2,13 @@
 merge writes it, with the demo tokenizer), converted by trainers/tools/gguf_export.py, loaded
 back by transformers (`gguf_file=`: the same logits) and by llama.cpp (llama-cpp-python: the
 same tokens for the prompt, logits within 1% of the largest, the same next token at every
-position). Measured: llama.cpp's logits differ from transformers' by at most 0.014 (Llama,
-Mistral), 0.023 (Qwen2), 0.010 (Qwen3), 0.023 (Gemma 2) and 0.016 (Phi-3), the largest logit
-being 6.6 to 9.1: llama.cpp's float16 rounding of the activations. Without Gemma 2's norm shift
-the difference was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k
-permutation 8.8 (1 of 26).
+position). Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor; llama.cpp
+only: transformers' GGUF loader does not read that tensor). Measured: llama.cpp's logits
+differ from transformers' by at most 0.014 (Llama, Mistral), 0.019 (Llama 3 rope), 0.023
+(Qwen2), 0.010 (Qwen3), 0.023 (Gemma 2) and 0.016 (Phi-3), the largest logit being 6.6 to 9.1:
+llama.cpp's float16 rounding of the activations. Without Gemma 2's norm shift the difference
+was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k permutation 8.8 (1 of
+26), with rope_freqs all ones 8.4 (5 of 26).
 
 The families ModelForge trains and the export refuses (Gemma 1 and 3, Phi-2) are refused with
 the reason: test_gguf_export.py."""
@@ -20,7 +22,13 @@ import pytest
 PROMPT = "<|user|>\nGive three tips for staying healthy.</s>\n<|assistant|>\n"
 # Small shapes; Qwen3's and Gemma 2's head_dim are their configs' defaults (128, 256) because
 # transformers' GGUF loader does not read a head_dim that differs from hidden/heads for them.
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 SHAPES = {"llama": dict(num_attention_heads=4, num_key_value_heads=2),
+          # Llama 3's rope scaling (llama.cpp's rope_freqs tensor), its short original context
+          # making it change the rotation of most dimensions within the prompt
+          "llama3": dict(num_attention_heads=4, num_key_value_heads=2,
+                         rope_parameters=LLAMA3_ROPE),
           "mistral": dict(num_attention_heads=4, num_key_value_heads=2),
           "qwen2": dict(num_attention_heads=4, num_key_value_heads=2),
           "qwen3": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=128),
@@ -28,7 +36,7 @@ SHAPES = {"llama": dict(num_attention_heads=4, num_key_value_heads=2),
           "phi3": dict(num_attention_heads=4, num_key_value_heads=2)}
 
 
-def tiny_model(family: str, out: Path, tokenizer) -> Path:
+def tiny_model(case: str, out: Path, tokenizer) -> Path:
     """A random-init model of the family saved in float16 with the tokenizer; its norm weights
     moved off their init (ones, or Gemma's zeros) so that a wrong norm conversion shows."""
     import torch
@@ -36,10 +44,10 @@ def tiny_model(family: str, out: Path, tokenizer) -> Path:
 
     torch.manual_seed(0)
     config = AutoConfig.for_model(
-        family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        "llama" if case == "llama3" else case, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_size=64,
         intermediate_size=128, num_hidden_layers=2, max_position_embeddings=512,
-        initializer_range=0.2, **SHAPES[family])
+        initializer_range=0.2, **SHAPES[case])
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, weight in model.named_parameters():
@@ -50,11 +58,11 @@ def tiny_model(family: str, out: Path, tokenizer) -> Path:
     return out
 
 
-@pytest.mark.parametrize("family", [
+@pytest.mark.parametrize("case", [
     "llama",
     # fast guard: test_llama_cpp_reads_the_export_as_transformers_does[llama]
     *(pytest.param(name, marks=pytest.mark.slow) for name in list(SHAPES)[1:])])
-def test_llama_cpp_reads_the_export_as_transformers_does(family, demo_model, tmp_path):
+def test_llama_cpp_reads_the_export_as_transformers_does(case, demo_model, tmp_path):
     import numpy as np
     import torch
     from llama_cpp import Llama
@@ -63,10 +71,11 @@ def test_llama_cpp_reads_the_export_as_transformers_does(family, demo_model, tmp
     from trainers.tools.gguf_export import FAMILIES, write_gguf
 
     tokenizer = AutoTokenizer.from_pretrained(demo_model)
-    model_dir = tiny_model(family, tmp_path / family, tokenizer)
+    model_dir = tiny_model(case, tmp_path / case, tokenizer)
     path = tmp_path / "gguf" / "tiny-f16.gguf"  # a folder of its own: transformers reads the
     path.parent.mkdir()                          # config there from the GGUF, not config.json
     facts = write_gguf(model_dir, path, "f16", "tiny")
+    family = "llama" if case == "llama3" else case
     assert facts["architecture"] == FAMILIES[family][0].lower()
 
     ids = tokenizer(PROMPT).input_ids
@@ -75,7 +84,8 @@ def test_llama_cpp_reads_the_export_as_transformers_does(family, demo_model, tmp
                                                   dtype=torch.float32)
     with torch.no_grad():
         logits = want(torch.tensor([ids])).logits[0].numpy()
-        assert np.allclose(loaded(torch.tensor([ids])).logits[0].numpy(), logits, atol=1e-5)
+        if case != "llama3":  # transformers' GGUF loader does not read rope_freqs
+            assert np.allclose(loaded(torch.tensor([ids])).logits[0].numpy(), logits, atol=1e-5)
 
     llm = Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
     try:
@@ -84,7 +94,7 @@ def test_llama_cpp_reads_the_export_as_transformers_does(family, demo_model, tmp
         got = np.array(llm.scores[:len(ids)])
     finally:
         llm.close()
-    print(f"{family}: llama.cpp's logits within {np.abs(got - logits).max():.4f} of "
+    print(f"{case}: llama.cpp's logits within {np.abs(got - logits).max():.4f} of "
           f"transformers', the largest {np.abs(logits).max():.2f}")
     assert np.abs(got - logits).max() <= 0.01 * np.abs(logits).max()
     assert got.argmax(-1).tolist() == logits.argmax(-1).tolist()
