@@ -190,6 +190,8 @@ def _add_vocab(writer, model_dir: Path, config: dict) -> str:
     byte_level = not tokenizer_json["model"].get("byte_fallback", False)
     vocab = BpeVocab(model_dir) if byte_level else LlamaHfVocab(model_dir)
     tokens, scores, types = (list(column) for column in zip(*vocab.all_tokens()))
+    if not byte_level:
+        scores = _merge_scores(tokenizer_json, tokens)
     special = set(AutoTokenizer.from_pretrained(model_dir).all_special_ids)
     types = [gguf.TokenType.CONTROL if i in special else t for i, t in enumerate(types)]
     for i in range(len(tokens), config["vocab_size"]):  # an embedding padded past the vocab
@@ -207,6 +209,18 @@ def _add_vocab(writer, model_dir: Path, config: dict) -> str:
     SpecialVocab(model_dir, load_merges=byte_level, n_vocab=len(tokens)).add_to_gguf(
         writer, quiet=True)
     return pre
+
+
+def _merge_scores(tokenizer_json: dict, tokens: list[bytes]) -> list[float]:
+    """Scores for llama.cpp's SentencePiece tokenizer, which joins the adjacent pair whose
+    joined token scores highest: minus the rank of the merge that makes each token, so that it
+    joins in the order of the BPE merges as the Hugging Face tokenizer does (gguf's LlamaHfVocab
+    gives every token -1000, and llama.cpp then joins left to right instead)."""
+    ranks: dict[str, int] = {}
+    for rank, merge in enumerate(tokenizer_json["model"].get("merges") or []):
+        ranks.setdefault("".join(merge.split(" ", 1) if isinstance(merge, str) else merge), rank)
+    return [-float(ranks[text]) if (text := token.decode("utf-8", "replace")) in ranks else 0.0
+            for token in tokens]
 
 
 def _adds_space_prefix(tokenizer_json: dict) -> bool:
