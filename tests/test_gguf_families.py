@@ -1,14 +1,21 @@
 """GGUF export for every family it converts: a tiny random-init model of each (float16, as a
-merge writes it, with the demo tokenizer), converted by trainers/tools/gguf_export.py, loaded
-back by transformers (`gguf_file=`: the same logits) and by llama.cpp (llama-cpp-python: the
-same tokens for the prompt, logits within 1% of the largest, the same next token at every
-position). Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor; llama.cpp
-only: transformers' GGUF loader does not read that tensor). Measured: llama.cpp's logits
-differ from transformers' by at most 0.014 (Llama, Mistral), 0.019 (Llama 3 rope), 0.023
-(Qwen2), 0.010 (Qwen3), 0.023 (Gemma 2) and 0.016 (Phi-3), the largest logit being 6.6 to 9.1:
-llama.cpp's float16 rounding of the activations. Without Gemma 2's norm shift the difference
-was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k permutation 8.8 (1 of
-26), with rope_freqs all ones 8.4 (5 of 26).
+merge writes it, with the demo's byte-level BPE tokenizer), converted by
+trainers/tools/gguf_export.py, loaded back by transformers (`gguf_file=`: the same logits) and
+by llama.cpp (llama-cpp-python: the same token ids for the prompt and for the 1060 bundled
+texts that do not hold the literal text "<|endoftext|>", which llama.cpp takes for its
+end-of-text token; logits within 1% of the largest; the same next token at every position).
+Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor; llama.cpp only:
+transformers' GGUF loader does not read that tensor), and a Llama and a Gemma 2 with a
+SentencePiece-style tokenizer (byte fallback, with and without a "▁" before the text).
+
+Measured: llama.cpp's logits differ from transformers' by at most 0.014 (Llama, Mistral), 0.020
+(Llama, SentencePiece-style), 0.019 (Llama 3 rope), 0.023 (Qwen2), 0.010 (Qwen3), 0.023 (Gemma
+2), 0.033 (Gemma 2, SentencePiece-style) and 0.016 (Phi-3), the largest logit being 6.6 to
+10.2: llama.cpp's float16 rounding of the activations. Without Gemma 2's norm shift the
+difference was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k
+permutation 8.8 (1 of 26), with rope_freqs all ones 8.4 (5 of 26); with gguf's -1000 for every
+SentencePiece-style token (no merge scores) llama.cpp tokenized 155 of 201 texts differently,
+and with a "▁" before Gemma's text the Gemma case fails.
 
 The families ModelForge trains and the export refuses (Gemma 1 and 3, Phi-2) are refused with
 the reason: test_gguf_export.py."""
@@ -19,12 +26,17 @@ from pathlib import Path
 
 import pytest
 
+from trainers.tools.demo import _sample_texts
+
 PROMPT = "<|user|>\nGive three tips for staying healthy.</s>\n<|assistant|>\n"
 # Small shapes; Qwen3's and Gemma 2's head_dim are their configs' defaults (128, 256) because
 # transformers' GGUF loader does not read a head_dim that differs from hidden/heads for them.
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 SHAPES = {"llama": dict(num_attention_heads=4, num_key_value_heads=2),
+          # a SentencePiece-style tokenizer (byte fallback, "▁" for spaces) as Llama 2, Mistral,
+          # Gemma and Phi-3 have: llama.cpp's "llama" tokenizer, not the demo's byte-level BPE
+          "llama-sentencepiece": dict(num_attention_heads=4, num_key_value_heads=2),
           # Llama 3's rope scaling (llama.cpp's rope_freqs tensor), its short original context
           # making it change the rotation of most dimensions within the prompt
           "llama3": dict(num_attention_heads=4, num_key_value_heads=2,
@@ -33,7 +45,36 @@ SHAPES = {"llama": dict(num_attention_heads=4, num_key_value_heads=2),
           "qwen2": dict(num_attention_heads=4, num_key_value_heads=2),
           "qwen3": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=128),
           "gemma2": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=256),
+          # Gemma's SentencePiece-style tokenizer puts no "▁" before the text
+          "gemma2-sentencepiece": dict(num_attention_heads=2, num_key_value_heads=1,
+                                       head_dim=256),
           "phi3": dict(num_attention_heads=4, num_key_value_heads=2)}
+
+
+def family_of(case: str) -> str:
+    return case.split("-")[0].replace("llama3", "llama")
+
+
+def sentencepiece_style_tokenizer(space_prefix: bool):
+    """A BPE with byte fallback and "▁" for spaces, trained on the bundled texts, in the
+    layout of Llama 2's tokenizer.json (with a "▁" before the text) or Gemma's (without)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from trainers.tools.demo import _sample_texts
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁")] * space_prefix +
+                                          [normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()] + [decoders.Strip(" ", 1, 0)] * space_prefix)
+    special = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(_sample_texts(), trainer=trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=special + [f"<0x{i:02X}>" for i in range(256)]))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[
+        ("<s>", tok.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<unk>")
 
 
 def tiny_model(case: str, out: Path, tokenizer) -> Path:
@@ -44,7 +85,7 @@ def tiny_model(case: str, out: Path, tokenizer) -> Path:
 
     torch.manual_seed(0)
     config = AutoConfig.for_model(
-        "llama" if case == "llama3" else case, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        family_of(case), vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_size=64,
         intermediate_size=128, num_hidden_layers=2, max_position_embeddings=512,
         initializer_range=0.2, **SHAPES[case])
@@ -70,13 +111,14 @@ def test_llama_cpp_reads_the_export_as_transformers_does(case, demo_model, tmp_p
 
     from trainers.tools.gguf_export import FAMILIES, write_gguf
 
-    tokenizer = AutoTokenizer.from_pretrained(demo_model)
+    tokenizer = sentencepiece_style_tokenizer(case.startswith("llama")) \
+        if case.endswith("sentencepiece") else \
+        AutoTokenizer.from_pretrained(demo_model)
     model_dir = tiny_model(case, tmp_path / case, tokenizer)
     path = tmp_path / "gguf" / "tiny-f16.gguf"  # a folder of its own: transformers reads the
     path.parent.mkdir()                          # config there from the GGUF, not config.json
     facts = write_gguf(model_dir, path, "f16", "tiny")
-    family = "llama" if case == "llama3" else case
-    assert facts["architecture"] == FAMILIES[family][0].lower()
+    assert facts["architecture"] == FAMILIES[family_of(case)][0].lower()
 
     ids = tokenizer(PROMPT).input_ids
     want = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -90,6 +132,9 @@ def test_llama_cpp_reads_the_export_as_transformers_does(case, demo_model, tmp_p
     llm = Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)
     try:
         assert llm.tokenize(PROMPT.encode(), add_bos=True, special=True) == ids
+        texts = [text for text in _sample_texts() if "<|endoftext|>" not in text]
+        assert [llm.tokenize(text.encode(), add_bos=True, special=True) for text in texts] == \
+            tokenizer(texts).input_ids
         llm.eval(ids)
         got = np.array(llm.scores[:len(ids)])
     finally:
