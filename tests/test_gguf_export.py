@@ -227,8 +227,8 @@ def test_a_family_the_converter_does_not_know_is_refused_before_the_merge(tmp_pa
         "biases and partial rotary embedding (llama.cpp's PHI2) are not converted here, and "
         "transformers' GGUF loader does not read it.")
     assert lines[-1]["hint"] == (
-        "It exports llama, mistral, qwen2, qwen3, gemma2, phi3 models; for this one, export the "
-        "merged model (16-bit, without --gguf) and convert it with llama.cpp's "
+        "It exports llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3 models; for this "
+        "one, export the merged model (16-bit, without --gguf) and convert it with llama.cpp's "
         "convert_hf_to_gguf.py.")
     assert not (run_dir / "merged").exists()
     code, lines = export(run_dir, "--gguf", "q3_k")

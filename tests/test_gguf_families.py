@@ -1,24 +1,27 @@
 """GGUF export for every family it converts: a tiny random-init model of each (float16, as a
 merge writes it, with the demo's byte-level BPE tokenizer), converted by
-trainers/tools/gguf_export.py, loaded back by transformers (`gguf_file=`: the same logits) and
+trainers/tools/gguf_export.py, loaded back by transformers (`gguf_file=`: the same weights and logits) and
 by llama.cpp (llama-cpp-python: the same token ids for the prompt and for the 1060 bundled
 texts that do not hold the literal text "<|endoftext|>", which llama.cpp takes for its
 end-of-text token; logits within 1% of the largest; the same next token at every position).
-Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor; llama.cpp only:
-transformers' GGUF loader does not read that tensor), and a Llama and a Gemma 2 with a
+Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor), a Gemma 3 with one
+sliding-window and one global layer (their two rope bases), and a Llama and a Gemma 2 with a
 SentencePiece-style tokenizer (byte fallback, with and without a "▁" before the text).
+Transformers' GGUF loader reads neither rope_freqs nor Gemma 3's layer pattern: for those two
+its weights are compared, not its logits.
 
 Measured: llama.cpp's logits differ from transformers' by at most 0.014 (Llama, Mistral), 0.020
 (Llama, SentencePiece-style), 0.019 (Llama 3 rope), 0.023 (Qwen2), 0.010 (Qwen3), 0.023 (Gemma
-2), 0.033 (Gemma 2, SentencePiece-style) and 0.016 (Phi-3), the largest logit being 6.6 to
-10.2: llama.cpp's float16 rounding of the activations. Without Gemma 2's norm shift the
-difference was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k
-permutation 8.8 (1 of 26), with rope_freqs all ones 8.4 (5 of 26); with gguf's -1000 for every
-SentencePiece-style token (no merge scores) llama.cpp tokenized 155 of 201 texts differently,
-and with a "▁" before Gemma's text the Gemma case fails.
+2), 0.033 (Gemma 2, SentencePiece-style), 0.007 (Gemma 3) and 0.016 (Phi-3), the largest logit
+being 6.6 to 10.5: llama.cpp's float16 rounding of the activations. Without Gemma 2's norm
+shift the difference was 9.4 (the next token agreed at 0 of 26 positions), without Llama's q/k
+permutation 8.8 (1 of 26), with rope_freqs all ones 8.4 (5 of 26), without Gemma 3's layer
+pattern 1.6; with gguf's -1000 for every SentencePiece-style token (no merge scores) llama.cpp
+tokenized 155 of 201 texts differently, and with a "▁" before Gemma's text the Gemma case
+fails.
 
-The families ModelForge trains and the export refuses (Gemma 1 and 3, Phi-2) are refused with
-the reason: test_gguf_export.py."""
+The families ModelForge trains and the export refuses (Gemma 1, the multimodal Gemma 3, Phi-2)
+are refused with the reason: test_gguf_export.py."""
 
 from __future__ import annotations
 
@@ -48,7 +51,17 @@ SHAPES = {"llama": dict(num_attention_heads=4, num_key_value_heads=2),
           # Gemma's SentencePiece-style tokenizer puts no "▁" before the text
           "gemma2-sentencepiece": dict(num_attention_heads=2, num_key_value_heads=1,
                                        head_dim=256),
+          # one sliding-window layer (rope base 10000) and one global (1e6), as Gemma 3 mixes them
+          "gemma3_text": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                              layer_types=["sliding_attention", "full_attention"]),
           "phi3": dict(num_attention_heads=4, num_key_value_heads=2)}
+
+
+# What transformers' GGUF loader leaves out for a case (its logits are then not compared; the
+# weights are): llama.cpp reads both.
+TRANSFORMERS_DOES_NOT_READ = {
+    "llama3": "the rope_freqs tensor",
+    "gemma3_text": "the layer pattern (it assumes Gemma 3's five sliding layers to one global)"}
 
 
 def family_of(case: str) -> str:
@@ -124,9 +137,12 @@ def test_llama_cpp_reads_the_export_as_transformers_does(case, demo_model, tmp_p
     want = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                   dtype=torch.float32)
+    weights = loaded.state_dict()
+    for name, tensor in want.state_dict().items():  # Gemma's norms: + 1 - 1 in float32
+        assert torch.allclose(weights[name], tensor, atol=1e-6), name
     with torch.no_grad():
         logits = want(torch.tensor([ids])).logits[0].numpy()
-        if case != "llama3":  # transformers' GGUF loader does not read rope_freqs
+        if case not in TRANSFORMERS_DOES_NOT_READ:
             assert np.allclose(loaded(torch.tensor([ids])).logits[0].numpy(), logits, atol=1e-5)
 
     llm = Llama(model_path=str(path), n_ctx=128, n_threads=2, logits_all=True, verbose=False)

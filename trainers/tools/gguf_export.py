@@ -27,19 +27,19 @@ GGUF_TYPES = {"f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
 # transformers' model_type -> (llama.cpp's architecture, whether q/k are permuted for its rope).
 # Phi-3 keeps its fused qkv_proj and gate_up_proj: llama.cpp's PHI3 reads them fused.
 FAMILIES = {"llama": ("LLAMA", True), "mistral": ("LLAMA", True), "qwen2": ("QWEN2", False),
-            "qwen3": ("QWEN3", False), "gemma2": ("GEMMA2", False), "phi3": ("PHI3", False)}
+            "qwen3": ("QWEN3", False), "gemma2": ("GEMMA2", False),
+            "gemma3_text": ("GEMMA3", False), "phi3": ("PHI3", False)}
 # The families ModelForge trains that the export refuses, and why.
 REFUSED = {
     "gemma": "Gemma 1 is not converted here: transformers' GGUF loader, which checks every "
              "exported family, does not read it",
-    "gemma3": "Gemma 3's separate rope bases for its local and global layers are not converted "
-              "here",
-    "gemma3_text": "Gemma 3's separate rope bases for its local and global layers are not "
-                   "converted here",
+    "gemma3": "the multimodal Gemma 3 (with its vision tower) is not converted here; the "
+              "text-only Gemma 3 (gemma3_text, Gemma3ForCausalLM) is",
     "phi": "Phi-2's LayerNorm with biases and partial rotary embedding (llama.cpp's PHI2) are "
            "not converted here, and transformers' GGUF loader does not read it",
 }
-NORM_SHIFTED = ("gemma2",)  # Gemma's RMSNorm scales by 1 + weight; llama.cpp's by the weight
+# Gemma's RMSNorm scales by 1 + weight (Gemma 3's q/k norms too); llama.cpp's by the weight
+NORM_SHIFTED = ("gemma2", "gemma3_text")
 # Pre-tokenizer regexes llama.cpp names (tokenizer.ggml.pre); any other reads as "default".
 _LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| "
                  r"?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -57,7 +57,7 @@ CONVERT_IT = ("export the merged model (16-bit, without --gguf) and convert it w
 
 def check_family(config: dict) -> str:
     """The model's family, or GGUFExportError naming the ones the converter knows; also what
-    the family's llama.cpp architecture cannot hold (a rope scaling, a Gemma 2 setting)."""
+    the family's llama.cpp architecture cannot hold (a rope scaling, a Gemma setting)."""
     family = config.get("model_type", "")
     if family not in FAMILIES:
         reason = f": {REFUSED[family]}" if family in REFUSED else ""
@@ -65,34 +65,41 @@ def check_family(config: dict) -> str:
             f"GGUF export does not know the {family or 'unnamed'} family "
             f"({', '.join(config.get('architectures') or []) or 'no architecture'}){reason}.",
             f"It exports {', '.join(FAMILIES)} models; for this one, {CONVERT_IT}.")
-    kind = _rope(config).get("rope_type", "default")
-    if kind not in ("default", "linear") and not (kind == "llama3" and
-                                                  FAMILIES[family][0] == "LLAMA"):
-        raise GGUFExportError(f"GGUF export does not convert the rope scaling {kind!r} of "
-                              f"this {family} model.", f"For this one, {CONVERT_IT}.")
-    if family == "gemma2":
-        _check_gemma2(config)
+    kinds = {_rope(config).get("rope_type", "default")}
+    if family == "gemma3_text":  # its local layers' rope: a base of its own, never scaled
+        kinds.add("local " + _local_rope(config).get("rope_type", "default"))
+    for kind in kinds - {"default", "linear", "local default"}:
+        if kind != "llama3" or FAMILIES[family][0] != "LLAMA":
+            raise GGUFExportError(f"GGUF export does not convert the rope scaling {kind!r} of "
+                                  f"this {family} model.", f"For this one, {CONVERT_IT}.")
+    if family in NORM_SHIFTED:
+        _check_gemma(config, family)
     return family
 
 
-def _check_gemma2(config: dict) -> None:
-    """What llama.cpp's GEMMA2 assumes: logits soft-capped, the output tied to the embedding,
-    queries scaled by 1/sqrt(head_dim) (or by the 27B model's hidden/heads)."""
+def _check_gemma(config: dict, family: str) -> None:
+    """What llama.cpp's GEMMA2 and GEMMA3 assume: Gemma 2's logits soft-capped and Gemma 3's
+    attention not, the output tied to the embedding, queries scaled by 1/sqrt(head_dim) (or
+    by the 27B model's hidden/heads)."""
+    name, arch = ("Gemma 2", "GEMMA2") if family == "gemma2" else ("Gemma 3", "GEMMA3")
     problem = None
-    if config.get("attn_logit_softcapping") is None or \
-            config.get("final_logit_softcapping") is None:
+    if family == "gemma2" and (config.get("attn_logit_softcapping") is None or
+                               config.get("final_logit_softcapping") is None):
         problem = "without logit soft-capping (llama.cpp's GEMMA2 always caps)"
+    elif family == "gemma3_text" and config.get("attn_logit_softcapping") is not None:
+        problem = "with attention soft-capping (llama.cpp's GEMMA3 has none)"
     elif not config.get("tie_word_embeddings", True):
-        problem = "with an output layer of its own (llama.cpp's GEMMA2 reuses the embedding)"
+        problem = f"with an output layer of its own (llama.cpp's {arch} reuses the embedding)"
     else:
         scalar = config.get("query_pre_attn_scalar")
         heads = config["num_attention_heads"]
-        big = config["num_hidden_layers"] == 46  # llama.cpp's test for the 27B model
+        # llama.cpp's test for the 27B models, which scale by hidden/heads
+        big = config["num_hidden_layers"] == (46 if family == "gemma2" else 62)
         if scalar != (config["hidden_size"] // heads if big else _head_dim(config)):
-            problem = (f"with query_pre_attn_scalar {scalar} (llama.cpp's GEMMA2 scales by "
+            problem = (f"with query_pre_attn_scalar {scalar} (llama.cpp's {arch} scales by "
                        f"head_dim {_head_dim(config)})")
     if problem:
-        raise GGUFExportError(f"GGUF export does not convert a Gemma 2 model {problem}.",
+        raise GGUFExportError(f"GGUF export does not convert a {name} model {problem}.",
                               f"For this one, {CONVERT_IT}.")
 
 
@@ -136,9 +143,18 @@ def write_gguf(model_dir: Path, out_path: Path, gguf_type: str, name: str) -> di
 
 
 def _rope(config: dict) -> dict:
-    """transformers 5 keeps rope_theta and the scaling in rope_parameters; older configs did not."""
+    """transformers 5 keeps rope_theta and the scaling in rope_parameters (per layer type for
+    Gemma 3: this is its global layers'); older configs did not."""
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    rope = dict(rope.get("full_attention") or rope)
     rope.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    return rope
+
+
+def _local_rope(config: dict) -> dict:
+    """Gemma 3's sliding-window layers' rope (a base of 10000 in its configs)."""
+    rope = dict((config.get("rope_parameters") or {}).get("sliding_attention") or {})
+    rope.setdefault("rope_theta", config.get("rope_local_base_freq", 10000.0))
     return rope
 
 
@@ -163,7 +179,7 @@ def _add_hparams(writer, config: dict, family: str) -> None:
         "partial_rotary_factor", config.get("partial_rotary_factor") or 1.0)))
     writer.add_vocab_size(config["vocab_size"])
     if _head_dim(config) != config["hidden_size"] // config["num_attention_heads"] or \
-            family == "gemma2":
+            family in NORM_SHIFTED:
         writer.add_key_length(_head_dim(config))
         writer.add_value_length(_head_dim(config))
     if rope.get("rope_type", "default") == "linear":  # llama3: the rope_freqs tensor
@@ -172,7 +188,15 @@ def _add_hparams(writer, config: dict, family: str) -> None:
     if family == "gemma2":
         writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
         writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    elif family == "gemma3_text":
+        writer.add_rope_freq_base_swa(_local_rope(config)["rope_theta"])
+        if config.get("final_logit_softcapping") is not None:
+            writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    if family in NORM_SHIFTED:  # which layers slide, as transformers has them
         writer.add_sliding_window(config["sliding_window"])
+        if config.get("layer_types"):
+            writer.add_sliding_window_pattern([kind == "sliding_attention"
+                                               for kind in config["layer_types"]])
     elif family == "phi3":  # 0: no sliding window (Phi-4), as the convert script writes it
         writer.add_sliding_window(config.get("sliding_window") or 0)
         if config.get("original_max_position_embeddings"):
