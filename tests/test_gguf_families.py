@@ -1,8 +1,8 @@
 """GGUF export for every family it converts: a tiny random-init model of each (float16, as a
 merge writes it, with the demo's byte-level BPE tokenizer), converted by
-trainers/tools/gguf_export.py, loaded back by transformers (`gguf_file=`: the same weights and logits) and
-by llama.cpp (llama-cpp-python: the same token ids for the prompt and for the 1060 bundled
-texts that do not hold the literal text "<|endoftext|>", which llama.cpp takes for its
+trainers/tools/gguf_export.py, loaded back by transformers (`gguf_file=`: the same weights and
+logits) and by llama.cpp (llama-cpp-python: the same token ids for the prompt and for the 1060
+bundled texts that do not hold the literal text "<|endoftext|>", which llama.cpp takes for its
 end-of-text token; logits within 1% of the largest; the same next token at every position).
 Also a Llama with Llama 3's rope scaling (llama.cpp's rope_freqs tensor), a Gemma 3 with one
 sliding-window and one global layer (their two rope bases), and a Llama and a Gemma 2 with a

@@ -6,7 +6,7 @@ HF-to-GGUF tensor-name maps (TensorNameMap), its vocabulary readers (BpeVocab, L
 SpecialVocab for merges, special ids and the chat template) and its numpy quantisers. What is
 written here is what llama.cpp's convert_hf_to_gguf.py adds on top for the families ModelForge
 exports: each family's hyper-parameters, Llama's rotary permutation of q/k, Llama 3's
-rope_freqs, Gemma 2's norm weights shifted by one, and which tensors keep 32 bits. A family
+rope_freqs, Gemma's norm weights shifted by one, and which tensors keep 32 bits. A family
 not in FAMILIES (REFUSED says why for the ones ModelForge trains) is refused before anything
 is loaded.
 """
@@ -225,7 +225,7 @@ def _add_vocab(writer, model_dir: Path, config: dict) -> str:
     pre = _pre_tokenizer(tokenizer_json.get("pre_tokenizer") or {}) if byte_level else "default"
     writer.add_tokenizer_model(vocab.tokenizer_model)
     writer.add_tokenizer_pre(pre)
-    if not byte_level:  # llama.cpp's SentencePiece default is a space before the text: Gemma has none
+    if not byte_level:  # llama.cpp's SentencePiece default: a space before the text (not Gemma's)
         writer.add_add_space_prefix(_adds_space_prefix(tokenizer_json))
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
