@@ -104,6 +104,7 @@ def run_folder(run: str, data_dir: Path | None) -> Path:
     from trainers.runs.jobs import adapter_dir
     from trainers.runs.process import default_data_dir
     from trainers.runs.registry import RunRegistry
+    from trainers.tools.playground import adapter_dir as saved_adapter
 
     folder = Path(run)
     if folder.is_dir():
@@ -112,6 +113,7 @@ def run_folder(run: str, data_dir: Path | None) -> Path:
                                       "config.json).",
                                       "Give a run id, or the folder of a run (under "
                                       "DATA_DIR/runs/).")
+        saved_adapter(folder)  # its events name the adapter, or say why there is none
         return folder.resolve()
     data_dir = data_dir or default_data_dir()
     if not Path(data_dir).is_dir():

@@ -275,6 +275,9 @@ def test_modelforge_export_refuses_bad_arguments_before_any_work(tmp_path):
     assert "Fix: Give a run id from the Runs tab or GET /api/runs" in unknown.stderr
     not_a_run = modelforge("export", str(tmp_path))
     assert not_a_run.returncode == 2 and "is not a run's folder" in not_a_run.stderr
+    no_adapter = modelforge("export", queued["run_dir"])
+    assert no_adapter.returncode == 2
+    assert f"Run {Path(queued['run_dir']).name} has no saved adapter." in no_adapter.stderr
     no_data_dir = modelforge("export", "x", "--data-dir", str(tmp_path / "missing"))
     assert no_data_dir.returncode == 2 and "--data-dir:" in no_data_dir.stderr
     running = modelforge("export", queued["id"], "--data-dir", str(tmp_path), "--gguf", "q8_0")
