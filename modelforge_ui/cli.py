@@ -3,6 +3,7 @@
   modelforge train CONFIG [--set key=value ...] [--preset NAME]   one job, with a progress bar
                                                   (fields given as lists: a sweep, run by run)
   modelforge export-adapter RUN_ID [--out DIR]                   the adapter + model card
+  modelforge export RUN [--gguf TYPE] [--dtype --out --push-to-hub]  the merged model, GGUF
   modelforge demo-model [DIR] [--config FILE]                    the offline demo model
   modelforge run [--host --port --token --data-dir]              the dashboard and REST API
   modelforge doctor                                              the environment report
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     from modelforge_ui.cli_bench import add_bench_command
 
     add_bench_command(sub)  # bench
+    from modelforge_ui.cli_export import add_export_command
+
+    add_export_command(sub)  # export
     return parser
 
 

@@ -117,7 +117,8 @@ def test_a_wrong_flag_or_command_is_caught():
     assert "invalid choice" in _parse_error(["trian", "config.json"])
     subcommands = next(a for a in _parser()._actions
                        if isinstance(a, argparse._SubParsersAction)).choices
-    assert {"train", "run", "bench", "doctor", "demo-model", "export-adapter"} <= set(subcommands)
+    assert {"train", "run", "bench", "doctor", "demo-model", "export-adapter",
+            "export"} <= set(subcommands)
 
 
 def test_the_field_reference_is_the_schema():
