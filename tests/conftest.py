@@ -1,8 +1,10 @@
 """Shared fixtures: the tiny random-init demo model (built once per session), the pre-trained
-demo (shipped), data paths, a config maker."""
+demo (shipped), data paths, a config maker, and one finished training run shared by the slow
+tier's tests that read a run (trained once per session, at the first test that asks)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -86,6 +88,47 @@ def tiny_config(demo_model):
         return cfg
 
     return make
+
+
+# The session's shared run: 8 steps with evaluations every 3 (and at the last step), TensorBoard
+# and W&B (offline) writing side by side when installed. Tests that read a finished run take it
+# instead of training their own; one that needs other settings trains its own.
+
+@pytest.fixture(scope="session")
+def shared_run_config(demo_model) -> dict:
+    """The config the shared run was started with (do not change it: copy it)."""
+    trackers = [name for name in ("tensorboard", "wandb") if importlib.util.find_spec(name)]
+    return {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": 128,
+            "task": "text-generation", "strategy": "sft", "dataset": str(SAMPLE_SFT),
+            "max_steps": 8, "per_device_train_batch_size": 4, "learning_rate": 2e-3,
+            "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "logging_steps": 1,
+            "eval_split": 0.1, "eval_steps": 3, "report_to": trackers or "none",
+            "name": "shared sft run"}
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, shared_run_config):
+    """(home, record, events) of one real worker run of shared_run_config. Tests read it; one
+    that must change it works on a copy (the model card's export only adds its folder). The
+    worker runs without a peak FLOP/s figure (a CPU has none) and with W&B offline (no network
+    here)."""
+    from trainers.config import build_config
+    from trainers.events import read_events
+    from trainers.flops import PEAK_ENV
+    from trainers.runs.process import launch
+    from trainers.runs.registry import RunRegistry
+
+    home = tmp_path_factory.mktemp("shared-run")
+    registry = RunRegistry(home)
+    record = registry.create(build_config(shared_run_config), source="test")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(PEAK_ENV, raising=False)
+        env.setenv("WANDB_MODE", "offline")
+        proc = launch(Path(record["run_dir"]))
+    proc.wait(timeout=900)
+    record = registry.finish_from_events(record["id"], proc.returncode)
+    assert record["status"] == "succeeded", record["summary"]
+    return home, record, read_events(record["run_dir"])
 
 
 __all__ = ["SAMPLE_SFT", "SAMPLE_PREFERENCES", "SAMPLE_SUMMARIES", "PUBLIC_DATA"]
