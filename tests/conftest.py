@@ -1,8 +1,11 @@
 """Shared fixtures: the tiny random-init demo model (built once per session), the pre-trained
-demo (shipped), data paths, a config maker."""
+demo (shipped), data paths, a config maker, and one finished training run shared by the slow
+tier's tests that read a run (trained once per session, at the first test that asks)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -73,9 +76,10 @@ def public_data() -> Path:
     return PUBLIC_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config(demo_model):
-    """A config dict for a short CPU run on the demo model; keyword arguments override."""
+    """A config dict for a short CPU run on the demo model; keyword arguments override (a new
+    dict each call, so module fixtures share the maker too)."""
 
     def make(**overrides) -> dict:
         cfg = {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": 128,
@@ -86,6 +90,70 @@ def tiny_config(demo_model):
         return cfg
 
     return make
+
+
+# The session's shared run: 8 steps with evaluations every 3 (and at the last step), TensorBoard
+# and W&B (offline) writing side by side when installed. Tests that read a finished run take it
+# instead of training their own; one that needs other settings trains its own.
+
+@pytest.fixture(scope="session")
+def shared_run_config(tiny_config) -> dict:
+    """The config the shared run was started with (do not change it: copy it)."""
+    trackers = [name for name in ("tensorboard", "wandb") if importlib.util.find_spec(name)]
+    return tiny_config(max_steps=8, eval_split=0.1, eval_steps=3,
+                       report_to=trackers or "none", name="shared sft run")
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, shared_run_config):
+    """(home, record, events) of one real worker run of shared_run_config. Tests read it; one
+    that must change it works on a copy (the model card's export only adds its folder). The
+    worker runs without a peak FLOP/s figure (a CPU has none) and with W&B offline (no network
+    here)."""
+    from trainers.config import build_config
+    from trainers.events import read_events
+    from trainers.flops import PEAK_ENV
+    from trainers.runs.process import launch
+    from trainers.runs.registry import RunRegistry
+
+    home = tmp_path_factory.mktemp("shared-run")
+    registry = RunRegistry(home)
+    record = registry.create(build_config(shared_run_config), source="test")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(PEAK_ENV, raising=False)
+        env.setenv("WANDB_MODE", "offline")
+        proc = launch(Path(record["run_dir"]))
+    proc.wait(timeout=900)
+    record = registry.finish_from_events(record["id"], proc.returncode)
+    assert record["status"] == "succeeded", record["summary"]
+    return home, record, read_events(record["run_dir"])
+
+
+# A tiny matched benchmark of both providers (1 warm-up + 2 measured steps of short rows), two
+# repeats, with the plain script after each round (check_plain).
+TINY_BENCHMARK = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1,
+                  "repeats": 2, "lora_r": 4, "lora_alpha": 8, "modes": ["lora16"],
+                  "check_plain": True, "plain_repeats": 2}
+
+
+@pytest.fixture(scope="session")
+def benchmark_run(tmp_path_factory, demo_model) -> tuple[Path, int]:
+    """(run_dir, exit code) of one real benchmark runner of TINY_BENCHMARK, shared by the
+    benchmark tests that read a finished two-provider benchmark (test_benchmark.py,
+    test_check_plain.py). The torch profiler runs on each variant's warm-up step, as the GPU
+    plans use it."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("bench") / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(
+        json.dumps({"model": str(demo_model), **TINY_BENCHMARK}))
+    done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
+                          capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "MODELFORGE_PROFILE_STEPS": "1"})
+    (run_dir / "runner.log").write_text(done.stdout + done.stderr)
+    return run_dir, done.returncode
 
 
 __all__ = ["SAMPLE_SFT", "SAMPLE_PREFERENCES", "SAMPLE_SUMMARIES", "PUBLIC_DATA"]

@@ -187,6 +187,10 @@ def test_the_dashboard_previews_with_the_apis_request_model():
 
 @pytest.mark.slow  # fast guard: test_dashboard.py's environment report
 def test_doctor_over_http_and_cli(client):
+    # the CLI's checks run while the server's do (each probes torch in its own process)
+    cli = subprocess.Popen([sys.executable, "-m", "modelforge_ui.cli", "doctor", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     report = client.get("/api/doctor").json()
     names = {c["name"]: c for c in report["checks"]}
     for name in ("operating system", "python", "torch", "transformers", "peft", "trl",
@@ -199,10 +203,8 @@ def test_doctor_over_http_and_cli(client):
     assert names["torch"]["value"].startswith(torch.__version__)
     assert client.get("/api/health").json()["torch_in_server"] is False
 
-    cli = subprocess.run([sys.executable, "-m", "modelforge_ui.cli", "doctor", "--json"],
-                         capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    checks = json.loads(cli.stdout)
+    stdout, _ = cli.communicate(timeout=300)
+    checks = json.loads(stdout)
     assert {c["name"] for c in checks} == set(names)
     assert cli.returncode == (1 if any(c["status"] == "error" for c in checks) else 0)
 

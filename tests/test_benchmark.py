@@ -9,7 +9,6 @@ import copy
 import csv
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,16 +29,6 @@ needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
 # A few cheap steps: 1 warm-up + 2 measured, short rows, small batches.
 TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "repeats": 1,
         "lora_r": 4, "lora_alpha": 8, "modes": ["lora16"]}
-
-
-def run_benchmark(run_dir: Path, spec: dict, env: dict | None = None) -> int:
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps(spec))
-    done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **(env or {})})
-    (run_dir / "runner.log").write_text(done.stdout + done.stderr)
-    return done.returncode
 
 
 # --- spec -----------------------------------------------------------------------------------
@@ -179,12 +168,16 @@ def test_peak_table_by_gpu_name():
 # --- both providers, end to end ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def matched_run(tmp_path_factory, demo_model):
-    run_dir = tmp_path_factory.mktemp("bench") / "run"
-    # the torch profiler on the warm-up step, as the GPU plans use it
-    code = run_benchmark(run_dir, {"model": str(demo_model), **TINY},
-                         env={"MODELFORGE_PROFILE_STEPS": "1"})
-    return run_dir, code
+def matched_run(benchmark_run):
+    """The session's tiny benchmark (tests/conftest.py): both providers, 2 repeats, the torch
+    profiler on each variant's warm-up step; its plain-script runs are test_check_plain.py's."""
+    return benchmark_run
+
+
+def first_round(summary: dict) -> tuple[dict, dict]:
+    """The Hugging Face and Unsloth runs of repeat 1."""
+    runs = {r["name"]: r for r in summary["runs"]}
+    return runs["huggingface-lora16-r1"], runs["unsloth-lora16-r1"]
 
 
 @pytest.mark.slow  # fast guard: test_a_failing_provider_is_reported_not_dropped
@@ -194,23 +187,25 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
     run_dir, code = matched_run
     assert code == 0, (run_dir / "runner.log").read_text()[-3000:]
     summary = json.loads((run_dir / "results.json").read_text())
-    assert summary["complete"] and [r["status"] for r in summary["runs"]] == ["ok", "ok"]
+    assert summary["complete"] and [r["status"] for r in summary["runs"]] == ["ok"] * 4
     rows = {r["provider"]: r for r in summary["table"]}
     for row in rows.values():
         for key in ("process_wall_s", "train_wall_s", "tokens_per_s", "speedup",
                     "first_step_loss", "samples_per_s"):
             assert row[key] is not None and row[key] > 0, (row["provider"], key)
     assert rows["huggingface"]["speedup"] == 1.0
-    hf, us = summary["runs"]
-    assert hf["unsloth_in_process"] is False and us["unsloth_in_process"] is True
+    for hf, us in zip(summary["runs"][::2], summary["runs"][1::2]):  # providers alternate
+        assert (hf["provider"], us["provider"]) == ("huggingface", "unsloth")
+        assert hf["unsloth_in_process"] is False and us["unsloth_in_process"] is True
+    hf, us = first_round(summary)
     evidence = us["provider_info"]["unsloth"]
     assert evidence["active"] and evidence["unsloth_version"]
     assert len(hf["timing"]["step_times_s"]) == 3 and hf["timing"]["measured_steps"] == 2
-    for run in (hf, us):
+    for run in summary["runs"]:
         profile = run_dir / "variants" / run["name"] / "profile-step1.txt"
         assert "step 1: ops by device time" in profile.read_text()
     assert len(hf["loss"]["curve"]) == 3
-    for run in (hf, us):  # where each step's time went, for the slow-step evidence
+    for run in summary["runs"]:  # where each step's time went, for the slow-step evidence
         costs = run["step_costs"]
         assert len(costs["per_step"]) == 3 and costs["triton_hooks"]
         for step, seconds in zip(costs["per_step"], run["timing"]["step_times_s"]):
@@ -220,7 +215,7 @@ def test_both_providers_run_and_the_table_is_complete(matched_run):
             assert step["compiled_frames"] >= 0
         # every measured process had its own, empty compile caches (spec.fresh_compile_caches)
         caches = {p.name for p in (run_dir / "compile-caches").iterdir()}
-        assert {hf["name"], us["name"]} <= caches
+        assert {r["name"] for r in summary["runs"]} <= caches
         assert f"TRITON_CACHE_DIR={run_dir}/compile-caches/{run['name']}/triton" in \
             run["command"]
 
@@ -233,7 +228,7 @@ def test_matching_holds_same_tokens_and_first_step_loss(matched_run):
     summary = json.loads((run_dir / "results.json").read_text())
     result = summary["matching"]["lora16"]
     assert result["verdict"] == "matched", result
-    hf, us = summary["runs"]
+    hf, us = first_round(summary)
     assert hf["tokens"]["trainer_per_step"] == us["tokens"]["trainer_per_step"] == \
         hf["tokens"]["per_step"]
     assert hf["loss"]["first_step"] == pytest.approx(us["loss"]["first_step"], rel=1e-3)
@@ -268,7 +263,7 @@ def test_a_difference_between_the_runs_is_flagged_not_matched(matched_run, chang
     run_dir, _ = matched_run
     summary = json.loads((run_dir / "results.json").read_text())
     runs = copy.deepcopy(summary["runs"])
-    change(runs[1])
+    change(runs[1])  # Unsloth's run of repeat 1
     result = report.matching(build_spec(summary["spec"]), runs, "lora16")
     assert result["verdict"] == "NOT MATCHED"
     assert [c["check"] for c in result["checks"] if not c["ok"]] == failing
@@ -280,15 +275,17 @@ def test_a_difference_between_the_runs_is_flagged_not_matched(matched_run, chang
 def test_exports_and_events(matched_run):
     run_dir, _ = matched_run
     md = (run_dir / "results.md").read_text()
-    assert "| huggingface | 16-bit LoRA | ok |" in md and "| unsloth | 16-bit LoRA | ok |" in md
+    assert "| huggingface | 16-bit LoRA | ok 2/2 |" in md and \
+        "| unsloth | 16-bit LoRA | ok 2/2 |" in md
     assert "first-step loss: ok" in md and "MFU formula" in md
     with open(run_dir / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["name"] for r in rows] == ["huggingface-lora16-r1", "unsloth-lora16-r1"]
+    assert [r["name"] for r in rows] == ["huggingface-lora16-r1", "unsloth-lora16-r1",
+                                         "huggingface-lora16-r2", "unsloth-lora16-r2"]
     assert all(float(r["tokens_per_s"]) > 0 for r in rows)
     types = [e["type"] for e in read_events(run_dir)]
     assert types[0] == "started" and types[-1] == "finished"
-    assert types.count("variant_finished") == 2 and "progress" in types
+    assert types.count("variant_finished") == 4 and "progress" in types
 
 
 # --- a failing provider, through the CLI ------------------------------------------------------

@@ -21,9 +21,6 @@ from trainers.runs.manager import visible_gpus
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
 
-TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "repeats": 1,
-        "lora_r": 4, "lora_alpha": 8, "modes": ["lora16"], "check_plain": True}
-
 # Runs a script with every `trainers` import refused, so it fails if it needs ModelForge code.
 WITHOUT_TRAINERS = """
 import runpy, sys
@@ -105,15 +102,14 @@ def test_batch_facts_count_padding_and_loss_tokens():
 # (the slow tier: the rules above are the fast tier's guard of check_plain)
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory, demo_model):
-    run_dir = tmp_path_factory.mktemp("bench-plain") / "run"
-    run_dir.mkdir()
-    spec = {"model": str(demo_model), **TINY, "repeats": 2, "plain_repeats": 2}
-    (run_dir / "config.json").write_text(json.dumps(spec))
-    done = subprocess.run([sys.executable, "-m", "trainers.benchmark.runner", str(run_dir)],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return run_dir, json.loads((run_dir / "results.json").read_text())
+def plain_run(benchmark_run):
+    """The session's tiny benchmark (tests/conftest.py): 2 repeats, the plain script after each
+    round."""
+    run_dir, code = benchmark_run
+    assert code == 0, (run_dir / "runner.log").read_text()[-3000:]
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["spec"]["check_plain"] and summary["spec"]["plain_repeats"] == 2
+    return run_dir, summary
 
 
 @pytest.mark.slow

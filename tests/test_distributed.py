@@ -62,19 +62,31 @@ def test_command_uses_torchrun_above_one_process(tmp_path, tiny_config):
     assert "--nproc-per-node=2" in command and command[-3:-1] == ["-m", "trainers.train.worker"]
 
 
-def test_two_ranks_train_and_save_one_adapter(tmp_path, tiny_config):
-    registry, run, proc = start(tmp_path, tiny_config(num_processes=2, max_steps=6))
-    proc.wait(timeout=600)
-    record = registry.finish_from_events(run["id"], proc.returncode)
+@pytest.fixture(scope="module")
+def queued_pair(tmp_path_factory, tiny_config):
+    """A two-"GPU" manager (CPU here: CUDA_VISIBLE_DEVICES only names the slots) given a
+    two-process run, then a one-process run: (manager, the two runs' records once idle)."""
+    manager = RunManager(tmp_path_factory.mktemp("two-slots"), devices=["0", "1"])
+    try:
+        both = manager.submit(build_config(tiny_config(num_processes=2, max_steps=6)))
+        one = manager.submit(build_config(tiny_config(max_steps=2)))
+        assert manager.wait_idle(timeout=900)
+        yield manager, manager.get(both["id"]), manager.get(one["id"])
+    finally:
+        manager.shutdown()
+
+
+def test_two_ranks_train_and_save_one_adapter(queued_pair):
+    _, record, _ = queued_pair
     assert record["status"] == "succeeded", record["summary"]
-    events = read_events(run["run_dir"])
+    events = read_events(record["run_dir"])
     assert [e["type"] for e in events].count("started") == 1  # rank 0 alone writes events
     assert events[0]["world_size"] == 2 and events[0]["distributed_strategy"] == "ddp"
     finished = events[-1]
     assert finished["world_size"] == 2 and len(finished["peak_gpu_mem_allocated_gib_per_rank"]) == 2
     # tokens of the whole job: every rank's batches are counted
     assert finished["tokens_seen"] > 0
-    adapters = list(Path(run["run_dir"]).rglob("adapter_model.safetensors"))
+    adapters = list(Path(record["run_dir"]).rglob("adapter_model.safetensors"))
     assert [p.parent.name for p in adapters] == ["adapter"]
 
 
@@ -124,22 +136,14 @@ def test_a_failing_rank_reports_its_own_diagnosis(tmp_path):
     assert _rank_failure_summary(str(tmp_path)) is None  # rank 0's own failed event stands
 
 
-def test_queue_gives_a_run_as_many_gpus_as_it_asks_for(tmp_path, tiny_config):
-    """On a two-"GPU" manager (CPU here: CUDA_VISIBLE_DEVICES only names the slots), a
-    two-process run holds both slots, so the next run waits; a run asking for three is
+def test_queue_gives_a_run_as_many_gpus_as_it_asks_for(queued_pair, tiny_config):
+    """The two-process run holds both slots, so the next run waits; a run asking for three is
     refused at submit (it could never start)."""
-    manager = RunManager(tmp_path, devices=["0", "1"])
-    try:
-        both = manager.submit(build_config(tiny_config(num_processes=2, max_steps=4)))
-        one = manager.submit(build_config(tiny_config(max_steps=2)))
-        with pytest.raises(ConfigError, match="num_processes: 3 is more than this server has"):
-            manager.submit(build_config(tiny_config(num_processes=3)))
-        assert manager.wait_idle(timeout=900)
-        first, second = manager.get(both["id"]), manager.get(one["id"])
-        assert first["status"] == "succeeded" and second["status"] == "succeeded"
-        assert second["started_at"] >= first["finished_at"]
-    finally:
-        manager.shutdown()
+    manager, first, second = queued_pair
+    with pytest.raises(ConfigError, match="num_processes: 3 is more than this server has"):
+        manager.submit(build_config(tiny_config(num_processes=3)))
+    assert first["status"] == "succeeded" and second["status"] == "succeeded"
+    assert second["started_at"] >= first["finished_at"]
 
 
 def test_fsdp_rules():

@@ -40,29 +40,17 @@ def evals(events) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def sft_run(tmp_path_factory, tiny_config):
-    config = tiny_config(max_steps=5, eval_split=0.1, eval_steps=2,
-                         report_to="tensorboard" if importlib.util.find_spec("tensorboard")
-                         else "none")
-    return train(tmp_path_factory.mktemp("eval-sft"), config)
+def sft_run(shared_run):
+    """The session's shared run (tests/conftest.py): 8 steps, evaluations every 3, TensorBoard
+    and W&B side by side."""
+    _, record, events = shared_run
+    return record, events
 
 
-@pytest.fixture(scope="module")
-def tiny_config(demo_model):  # module scope: the fixtures above share one run
-    from trainers.tools.demo import SAMPLE_SFT
-
-    def make(**overrides) -> dict:
-        return {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": 128,
-                "dataset": str(SAMPLE_SFT), "max_steps": 6, "per_device_train_batch_size": 4,
-                "learning_rate": 2e-3, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                "logging_steps": 1, **overrides}
-    return make
-
-
-def check_sft_evals(record, events):
+def check_sft_evals(record, events, steps: list[int]):
     assert record["status"] == "succeeded", record["summary"]
     found = evals(events)
-    assert [e["step"] for e in found] == [2, 4, 5]  # every eval_steps, and the last step
+    assert [e["step"] for e in found] == steps  # every eval_steps, and the last step
     for event in found:
         assert event["eval_perplexity"] == pytest.approx(math.exp(event["eval_loss"]), rel=1e-3)
     summary = record["summary"]
@@ -75,7 +63,7 @@ def check_sft_evals(record, events):
 @pytest.mark.slow
 def test_eval_events_at_the_interval_with_perplexity_and_the_best_recorded(sft_run):
     record, events = sft_run
-    check_sft_evals(record, events)
+    check_sft_evals(record, events, [3, 6, 8])
     started = events[0]
     assert started["num_eval"] > 0
 
@@ -86,8 +74,8 @@ def test_the_training_tab_plot_and_the_details_are_fed(sft_run):
     frame = views.loss_curves(events)
     train_rows = frame[frame["split"] == "train"]
     eval_rows = frame[frame["split"] == "eval"]
-    assert train_rows["step"].tolist() == [1, 2, 3, 4, 5]
-    assert eval_rows["step"].tolist() == [2, 4, 5]
+    assert train_rows["step"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert eval_rows["step"].tolist() == [3, 6, 8]
     assert eval_rows["loss"].tolist() == [e["eval_loss"] for e in evals(events)]
     run = {**record, "eval": evals(events)[-1], "progress": None, "started_event": None}
     text = views.progress_markdown(run)
@@ -111,21 +99,20 @@ def test_tensorboard_event_files_land_in_the_run_directory(sft_run):
     board.Reload()
     tags = board.Tags()["scalars"]
     assert "train/loss" in tags and "eval/loss" in tags
-    assert [s.step for s in board.Scalars("eval/loss")] == [2, 4, 5]
-    assert len(board.Scalars("train/loss")) == 5
+    assert [s.step for s in board.Scalars("eval/loss")] == [3, 6, 8]
+    assert len(board.Scalars("train/loss")) == 8
 
 
 @pytest.mark.slow
 @needs_tensorboard
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None,
                     reason="wandb is not installed (the test extra)")
-def test_two_trackers_each_write_their_files(tmp_path, tiny_config, monkeypatch):
+def test_two_trackers_each_write_their_files(sft_run):
     """report_to as a list, as transformers takes it: TensorBoard's event files and W&B's
-    offline run, side by side in the run directory."""
-    monkeypatch.setenv("WANDB_MODE", "offline")  # the worker inherits it: no network here
-    record, events = train(tmp_path, tiny_config(max_steps=2,
-                                                 report_to=["tensorboard", "wandb"]))
-    assert record["status"] == "succeeded", record["summary"]
+    offline run, side by side in the run directory (the shared run's worker had WANDB_MODE
+    offline: no network here)."""
+    record, events = sft_run
+    assert record["config"]["report_to"] == ["tensorboard", "wandb"]
     stages = [e for e in events if e["type"] == "stage" and e["name"] == "tracking"]
     assert [(s["tracker"], s["mode"]) for s in stages] == [("tensorboard", "local"),
                                                           ("wandb", "offline")]
@@ -158,7 +145,7 @@ def test_dpo_eval_events_carry_the_eval_rewards(tmp_path, tiny_config):
 def test_unsloth_eval_events(tmp_path, tiny_config):
     record, events = train(tmp_path, tiny_config(provider="unsloth", max_steps=5,
                                                  eval_split=0.1, eval_steps=2))
-    check_sft_evals(record, events)
+    check_sft_evals(record, events, [2, 4, 5])
     assert events[0]["unsloth"]["active"] is True
 
 

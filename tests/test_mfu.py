@@ -112,14 +112,17 @@ def of_type(events: list[dict], type_: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_cpu_run_without_a_peak_has_no_mfu(tmp_path, tiny_config, monkeypatch):
-    monkeypatch.delenv(flops.PEAK_ENV, raising=False)
-    run, events = train(tmp_path, tiny_config(max_steps=3))
+def test_a_cpu_run_without_a_peak_has_no_mfu(shared_run):
+    """The session's shared run (tests/conftest.py): its worker had no peak figure."""
+    home, record, events = shared_run
+    run = {**RunRegistry(home).get(record["id"]), "progress": last_event(events, "progress"),
+           "started_event": last_event(events, "started")}  # as in train() below
     started, finished = of_type(events, "started")[0], events[-1]
     assert finished["type"] == "finished", finished
     assert started["peak_tflops"] is None and "no GPU" in started["mfu_unavailable"]
     progress = of_type(events, "progress")
-    assert len(progress) == 3 and all(e["mfu"] is None for e in progress)
+    assert len(progress) == record["config"]["max_steps"] and all(e["mfu"] is None
+                                                                  for e in progress)
     assert finished["mfu"] is None
     per_token = finished["model_flops_per_token"]
     for e in progress:  # model FLOPs/s need no peak

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.config import build_config
 from trainers.events import read_events
-from trainers.runs.process import launch
 from trainers.runs.registry import RunRegistry
 from trainers.tools import model_card
 
@@ -20,20 +18,9 @@ MODELFORGE = str(Path(sys.executable).parent / "modelforge")
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, demo_model):
-    from trainers.tools.demo import SAMPLE_SFT
-
-    home = tmp_path_factory.mktemp("card")
-    registry = RunRegistry(home)
-    config = {"provider": "huggingface", "model_name": str(demo_model), "max_seq_length": 128,
-              "dataset": str(SAMPLE_SFT), "max_steps": 4, "per_device_train_batch_size": 4,
-              "learning_rate": 2e-3, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-              "eval_split": 0.1, "eval_steps": 2, "name": "card run"}
-    run = registry.create(build_config(config), source="test")
-    proc = launch(Path(run["run_dir"]))
-    proc.wait(timeout=600)
-    record = registry.finish_from_events(run["id"], proc.returncode)
-    assert record["status"] == "succeeded", record["summary"]
+def finished(shared_run):
+    """The session's shared run (tests/conftest.py): the export below adds its folder there."""
+    home, record, _ = shared_run
     return home, record
 
 
@@ -43,7 +30,8 @@ def test_the_card_says_base_model_data_settings_and_losses(finished, demo_model)
     card = model_card.render_card(record["run_dir"], record["name"])
     assert card.startswith("---\nlibrary_name: peft\n")
     assert "base_model:" not in card.split("---")[1]  # a local folder is not a Hub id
-    assert "# card run" in card and f"`{demo_model}` (a local folder" in card
+    assert record["name"] == "shared sft run" and "# shared sft run" in card
+    assert f"`{demo_model}` (a local folder" in card
     started = next(e for e in read_events(record["run_dir"]) if e["type"] == "started")
     assert started["num_train"] + started["num_eval"] + \
         started["token_stats"]["left_out_no_completion_token"] == 400  # the sample's rows

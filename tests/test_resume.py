@@ -25,14 +25,23 @@ STOP_AT = 3
 STEPS = 8
 
 
-def run(registry: RunRegistry, config: dict, stop_at: int | None = None) -> tuple[dict, list]:
+def start(registry: RunRegistry, config: dict, stop_at: int | None = None) -> tuple:
     record = registry.create(build_config(config), source="test")
     run_dir = Path(record["run_dir"])
     if stop_at:  # the trainer stops (gracefully, as on a stop request) at exactly this step
         (run_dir / STOP_AT_FILE).write_text(str(stop_at))
-    proc = launch(run_dir)
+    return record, launch(run_dir)
+
+
+def finish(registry: RunRegistry, started: tuple) -> tuple[dict, list]:
+    record, proc = started
     proc.wait(timeout=900)
-    return registry.finish_from_events(record["id"], proc.returncode), read_events(run_dir)
+    return registry.finish_from_events(record["id"], proc.returncode), \
+        read_events(record["run_dir"])
+
+
+def run(registry: RunRegistry, config: dict, stop_at: int | None = None) -> tuple[dict, list]:
+    return finish(registry, start(registry, config, stop_at))
 
 
 def by_step(events: list, kind: str = "progress", key: str = "loss") -> dict:
@@ -44,11 +53,17 @@ def snapshot(folder: Path) -> dict:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def check_resume_matches(home: Path, config: dict):
+def check_resume_matches(home: Path, config: dict, straight_run: tuple | None = None):
+    """`straight_run`: (record, events) of a finished run of `config`, else one is trained."""
     registry = RunRegistry(home)
-    straight, straight_events = run(registry, config)
+    if straight_run is None:  # the two workers side by side: each starts while the other waits
+        both = start(registry, config), start(registry, config, stop_at=STOP_AT)
+        straight_run, stopped_run = (finish(registry, started) for started in both)
+    else:
+        stopped_run = run(registry, config, stop_at=STOP_AT)
+    straight, straight_events = straight_run
+    stopped, stopped_events = stopped_run
     assert straight["status"] == "succeeded", straight["summary"]
-    stopped, stopped_events = run(registry, config, stop_at=STOP_AT)
     assert stopped["status"] == "stopped", stopped["summary"]
     saved = [(e["kind"], e["step"]) for e in stopped_events if e["type"] == "saved"]
     assert ("checkpoint", STOP_AT) in saved  # a graceful stop keeps a checkpoint
@@ -86,12 +101,17 @@ def check_resume_matches(home: Path, config: dict):
 
 
 @pytest.fixture
-def sft_config(tiny_config):
-    return tiny_config(max_steps=STEPS, eval_split=0.1, eval_steps=3)
+def sft_config(shared_run_config):
+    # the session's shared run (tests/conftest.py) is this config's uninterrupted run (its
+    # trackers write files beside the training; they change no number of it)
+    assert (shared_run_config["max_steps"], shared_run_config["eval_steps"]) == (STEPS, 3)
+    return {**shared_run_config, "report_to": "none"}
 
 
-def test_huggingface_resume_continues_like_an_uninterrupted_run(tmp_path, sft_config):
-    straight, resumed = check_resume_matches(tmp_path, sft_config)
+def test_huggingface_resume_continues_like_an_uninterrupted_run(tmp_path, sft_config,
+                                                                shared_run):
+    _, record, events = shared_run
+    straight, resumed = check_resume_matches(tmp_path, sft_config, (record, events))
     # evaluations after the resume point agree too, and the best one is recorded
     want = by_step(straight, "eval", "eval_loss")
     got = by_step(resumed, "eval", "eval_loss")
@@ -154,10 +174,8 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
     config = tiny_config(max_steps=STEPS, save_steps=3, per_device_train_batch_size=16,
                          gradient_accumulation_steps=32)  # steps of ~1 s
     registry = RunRegistry(tmp_path)
-    straight, straight_events = run(registry, config)
-    assert straight["status"] == "succeeded"
-    record = registry.create(build_config(config), source="test")
-    proc = launch(Path(record["run_dir"]))
+    straight_started = start(registry, config)  # side by side with the run killed below
+    record, proc = start(registry, config)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if any(e["type"] == "saved" and e["kind"] == "checkpoint" and e["step"] == 3
@@ -167,6 +185,8 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
         time.sleep(0.05)
     proc.wait(timeout=60)
     killed = registry.finish_from_events(record["id"], proc.returncode)
+    straight, straight_events = finish(registry, straight_started)
+    assert straight["status"] == "succeeded"
     assert killed["status"] == "failed" and killed["summary"]["error_type"] == "killed"
     checkpoint, step = resume.last_checkpoint(killed["run_dir"])
     assert step in (3, 6)  # 6 only if the machine was too slow to kill it in between
