@@ -197,3 +197,26 @@ def test_gradients_equal_masked_sdpa_with_gradient_checkpointing():
               use_cache=False).loss.backward()
         grads[implementation] = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
     torch.testing.assert_close(grads[attention.ATTENTION], grads["sdpa"], rtol=1e-4, atol=1e-6)
+
+
+def tiny_mistral(window: int):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    attention.register()
+    torch.manual_seed(0)
+    return MistralForCausalLM(MistralConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=window)).eval()
+
+
+def test_a_sliding_window_counts_only_where_a_row_is_longer_than_it():
+    """Rows within the window are what SDPA with the window gives; a longer row is refused
+    (per-row attention does not implement the window) rather than trained without it."""
+    positions = packed_position_ids()  # rows of 5, 3 and 4 tokens
+    input_ids = torch.randint(0, 97, (1, positions.shape[1]))
+    wide = tiny_mistral(window=max(ROWS))
+    torch.testing.assert_close(logits(wide, attention.ATTENTION, input_ids, positions),
+                               logits(wide, "sdpa", input_ids, positions),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="longer than the window of 4 tokens.*max_seq_length"):
+        logits(tiny_mistral(window=4), attention.ATTENTION, input_ids, positions)

@@ -74,8 +74,8 @@ def test_per_row_attention_for_hugging_face_decoders_on_padding_free_batches(tmp
 
 
 @pytest.mark.parametrize("family, why", [
-    ("gemma-2-2b", "a sliding-window model (gemma2, window 4096)"),
-    ("phi-3-mini", "a sliding-window model (phi3, window 2047)"),
+    ("gemma-2-2b", "attention logit soft-capping (gemma2)"),
+    ("phi-3-mini", "a sliding-window model (phi3, window 2047 < max_seq_length 2048)"),
 ])
 def test_per_row_attention_stays_off_where_it_would_leave_the_model_s_attention_out(family, why):
     """Gemma 2's sliding-window layers refused per-row attention mid-run on an H100; speed mode
@@ -86,6 +86,11 @@ def test_per_row_attention_stays_off_where_it_would_leave_the_model_s_attention_
     assert f"attention: as set ({why}" in " ".join(plan["decisions"])
     qwen = speed.decide(build_config({**EIGHT_B, "model_name": "qwen2.5-1.5b"}), gpu_gib=80)
     assert qwen["updates"]["attention"] == "sdpa_per_row"
+    # rows no longer than the window are exact without it (Gemma 2's window is 4096, so its
+    # soft-capping is what keeps it off at 2048 tokens)
+    short = speed.decide(build_config({**EIGHT_B, "model_name": "phi-3-mini",
+                                       "max_seq_length": 2047}), gpu_gib=80)
+    assert short["updates"]["attention"] == "sdpa_per_row"
 
 def test_liger_kernel_rules():
     with pytest.raises(Exception, match="liger_kernel.*huggingface provider"):

@@ -98,14 +98,18 @@ def _model_config(cfg) -> dict:
         return {}
 
 
-def _attention_per_row_cannot_do(config: dict) -> str | None:
+def _attention_per_row_cannot_do(config: dict, max_seq_length: int) -> str | None:
     """What of the model's attention sdpa_per_row leaves out (it is plain causal SDPA per row),
-    or None. Seen on an H100: Gemma 2's sliding-window layers refuse it mid-run."""
+    or None. Seen on an H100: Gemma 2's sliding-window layers refuse it mid-run. A window at
+    least as long as the longest row masks nothing, so it does not count."""
     if config.get("is_encoder_decoder"):
         return "an encoder-decoder model: per-row attention is for causal decoders"
-    if config.get("sliding_window") and config.get("use_sliding_window") is not False:
-        return (f"a sliding-window model ({config.get('model_type')}, window "
-                f"{config['sliding_window']}): per-row attention does not implement the window")
+    window = config.get("sliding_window")
+    if window and config.get("use_sliding_window") is not False \
+            and (max_seq_length <= 0 or max_seq_length > window):
+        return (f"a sliding-window model ({config.get('model_type')}, window {window} < "
+                f"max_seq_length {max_seq_length}): per-row attention does not implement the "
+                f"window (a max_seq_length of {window} or less would not need it)")
     if config.get("attn_logit_softcapping"):
         return (f"attention logit soft-capping ({config.get('model_type')}): per-row attention "
                 "does not implement it")
@@ -118,7 +122,7 @@ def _per_row_attention(cfg, padding_free: bool) -> tuple[bool, str]:
         return False, "Unsloth keeps the packed rows apart itself"
     if not padding_free:
         return False, "no padding-free batches: a padded batch needs its mask"
-    cannot = _attention_per_row_cannot_do(_model_config(cfg))
+    cannot = _attention_per_row_cannot_do(_model_config(cfg), cfg.max_seq_length)
     if cannot:
         return False, cannot
     return True, "padding-free batches"

@@ -72,9 +72,6 @@ def per_row_attention(module, query, key, value, attention_mask, dropout: float 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if getattr(module, "sliding_window", None):
-        raise ValueError(f"attention {ATTENTION} does not implement sliding-window attention: "
-                         "set attention to sdpa for this model")
     if key.shape[2] != query.shape[2]:
         # generation with a cache: the mask function refused padding, so plain SDPA is exact
         return sdpa_attention_forward(module, query, key, value, attention_mask,
@@ -83,6 +80,13 @@ def per_row_attention(module, query, key, value, attention_mask, dropout: float 
     if len(bounds) != query.shape[0]:
         raise ValueError(f"attention {ATTENTION}: cu_seq_lens describe one packed row of rows, "
                          f"and the batch has {query.shape[0]}")
+    # transformers passes the window as an argument (Mistral, Qwen2) or keeps it on the layer
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    if window and any(end - start > window for rows in bounds for start, end in rows):
+        # a row within the window is exact without it; a longer one would need the window
+        raise ValueError(f"attention {ATTENTION} does not implement sliding-window attention "
+                         f"(a row is longer than the window of {window} tokens): set attention "
+                         "to sdpa for this model, or max_seq_length to the window or less")
     items = []
     for item, rows in enumerate(bounds):
         parts = [sdpa_attention_forward(
