@@ -32,8 +32,8 @@ SUPPORTED_FAMILIES = {
 # H100 (benchmarks/results/acceptance_h100_2026-12-07/): refused before the model loads rather
 # than minutes into the run. Unsloth's CPU backend does not compile these layers.
 FAILS_ON_GPU = {
-    "gemma2": "its compiled Gemma 2 layers fail in torch.compile (InductorError: AssertionError) "
-              "on a CUDA GPU, for 16-bit and 4-bit LoRA alike",
+    "gemma2": "Unsloth's compiled Gemma 2 layers fail in torch.compile (InductorError: "
+              "AssertionError) on a CUDA GPU, for 16-bit and 4-bit LoRA alike",
 }
 UNSLOTH_MISSING = ("Unsloth is not installed. Install it with `pip install unsloth` (or this "
                    "project's unsloth extra), or use provider huggingface")
@@ -86,7 +86,7 @@ def check_known_failure(model_type: str, cpu_backend: bool) -> None:
     """Refuse a family that this Unsloth is known to fail on a GPU (FAILS_ON_GPU)."""
     if model_type in FAILS_ON_GPU and not cpu_backend:
         raise UnsupportedModelError(
-            f"Model type '{model_type}' cannot train with the unsloth provider here: Unsloth "
+            f"Model type '{model_type}' cannot train with the unsloth provider here: "
             f"{FAILS_ON_GPU[model_type]}",
             "Set provider to huggingface for this model (its 16-bit and 4-bit LoRA run on a GPU).")
 
