@@ -71,6 +71,19 @@ def type_into(page, name: str, text: str) -> None:
     playwright_api.expect(box).to_have_value(text)
 
 
+def fill_demo_run(page, demo_model, max_steps: int, **fields: str) -> None:
+    """The Training form for a short run of the demo model on the sample data; fields: more
+    form fields to type (eval_split, ...)."""
+    type_into(page, "model_name", str(demo_model))
+    type_into(page, "dataset", str(SAMPLE_SFT))
+    type_into(page, "max_seq_length", "64")
+    for name, value in fields.items():
+        type_into(page, name, value)
+    page.locator("#group-optimisation").get_by_text("Optimisation").click()
+    type_into(page, "max_steps", str(max_steps))
+    type_into(page, "learning_rate", "0.002")
+
+
 def test_train_from_the_browser_and_find_the_run_everywhere(page, server, demo_model):
     expect = playwright_api.expect
     page.goto(server + "/")
@@ -78,12 +91,7 @@ def test_train_from_the_browser_and_find_the_run_everywhere(page, server, demo_m
         expect(page.get_by_role("tab", name=tab)).to_be_visible()
     shot(page, "01-opened")
 
-    type_into(page, "model_name", str(demo_model))
-    type_into(page, "dataset", str(SAMPLE_SFT))
-    type_into(page, "max_seq_length", "64")
-    page.locator("#group-optimisation").get_by_text("Optimisation").click()
-    type_into(page, "max_steps", "6")
-    type_into(page, "learning_rate", "0.002")
+    fill_demo_run(page, demo_model, max_steps=6)
     page.locator("#validate").click()
     expect(page.locator("#problems")).to_contain_text("The config is valid.")
     expect(page.locator("#commands")).to_contain_text("modelforge train config.json")

@@ -140,18 +140,11 @@ def test_the_dashboard_compare_and_the_training_plot_data_through_gradio_client(
 def test_the_training_tab_plots_eval_loss_beside_the_training_loss(page, server, demo_model):
     """A run with an eval split, started from this page (the Training tab follows the run its
     page started): its status has the best eval loss and its plot both lines."""
-    from test_browser import type_into
+    from test_browser import fill_demo_run
 
     expect = playwright_api.expect
     page.goto(server + "/")
-    type_into(page, "model_name", str(demo_model))
-    type_into(page, "dataset", str(SAMPLE_SFT))
-    type_into(page, "max_seq_length", "64")
-    type_into(page, "eval_split", "0.1")
-    type_into(page, "eval_steps", "2")
-    page.locator("#group-optimisation").get_by_text("Optimisation").click()
-    type_into(page, "max_steps", "4")
-    type_into(page, "learning_rate", "0.002")
+    fill_demo_run(page, demo_model, max_steps=4, eval_split="0.1", eval_steps="2")
     page.locator("#start").click()
     expect(page.locator("#problems")).to_contain_text("Started run")
     expect(page.locator("#run-status")).to_contain_text("succeeded", timeout=300_000)
