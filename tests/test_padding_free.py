@@ -17,12 +17,21 @@ from trainers.tools.demo import SAMPLE_SFT
 
 
 def train(data_dir: Path, config: dict) -> list[dict]:
-    registry = RunRegistry(data_dir)
-    run = registry.create(build_config(config))
-    proc = launch(Path(run["run_dir"]))
-    proc.wait(timeout=600)
-    registry.finish_from_events(run["id"], proc.returncode)
-    return read_events(run["run_dir"])
+    return train_side_by_side({data_dir: config})[0]
+
+
+def train_side_by_side(runs: dict[Path, dict]) -> list[list[dict]]:
+    """The events of one worker run per (data dir, config), all started at once: each imports
+    torch while another waits, so two runs take little more than one."""
+    started = []
+    for data_dir, config in runs.items():
+        registry = RunRegistry(data_dir)
+        run = registry.create(build_config(config))
+        started.append((registry, run, launch(Path(run["run_dir"]))))
+    for registry, run, proc in started:
+        proc.wait(timeout=600)
+        registry.finish_from_events(run["id"], proc.returncode)
+    return [read_events(run["run_dir"]) for _, run, _ in started]
 
 
 def losses(events: list[dict]) -> list[float]:
@@ -35,8 +44,8 @@ def test_padding_free_trains_the_padded_loss(tmp_path, demo_model):
             "max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
             "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "seed": 3,
             "completion_only_loss": False}
-    padded = train(tmp_path / "padded", base)
-    free = train(tmp_path / "free", {**base, "padding_free": True})
+    padded, free = train_side_by_side({tmp_path / "padded": base,
+                                       tmp_path / "free": {**base, "padding_free": True}})
     assert [e["type"] for e in free][-1] == "finished", free[-1]
     a, b = losses(padded), losses(free)
     assert len(a) == len(b) == 3
