@@ -23,14 +23,43 @@ needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
 
 
-def train(data_dir, config: dict, extra_env: dict | None = None, timeout: float = 900) -> list:
-    """Run one job through the real worker process; return its events."""
+def start(data_dir, config: dict, extra_env: dict | None = None) -> tuple:
+    """Start one job in the real worker process."""
     registry = RunRegistry(data_dir)
     run = registry.create(build_config(config), source="test")
-    proc = launch(Path(run["run_dir"]), extra_env=extra_env)
+    return registry, run, launch(Path(run["run_dir"]), extra_env=extra_env)
+
+
+def finish(started: tuple, timeout: float = 900) -> list:
+    """Wait for a started job; return its events."""
+    registry, run, proc = started
     proc.wait(timeout=timeout)
     registry.finish_from_events(run["id"], proc.returncode)
     return read_events(run["run_dir"])
+
+
+def train(data_dir, config: dict, extra_env: dict | None = None, timeout: float = 900) -> list:
+    """Run one job through the real worker process; return its events."""
+    return finish(start(data_dir, config, extra_env), timeout)
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory, tiny_config) -> dict[str, list]:
+    """The events of the slow tier's three small Unsloth runs, started at once (each imports
+    Unsloth while the others wait): the flash-attention switch, a T5 model, a migrated config."""
+    home = tmp_path_factory.mktemp("unsloth-small")
+    t5 = home / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
+    hf = tiny_config(max_seq_length=-1, max_steps=2)
+    started = {
+        "flash_attention": start(home / "flash", tiny_config(provider="unsloth", max_steps=2),
+                                 extra_env={"UNSLOTH_DISABLE_FLASH_ATTN": "1"}),
+        "t5": start(home / "t5-home", tiny_config(provider="unsloth", model_name=str(t5))),
+        # the huggingface config with only provider and a fixed max_seq_length changed
+        "migrated": start(home / "migrated", {**hf, "provider": "unsloth", "max_seq_length": 128}),
+    }
+    return {name: finish(run) for name, run in started.items()}
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +128,8 @@ def test_saved_adapter_reloads_and_generates(unsloth_run):
 @pytest.mark.slow  # fast guard: test_unsloth_trains_and_proves_it_ran
 @needs_unsloth
 @pytest.mark.unsloth
-def test_flash_attention_switch_is_recorded(tmp_path, tiny_config):
-    events = train(tmp_path, tiny_config(provider="unsloth", max_steps=2),
-                   extra_env={"UNSLOTH_DISABLE_FLASH_ATTN": "1"})
+def test_flash_attention_switch_is_recorded(small_runs):
+    events = small_runs["flash_attention"]
     started = events[0]
     assert started["flash_attention_disabled"] is True
     assert started["attention"] == "disabled by UNSLOTH_DISABLE_FLASH_ATTN=1"
@@ -179,11 +207,8 @@ def test_other_architectures_run_the_generic_path_with_a_warning():
 @pytest.mark.slow  # fast guard: test_encoder_decoders_are_refused
 @needs_unsloth
 @pytest.mark.unsloth
-def test_t5_model_fails_before_loading(tmp_path, tiny_config):
-    t5 = tmp_path / "t5"
-    t5.mkdir()
-    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
-    events = train(tmp_path / "home", tiny_config(provider="unsloth", model_name=str(t5)))
+def test_t5_model_fails_before_loading(small_runs):
+    events = small_runs["t5"]
     assert [e["type"] for e in events] == ["failed"]
     assert events[0]["error_type"] == "unsupported_model"
     assert "use provider huggingface" in events[0]["message"]
@@ -214,11 +239,9 @@ def test_out_of_memory_diagnosis_lists_the_remedies_in_order():
 @pytest.mark.slow  # fast guard: test_config.py's migration test
 @needs_unsloth
 @pytest.mark.unsloth
-def test_migrated_config_runs(tmp_path, tiny_config):
+def test_migrated_config_runs(small_runs):
     """The huggingface config with only provider and a fixed max_seq_length changed."""
-    hf = tiny_config(max_seq_length=-1, max_steps=2)
-    migrated = {**hf, "provider": "unsloth", "max_seq_length": 128}
-    events = train(tmp_path, migrated)
+    events = small_runs["migrated"]
     assert events[-1]["type"] == "finished" and events[0]["unsloth"]["active"] is True
 
 
