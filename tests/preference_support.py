@@ -34,7 +34,12 @@ def start(home: Path, config: dict):
 
 def train(home: Path, config: dict, timeout: float = 900) -> tuple[Path, list[dict]]:
     """Run one job to the end; return its run directory and events."""
-    registry, run, proc = start(home, config)
+    return finish(start(home, config), timeout)
+
+
+def finish(started: tuple, timeout: float = 900) -> tuple[Path, list[dict]]:
+    """Wait for a job from start() to end; return its run directory and events."""
+    registry, run, proc = started
     proc.wait(timeout=timeout)
     registry.finish_from_events(run["id"], proc.returncode)
     return Path(run["run_dir"]), read_events(run["run_dir"])

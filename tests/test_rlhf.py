@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from preference_support import (in_process_context, needs_unsloth, progress, start, train,
+from preference_support import (finish, in_process_context, needs_unsloth, progress, start,
                                 wait_for_event)
 
 from trainers.tools.demo import SAMPLE_PREFERENCES
@@ -67,9 +67,25 @@ HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
 
 @pytest.fixture(scope="module")
-def hf_run(tmp_path_factory, demo_model):
-    return train(tmp_path_factory.mktemp("rlhf-hf"), rlhf_config(
-        demo_model, report_to="tensorboard" if HAS_TENSORBOARD else "none"))
+def runs(tmp_path_factory, demo_model) -> dict[str, tuple[Path, list[dict]]]:
+    """(run dir, events) of the module's runs to their end, started at once (each imports torch
+    while the others wait): Hugging Face with its reports, at batch 2, and Unsloth."""
+    batch_2 = rlhf_config(demo_model, per_device_train_batch_size=2, reward_model_steps=2,
+                          max_steps=2, max_new_tokens=8)
+    del batch_2["num_generations"]  # nor its conflict is set: the default adapts
+    configs = {"huggingface": rlhf_config(
+                   demo_model, report_to="tensorboard" if HAS_TENSORBOARD else "none"),
+               "batch_2": batch_2}
+    if importlib.util.find_spec("unsloth"):
+        configs["unsloth"] = rlhf_config(demo_model, provider="unsloth")
+    started = {name: start(tmp_path_factory.mktemp(f"rlhf-{name}"), config)
+               for name, config in configs.items()}
+    return {name: finish(run) for name, run in started.items()}
+
+
+@pytest.fixture(scope="module")
+def hf_run(runs):
+    return runs["huggingface"]
 
 
 def test_rlhf_runs_both_stages_and_reports_them(hf_run):
@@ -147,13 +163,10 @@ def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
     assert statistics.mean(rewards[-3:]) > statistics.mean(rewards[:3]) + 0.2, rewards
 
 
-def test_rlhf_at_batch_2_trains_with_the_adapted_num_generations(tmp_path, demo_model):
+def test_rlhf_at_batch_2_trains_with_the_adapted_num_generations(runs):
     """Neither num_generations nor its conflict is set by the user: 4 does not divide the 2
     completions per step, so the default becomes 2 and both stages train."""
-    config = rlhf_config(demo_model, per_device_train_batch_size=2, reward_model_steps=2,
-                         max_steps=2, max_new_tokens=8)
-    del config["num_generations"]
-    run_dir, events = train(tmp_path, config)
+    run_dir, events = runs["batch_2"]
     assert events[-1]["type"] == "finished", events[-1]
     policy = next(e for e in events if e["type"] == "stage" and e["name"] == "policy")
     assert policy["num_generations"] == 2
@@ -188,13 +201,25 @@ def test_stop_between_stages_skips_the_policy(tmp_path, demo_model):
     assert not progress(events, "policy")
 
 
-def test_stop_within_the_reward_model_stage(tmp_path, demo_model):
-    registry, run, proc = start(tmp_path, rlhf_config(demo_model, reward_model_steps=2000))
-    run_dir = run["run_dir"]
-    wait_for_event(run_dir, lambda e: e["type"] == "progress" and e["stage"] == "reward_model")
-    request_stop(run_dir)
-    assert proc.wait(timeout=600) == 0
-    events = read_events(run_dir)
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
+    """(registry, run, exit code, events) of two runs stopped at their first progress in a
+    stage, started side by side: one in its reward model's 2000 steps, one in its policy's."""
+    configs = {"reward_model": rlhf_config(demo_model, reward_model_steps=2000),
+               "policy": rlhf_config(demo_model, reward_model_steps=2, max_steps=2000)}
+    started = {stage: start(tmp_path_factory.mktemp(f"rlhf-stop-{stage}"), config)
+               for stage, config in configs.items()}
+    for stage, (_, run, _) in started.items():
+        wait_for_event(run["run_dir"],
+                       lambda e, stage=stage: e["type"] == "progress" and e["stage"] == stage)
+        request_stop(run["run_dir"])
+    return {stage: (registry, run, proc.wait(timeout=600), read_events(run["run_dir"]))
+            for stage, (registry, run, proc) in started.items()}
+
+
+def test_stop_within_the_reward_model_stage(stopped_runs):
+    registry, run, returncode, events = stopped_runs["reward_model"]
+    assert returncode == 0
     assert events[-1]["type"] == "stopped" and events[-1]["reward_model_steps"] < 2000
     assert events[-1]["policy_adapter_saved"] is False
     assert [e["name"] for e in events if e["type"] == "stage"] == ["reward_model", "policy"]
@@ -202,14 +227,10 @@ def test_stop_within_the_reward_model_stage(tmp_path, demo_model):
     assert registry.finish_from_events(run["id"], 0)["status"] == "stopped"
 
 
-def test_stop_within_the_policy_stage_saves_the_adapter(tmp_path, demo_model):
-    registry, run, proc = start(tmp_path, rlhf_config(demo_model, reward_model_steps=2,
-                                                      max_steps=2000))
+def test_stop_within_the_policy_stage_saves_the_adapter(stopped_runs):
+    _, run, returncode, events = stopped_runs["policy"]
     run_dir = run["run_dir"]
-    wait_for_event(run_dir, lambda e: e["type"] == "progress" and e["stage"] == "policy")
-    request_stop(run_dir)
-    assert proc.wait(timeout=600) == 0
-    events = read_events(run_dir)
+    assert returncode == 0
     assert events[-1]["type"] == "stopped" and events[-1]["steps"] < 2000
     assert events[-1]["policy_adapter_saved"] is True
     assert (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file()
@@ -219,10 +240,10 @@ def test_stop_within_the_policy_stage_saves_the_adapter(tmp_path, demo_model):
 
 @needs_unsloth
 @pytest.mark.unsloth
-def test_rlhf_with_unsloth(tmp_path, demo_model):
+def test_rlhf_with_unsloth(runs):
     """The policy goes through Unsloth (its CPU backend here); the reward model is loaded with
     transformers + peft, and the stage event says so."""
-    run_dir, events = train(tmp_path, rlhf_config(demo_model, provider="unsloth"))
+    run_dir, events = runs["unsloth"]
     assert events[0]["provider"] == "unsloth" and events[0]["unsloth"]["active"] is True
     assert_both_stages(run_dir, events)
     reward_stage = next(e for e in events if e["type"] == "stage")
