@@ -3,11 +3,13 @@ events carry the preference metrics, the reference is the adapter disabled; both
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 
 import pytest
 
-from preference_support import in_process_context, needs_unsloth, pairs_file, progress, train
+from preference_support import (finish, in_process_context, needs_unsloth, pairs_file, progress,
+                                start)
 
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
@@ -39,10 +41,21 @@ def assert_margin_rises(events):
 
 
 @pytest.fixture(scope="module")
-def hf_run(tmp_path_factory, demo_model):
-    home = tmp_path_factory.mktemp("dpo-hf")
-    data = pairs_file(home / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
-    return train(home, dpo_config(demo_model, data))
+def runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
+    """(run dir, events) of the module's worker runs, one per provider installed, started at
+    once (each imports torch while the other waits)."""
+    providers = ["huggingface"] + (["unsloth"] if importlib.util.find_spec("unsloth") else [])
+    started = {}
+    for provider in providers:
+        home = tmp_path_factory.mktemp(f"dpo-{provider}")
+        data = pairs_file(home / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
+        started[provider] = start(home, dpo_config(demo_model, data, provider=provider))
+    return {provider: finish(run) for provider, run in started.items()}
+
+
+@pytest.fixture(scope="module")
+def hf_run(runs):
+    return runs["huggingface"]
 
 
 def test_dpo_margin_rises_and_events_carry_preference_metrics(hf_run):
@@ -82,9 +95,8 @@ def test_dpo_settings_reach_the_trainer(tmp_path, demo_model):
 
 @needs_unsloth
 @pytest.mark.unsloth
-def test_dpo_with_unsloth(tmp_path, demo_model):
-    data = pairs_file(tmp_path / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
-    run_dir, events = train(tmp_path, dpo_config(demo_model, data, provider="unsloth"))
+def test_dpo_with_unsloth(runs):
+    run_dir, events = runs["unsloth"]
     assert events[-1]["type"] == "finished", events[-1]
     started = events[0]
     assert started["provider"] == "unsloth" and started["unsloth"]["active"] is True

@@ -26,17 +26,37 @@ needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") i
                                        reason="tensorboard is not installed (the test extra)")
 
 
-def train(home: Path, config: dict) -> tuple[dict, list]:
-    registry = RunRegistry(home)
-    record = registry.create(build_config(config), source="test")
-    proc = launch(Path(record["run_dir"]))
-    proc.wait(timeout=900)
-    return registry.finish_from_events(record["id"], proc.returncode), \
-        read_events(record["run_dir"])
+def train_side_by_side(runs: dict[str, tuple[Path, dict]]) -> dict[str, tuple[dict, list]]:
+    """name -> (record, events) of one worker run per name -> (home, config), all started at
+    once: each imports torch while another waits."""
+    started = {}
+    for name, (home, config) in runs.items():
+        registry = RunRegistry(home)
+        record = registry.create(build_config(config), source="test")
+        started[name] = registry, record, launch(Path(record["run_dir"]))
+    done = {}
+    for name, (registry, record, proc) in started.items():
+        proc.wait(timeout=900)
+        done[name] = (registry.finish_from_events(record["id"], proc.returncode),
+                      read_events(record["run_dir"]))
+    return done
 
 
 def evals(events) -> list[dict]:
     return [e for e in events if e["type"] == "eval"]
+
+
+@pytest.fixture(scope="module")
+def own_runs(tmp_path_factory, tiny_config) -> dict[str, tuple[dict, list]]:
+    """The module's own runs, side by side: DPO with evaluations, and Unsloth's SFT with them
+    where Unsloth is installed."""
+    runs = {"dpo": (tmp_path_factory.mktemp("eval-dpo"), tiny_config(
+        strategy="dpo", dataset=str(SAMPLE_PREFERENCES), max_prompt_length=64, max_steps=4,
+        per_device_train_batch_size=2, eval_split=0.05, eval_steps=2))}
+    if importlib.util.find_spec("unsloth"):
+        runs["unsloth"] = (tmp_path_factory.mktemp("eval-unsloth"), tiny_config(
+            provider="unsloth", max_steps=5, eval_split=0.1, eval_steps=2))
+    return train_side_by_side(runs)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +144,8 @@ def test_two_trackers_each_write_their_files(sft_run):
 
 
 @pytest.mark.slow
-def test_dpo_eval_events_carry_the_eval_rewards(tmp_path, tiny_config):
-    record, events = train(tmp_path, tiny_config(
-        strategy="dpo", dataset=str(SAMPLE_PREFERENCES), max_prompt_length=64, max_steps=4,
-        per_device_train_batch_size=2, eval_split=0.05, eval_steps=2))
+def test_dpo_eval_events_carry_the_eval_rewards(own_runs):
+    record, events = own_runs["dpo"]
     assert record["status"] == "succeeded", record["summary"]
     found = evals(events)
     assert [e["step"] for e in found] == [2, 4]
@@ -142,9 +160,8 @@ def test_dpo_eval_events_carry_the_eval_rewards(tmp_path, tiny_config):
 @pytest.mark.slow
 @needs_unsloth
 @pytest.mark.unsloth
-def test_unsloth_eval_events(tmp_path, tiny_config):
-    record, events = train(tmp_path, tiny_config(provider="unsloth", max_steps=5,
-                                                 eval_split=0.1, eval_steps=2))
+def test_unsloth_eval_events(own_runs):
+    record, events = own_runs["unsloth"]
     check_sft_evals(record, events, [2, 4, 5])
     assert events[0]["unsloth"]["active"] is True
 

@@ -3,6 +3,7 @@ peak a run is compared with, real training runs' progress events, and the Traini
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,28 @@ def test_the_benchmark_counts_against_the_same_peak(demo_model, tiny_config, mon
 
 # --- real training runs of the demo model on the CPU --------------------------------------------
 
-def train(data_dir: Path, config: dict) -> tuple[dict, list[dict]]:
-    registry = RunRegistry(data_dir)
-    run = registry.create(build_config(config))
-    proc = launch(Path(run["run_dir"]))
+PEAK = 0.002  # TFLOP/s: a figure a CPU reaches, so the MFU is far from 0
+
+
+@pytest.fixture(scope="module")
+def peak_runs(tmp_path_factory, tiny_config) -> dict[str, tuple[dict, list[dict], dict]]:
+    """name -> (record, events, config) of the module's runs with a given peak, started at once (each
+    imports torch while the other waits): Hugging Face (LoRA r 8 on every linear layer) and,
+    where it is installed, Unsloth, which patches the model."""
+    configs = {"huggingface": tiny_config(max_steps=3)}
+    if importlib.util.find_spec("unsloth"):
+        configs["unsloth"] = tiny_config(provider="unsloth", max_steps=1,
+                                         optim="adamw_torch_fused")
+    started = {}
+    for name, config in configs.items():
+        registry = RunRegistry(tmp_path_factory.mktemp(f"mfu-{name}"))
+        run = registry.create(build_config(config))
+        started[name] = registry, run, launch(Path(run["run_dir"]),
+                                              extra_env={flops.PEAK_ENV: str(PEAK)})
+    return {name: (*finish(*run), configs[name]) for name, run in started.items()}
+
+
+def finish(registry: RunRegistry, run: dict, proc) -> tuple[dict, list[dict]]:
     proc.wait(timeout=600)
     registry.finish_from_events(run["id"], proc.returncode)
     events = read_events(run["run_dir"])
@@ -131,11 +150,9 @@ def test_a_cpu_run_without_a_peak_has_no_mfu(shared_run):
 
 
 @pytest.mark.slow
-def test_a_run_with_a_given_peak_shows_live_mfu(tmp_path, tiny_config, demo_model, monkeypatch):
-    peak = 0.002  # TFLOP/s: a figure a CPU reaches, so the MFU is far from 0
-    monkeypatch.setenv(flops.PEAK_ENV, str(peak))
-    config = tiny_config(max_steps=3)  # LoRA r 8 on every linear layer
-    run, events = train(tmp_path, config)
+def test_a_run_with_a_given_peak_shows_live_mfu(peak_runs, demo_model):
+    peak = PEAK
+    run, events, config = peak_runs["huggingface"]
     started, finished = of_type(events, "started")[0], events[-1]
     assert finished["type"] == "finished", finished
     assert (started["peak_tflops"], started["peak_source"]) == (peak, flops.PEAK_ENV)
@@ -157,12 +174,10 @@ def test_a_run_with_a_given_peak_shows_live_mfu(tmp_path, tiny_config, demo_mode
 
 @pytest.mark.slow
 @pytest.mark.unsloth
-def test_unsloth_counts_the_same_model_flops(tmp_path, tiny_config, demo_model, monkeypatch):
+def test_unsloth_counts_the_same_model_flops(peak_runs, demo_model):
     """Unsloth patches the model; the count is of the model as it trains, and must not move."""
     pytest.importorskip("unsloth")
-    monkeypatch.setenv(flops.PEAK_ENV, "0.002")
-    config = tiny_config(provider="unsloth", max_steps=1, optim="adamw_torch_fused")
-    _, events = train(tmp_path, config)
+    _, events, config = peak_runs["unsloth"]
     assert events[-1]["type"] == "finished", events[-1]
     assert events[-1]["model_flops_per_token"] == pytest.approx(
         expected_flops_per_token(demo_model, config), rel=1e-5)
