@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from preference_support import needs_unsloth
 
 from modelforge_ui import views
 from trainers import flops
@@ -173,10 +174,10 @@ def test_a_run_with_a_given_peak_shows_live_mfu(peak_runs, demo_model):
 
 
 @pytest.mark.slow
+@needs_unsloth  # not importorskip: importing Unsloth here would patch TRL for later tests
 @pytest.mark.unsloth
 def test_unsloth_counts_the_same_model_flops(peak_runs, demo_model):
     """Unsloth patches the model; the count is of the model as it trains, and must not move."""
-    pytest.importorskip("unsloth")
     _, events, config = peak_runs["unsloth"]
     assert events[-1]["type"] == "finished", events[-1]
     assert events[-1]["model_flops_per_token"] == pytest.approx(

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from preference_support import needs_unsloth
 
 from trainers.config import build_config
 from trainers.events import read_events
@@ -66,9 +67,9 @@ def test_padding_free_rules():
 
 
 @pytest.mark.slow
+@needs_unsloth  # not importorskip: importing Unsloth here would patch TRL for later tests
 @pytest.mark.unsloth
 def test_unsloth_on_the_cpu_says_it_pads(tmp_path, demo_model):
-    pytest.importorskip("unsloth")
     events = train(tmp_path, {"provider": "unsloth", "model_name": str(demo_model),
                               "dataset": str(SAMPLE_SFT), "max_seq_length": 128, "max_steps": 1,
                               "per_device_train_batch_size": 2, "padding_free": True,

@@ -143,10 +143,11 @@ def peaked_model(tmp_path_factory):
 
 
 def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
-    """Reward = share of the completion's tokens that start a word (byte-level BPE 'Ġ')."""
+    """Reward = share of the completion's tokens that start a word (byte-level BPE 'Ġ'). Stock
+    TRL (no test imports Unsloth into this process) reaches 1.0 by step 14 with this seed."""
     from trainers.train.strategies import rlhf
 
-    config = rlhf_config(peaked_model, max_steps=12, per_device_train_batch_size=16,
+    config = rlhf_config(peaked_model, max_steps=16, per_device_train_batch_size=16,
                          num_generations=8, max_new_tokens=8, max_prompt_length=32,
                          learning_rate=0.1, lr_scheduler_type="constant", beta=0.0, seed=1)
     ctx = in_process_context(config, tmp_path / "run")
@@ -159,7 +160,7 @@ def test_grpo_raises_a_deterministic_reward(tmp_path, peaked_model):
     trainer = rlhf.build_policy_trainer(ctx, [word_start_share])
     trainer.train()
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    assert len(rewards) == 12
+    assert len(rewards) == 16
     assert statistics.mean(rewards[-3:]) > statistics.mean(rewards[:3]) + 0.2, rewards
 
 
