@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -214,7 +215,8 @@ def test_readme_demo_as_written(tmp_path, pretrained_demo):
     assert len(losses) == 60
     first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     assert last <= 0.75 * first, (first, last, losses)  # README: 4.71 -> 2.76
-    answers = [play(run["run_dir"], prompt) for prompt in DEMO_PROMPTS]
+    with ThreadPoolExecutor(len(DEMO_PROMPTS)) as pool:  # a Playground process each, at once
+        answers = list(pool.map(lambda prompt: play(run["run_dir"], prompt), DEMO_PROMPTS))
     assert all(a["adapter"] != a["base"] for a in answers), answers
     assert any(a["adapter"].strip() for a in answers), answers  # not only empty answers
 
