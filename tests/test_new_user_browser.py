@@ -175,10 +175,17 @@ def test_benchmark_tab_verdict_table_overlay_and_picker(page, server, data_dir):
     expect(page.locator("#cfg-lora_r")).to_be_hidden()  # collapsed under More settings
     shot(page, "05-benchmark-form")
 
-    # two variants of one provider (fast on a CPU): the overlay must draw both, live
+    # two variants of one provider (fast on a CPU): the overlay must draw both, live. Short
+    # rows, batches of 2, 1 warm-up + 2 measured steps: the form's 10 warm-up steps (under More
+    # settings) of 4 rows of up to 256 tokens took most of this test's time. (":visible": the
+    # Training tab has a max_seq_length and a warmup_steps too, hidden on this tab.)
     page.locator("#cfg-providers").get_by_text("unsloth").click()
-    set_field(page, "steps", "3")
+    set_field(page, "max_seq_length:visible", "96")
+    set_field(page, "batch_size", "2")
+    set_field(page, "steps", "2")
     set_field(page, "repeats", "2")
+    page.locator("#group-more").get_by_text("More settings").click()
+    set_field(page, "warmup_steps:visible", "1")
     run_button.click()
     expect(page.locator("#bench-message")).to_contain_text("Queued benchmark")
     expect(page.locator("#bench-status")).to_contain_text("succeeded", timeout=400_000)
