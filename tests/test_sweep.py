@@ -77,6 +77,21 @@ def test_a_sweep_of_local_paths_gets_absolute_paths(tmp_path, monkeypatch):
     assert fixed == {"dataset": [str(tmp_path / "a.jsonl"), "hub/id"], "model_name": "m"}
 
 
+@pytest.fixture(scope="module")
+def server(demo_model, tmp_path_factory):
+    """tests/conftest.py's server, with two jobs at once on the CPU (MODELFORGE_JOBS_PER_DEVICE,
+    a documented setting): the 2x2 sweep's four queued runs train two at a time. The queue's one
+    job at a time by default is test_faults.py's 50 concurrent submits."""
+    from live_server import LiveServer
+    from trainers.tools.demo import SAMPLE_DIR
+
+    srv = LiveServer(tmp_path_factory.mktemp("test_sweep") / "data", "--allowed-root",
+                     str(demo_model), "--allowed-root", str(SAMPLE_DIR),
+                     env={"MODELFORGE_JOBS_PER_DEVICE": "2"}).start()
+    yield srv
+    srv.close()
+
+
 @pytest.mark.slow
 def test_a_2x2_sweep_over_http_queues_four_runs_that_finish(client, tiny_config):
     response = client.post("/api/start_training", json=tiny_config(
