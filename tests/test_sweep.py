@@ -18,6 +18,9 @@ from trainers.runs import sweep
 
 MODELFORGE = os.path.join(os.path.dirname(sys.executable), "modelforge")
 BASE = {"model_name": "m", "dataset": "d.jsonl"}
+# two jobs at once on the CPU (a documented setting): the 2x2 sweep's four runs train two at a
+# time; the queue's default of one job at a time is test_faults.py's 50 concurrent submits
+SERVER_ENV = {"MODELFORGE_JOBS_PER_DEVICE": "2"}
 
 
 def test_list_typed_fields_are_values_not_axes():
@@ -75,21 +78,6 @@ def test_a_sweep_of_local_paths_gets_absolute_paths(tmp_path, monkeypatch):
     (tmp_path / "a.jsonl").write_text("{}\n")
     fixed = with_absolute_paths({"dataset": ["a.jsonl", "hub/id"], "model_name": "m"})
     assert fixed == {"dataset": [str(tmp_path / "a.jsonl"), "hub/id"], "model_name": "m"}
-
-
-@pytest.fixture(scope="module")
-def server(demo_model, tmp_path_factory):
-    """tests/conftest.py's server, with two jobs at once on the CPU (MODELFORGE_JOBS_PER_DEVICE,
-    a documented setting): the 2x2 sweep's four queued runs train two at a time. The queue's one
-    job at a time by default is test_faults.py's 50 concurrent submits."""
-    from live_server import LiveServer
-    from trainers.tools.demo import SAMPLE_DIR
-
-    srv = LiveServer(tmp_path_factory.mktemp("test_sweep") / "data", "--allowed-root",
-                     str(demo_model), "--allowed-root", str(SAMPLE_DIR),
-                     env={"MODELFORGE_JOBS_PER_DEVICE": "2"}).start()
-    yield srv
-    srv.close()
 
 
 @pytest.mark.slow
