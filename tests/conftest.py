@@ -48,13 +48,15 @@ def pretrained_demo(demo_cache) -> Path:
 @pytest.fixture(scope="module")
 def server(demo_model, tmp_path_factory, request):
     """A real `modelforge run` (API only) for the test module asking, with the demo model and the
-    bundled data under its allowed roots. Modules that need other flags define their own."""
+    bundled data under its allowed roots. A module's SERVER_ENV adds environment settings; modules
+    that need other flags define their own."""
     from live_server import LiveServer
     from trainers.tools.demo import SAMPLE_DIR
 
     name = request.module.__name__.rsplit(".", 1)[-1]
     srv = LiveServer(tmp_path_factory.mktemp(name) / "data", "--allowed-root", str(demo_model),
-                     "--allowed-root", str(SAMPLE_DIR)).start()
+                     "--allowed-root", str(SAMPLE_DIR),
+                     env=getattr(request.module, "SERVER_ENV", None)).start()
     yield srv
     srv.close()
 

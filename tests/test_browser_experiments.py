@@ -38,7 +38,10 @@ def server(demo_model, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("browser-experiments")
     port = free_port()
     args = modelforge_run_args(port, data_dir, demo_model, SAMPLE_DIR)
-    with running_server(args, data_dir / "server.log", port=port) as url:
+    # two jobs at once on the CPU (MODELFORGE_JOBS_PER_DEVICE, a documented setting): the runs
+    # compared below train side by side (one job at a time is test_faults.py's load test)
+    with running_server(args, data_dir / "server.log", port=port,
+                        env={"MODELFORGE_JOBS_PER_DEVICE": "2"}) as url:
         yield url
 
 

@@ -56,24 +56,25 @@ def snapshot(folder: Path) -> dict:
 def check_resume_matches(home: Path, config: dict, straight_run: tuple | None = None):
     """`straight_run`: (record, events) of a finished run of `config`, else one is trained."""
     registry = RunRegistry(home)
-    if straight_run is None:  # the two workers side by side: each starts while the other waits
-        both = start(registry, config), start(registry, config, stop_at=STOP_AT)
-        straight_run, stopped_run = (finish(registry, started) for started in both)
-    else:
-        stopped_run = run(registry, config, stop_at=STOP_AT)
-    straight, straight_events = straight_run
-    stopped, stopped_events = stopped_run
-    assert straight["status"] == "succeeded", straight["summary"]
+    # the workers side by side: the straight run trains while the stopped one stops and the
+    # resumed one loads (each starts while another waits)
+    straight_started = start(registry, config) if straight_run is None else None
+    stopped, stopped_events = run(registry, config, stop_at=STOP_AT)
     assert stopped["status"] == "stopped", stopped["summary"]
     saved = [(e["kind"], e["step"]) for e in stopped_events if e["type"] == "saved"]
     assert ("checkpoint", STOP_AT) in saved  # a graceful stop keeps a checkpoint
     assert resume.last_checkpoint(stopped["run_dir"])[1] == STOP_AT
+    before = snapshot(Path(stopped["run_dir"]))
+    resumed_started = start(registry, resume.resume_config(stopped))
+    if straight_started is not None:
+        straight_run = finish(registry, straight_started)
+    straight, straight_events = straight_run
+    assert straight["status"] == "succeeded", straight["summary"]
     # one config, one seed: the two runs agree to the bit up to the stop (adapter init seeded)
     assert by_step(stopped_events) == {s: v for s, v in by_step(straight_events).items()
                                        if s <= STOP_AT}
-    before = snapshot(Path(stopped["run_dir"]))
 
-    resumed, events = run(registry, resume.resume_config(stopped))
+    resumed, events = finish(registry, resumed_started)
     assert resumed["status"] == "succeeded", resumed["summary"]
     assert resumed["run_dir"] != stopped["run_dir"]
     assert snapshot(Path(stopped["run_dir"])) == before  # nothing written into the old run
@@ -171,8 +172,10 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
     import signal
     import time
 
+    # steps of ~0.25 s alone (~0.5 s side by side): the kill lands within the 5 steps after the
+    # step-3 checkpoint with seconds to spare (polled every 0.05 s)
     config = tiny_config(max_steps=STEPS, save_steps=3, per_device_train_batch_size=16,
-                         gradient_accumulation_steps=32)  # steps of ~1 s
+                         gradient_accumulation_steps=8)
     registry = RunRegistry(tmp_path)
     straight_started = start(registry, config)  # side by side with the run killed below
     record, proc = start(registry, config)
@@ -185,8 +188,6 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
         time.sleep(0.05)
     proc.wait(timeout=60)
     killed = registry.finish_from_events(record["id"], proc.returncode)
-    straight, straight_events = finish(registry, straight_started)
-    assert straight["status"] == "succeeded"
     assert killed["status"] == "failed" and killed["summary"]["error_type"] == "killed"
     checkpoint, step = resume.last_checkpoint(killed["run_dir"])
     assert step in (3, 6)  # 6 only if the machine was too slow to kill it in between
@@ -198,7 +199,10 @@ def test_a_killed_run_resumes_from_its_last_save_steps_checkpoint(tmp_path, tiny
     assert refused.value.blocking == waiting["id"] and Path(checkpoint).is_dir()
     registry.set_status(waiting["id"], "stopped", {"message": "Stopped before it started."})
 
-    resumed, events = run(registry, resume.resume_config(killed))
+    resumed_started = start(registry, resume.resume_config(killed))  # the straight run may
+    straight, straight_events = finish(registry, straight_started)   # still be training
+    assert straight["status"] == "succeeded"
+    resumed, events = finish(registry, resumed_started)
     assert resumed["status"] == "succeeded", resumed["summary"]
     got, want = by_step(events), by_step(straight_events)
     assert sorted(got) == list(range(step + 1, STEPS + 1))

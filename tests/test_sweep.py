@@ -18,6 +18,9 @@ from trainers.runs import sweep
 
 MODELFORGE = os.path.join(os.path.dirname(sys.executable), "modelforge")
 BASE = {"model_name": "m", "dataset": "d.jsonl"}
+# two jobs at once on the CPU (a documented setting): the 2x2 sweep's four runs train two at a
+# time; the queue's default of one job at a time is test_faults.py's 50 concurrent submits
+SERVER_ENV = {"MODELFORGE_JOBS_PER_DEVICE": "2"}
 
 
 def test_list_typed_fields_are_values_not_axes():
