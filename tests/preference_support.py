@@ -12,7 +12,7 @@ import pytest
 from trainers.config import build_config
 from trainers.events import read_events
 from trainers.runs.registry import RunRegistry
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -25,11 +25,12 @@ def pairs_file(path: Path, source: Path, n: int) -> Path:
     return path
 
 
-def start(home: Path, config: dict):
-    """Start one job in the real worker process (`python -m trainers.train.worker RUN_DIR`)."""
+def start(home: Path, config: dict, at_once: int = 1):
+    """Start one job in the real worker process (`python -m trainers.train.worker RUN_DIR`), one
+    of `at_once` that share the cores."""
     registry = RunRegistry(home)
     run = registry.create(build_config(config), source="test")
-    return registry, run, launch(Path(run["run_dir"]))
+    return registry, run, launch(Path(run["run_dir"]), cpu_share_env(at_once))
 
 
 def train(home: Path, config: dict, timeout: float = 900) -> tuple[Path, list[dict]]:

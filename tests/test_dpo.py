@@ -49,7 +49,8 @@ def runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
     for provider in providers:
         home = tmp_path_factory.mktemp(f"dpo-{provider}")
         data = pairs_file(home / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
-        started[provider] = start(home, dpo_config(demo_model, data, provider=provider))
+        started[provider] = start(home, dpo_config(demo_model, data, provider=provider),
+                                  len(providers))
     return {provider: finish(run) for provider, run in started.items()}
 
 

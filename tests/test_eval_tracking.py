@@ -16,7 +16,7 @@ from modelforge_ui import views
 from trainers import tracking
 from trainers.config import build_config, check_config
 from trainers.events import read_events
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
@@ -33,7 +33,8 @@ def train_side_by_side(runs: dict[str, tuple[Path, dict]]) -> dict[str, tuple[di
     for name, (home, config) in runs.items():
         registry = RunRegistry(home)
         record = registry.create(build_config(config), source="test")
-        started[name] = registry, record, launch(Path(record["run_dir"]))
+        started[name] = registry, record, launch(Path(record["run_dir"]),
+                                                 cpu_share_env(len(runs)))
     done = {}
     for name, (registry, record, proc) in started.items():
         proc.wait(timeout=900)

@@ -122,6 +122,10 @@ def test_stop_then_resume_over_http_continues_like_an_uninterrupted_run(client, 
     straight = start_run(client, config)
     stopped = start_run(client, config)  # side by side with the straight run (two job slots)
     wait_event(client, stopped, "progress", timeout=LOADED_S, step=2)
+    if "OMP_NUM_THREADS" not in os.environ:  # the two CPU jobs split the cores
+        pid = client.get(f"/api/runs/{stopped}").json()["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"OMP_NUM_THREADS={max(1, os.cpu_count() // 2)}".encode() in environ
     assert client.post(f"/api/runs/{stopped}/stop").status_code == 202
     record = wait_status(client, stopped, timeout=LOADED_S)
     assert record["status"] == "stopped"

@@ -13,7 +13,7 @@ from modelforge_ui import views
 from trainers import flops
 from trainers.config import build_config
 from trainers.events import last_event, read_events
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 from trainers.runs.registry import RunRegistry
 
 # the demo model (trainers/tools/demo.py): hidden 64, MLP 176, 2 layers, 4 heads of 16, 2 KV heads
@@ -96,7 +96,8 @@ def peak_runs(tmp_path_factory, tiny_config) -> dict[str, tuple[dict, list[dict]
         registry = RunRegistry(tmp_path_factory.mktemp(f"mfu-{name}"))
         run = registry.create(build_config(config))
         started[name] = registry, run, launch(Path(run["run_dir"]),
-                                              extra_env={flops.PEAK_ENV: str(PEAK)})
+                                              extra_env={flops.PEAK_ENV: str(PEAK),
+                                                         **cpu_share_env(len(configs))})
     return {name: (*finish(*run), configs[name]) for name, run in started.items()}
 
 

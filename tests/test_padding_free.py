@@ -12,7 +12,7 @@ from preference_support import needs_unsloth
 
 from trainers.config import build_config
 from trainers.events import read_events
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_SFT
 
@@ -28,7 +28,7 @@ def train_side_by_side(runs: dict[Path, dict]) -> list[list[dict]]:
     for data_dir, config in runs.items():
         registry = RunRegistry(data_dir)
         run = registry.create(build_config(config))
-        started.append((registry, run, launch(Path(run["run_dir"]))))
+        started.append((registry, run, launch(Path(run["run_dir"]), cpu_share_env(len(runs)))))
     for registry, run, proc in started:
         proc.wait(timeout=600)
         registry.finish_from_events(run["id"], proc.returncode)

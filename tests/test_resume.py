@@ -13,7 +13,7 @@ from trainers.config import build_config
 from trainers.errors import ConfigError
 from trainers.events import read_events
 from trainers.runs import resume
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 from trainers.runs.registry import RunInUse, RunRegistry
 from trainers.train.telemetry import STOP_AT_FILE
 from trainers.tools.demo import SAMPLE_PREFERENCES
@@ -30,7 +30,7 @@ def start(registry: RunRegistry, config: dict, stop_at: int | None = None) -> tu
     run_dir = Path(record["run_dir"])
     if stop_at:  # the trainer stops (gracefully, as on a stop request) at exactly this step
         (run_dir / STOP_AT_FILE).write_text(str(stop_at))
-    return record, launch(run_dir)
+    return record, launch(run_dir, cpu_share_env(2))  # two or three run side by side
 
 
 def finish(registry: RunRegistry, started: tuple) -> tuple[dict, list]:

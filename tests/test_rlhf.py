@@ -78,7 +78,7 @@ def runs(tmp_path_factory, demo_model) -> dict[str, tuple[Path, list[dict]]]:
                "batch_2": batch_2}
     if importlib.util.find_spec("unsloth"):
         configs["unsloth"] = rlhf_config(demo_model, provider="unsloth")
-    started = {name: start(tmp_path_factory.mktemp(f"rlhf-{name}"), config)
+    started = {name: start(tmp_path_factory.mktemp(f"rlhf-{name}"), config, len(configs))
                for name, config in configs.items()}
     return {name: finish(run) for name, run in started.items()}
 
@@ -208,7 +208,7 @@ def stopped_runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
     stage, started side by side: one in its reward model's 2000 steps, one in its policy's."""
     configs = {"reward_model": rlhf_config(demo_model, reward_model_steps=2000),
                "policy": rlhf_config(demo_model, reward_model_steps=2, max_steps=2000)}
-    started = {stage: start(tmp_path_factory.mktemp(f"rlhf-stop-{stage}"), config)
+    started = {stage: start(tmp_path_factory.mktemp(f"rlhf-stop-{stage}"), config, len(configs))
                for stage, config in configs.items()}
     for stage, (_, run, _) in started.items():
         wait_for_event(run["run_dir"],

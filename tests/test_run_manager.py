@@ -430,6 +430,23 @@ def test_the_server_token_never_reaches_a_child_process(monkeypatch):
     assert env["HF_TOKEN"] == "hf_for_gated_models" and env["CUDA_VISIBLE_DEVICES"] == "0"
 
 
+def test_cpu_jobs_at_once_split_the_cores_and_spin_briefly(monkeypatch):
+    """Processes that share the cores each spun on the other's time (45 times slower)."""
+    import os
+
+    from trainers.runs.process import child_env, cpu_share_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert cpu_share_env(1) == {}
+    assert cpu_share_env(2) == {"OMP_NUM_THREADS": str(max(1, os.cpu_count() // 2))}
+    assert cpu_share_env(10**6) == {"OMP_NUM_THREADS": "1"}
+    assert child_env()["GOMP_SPINCOUNT"] == "10000"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the operator's settings win
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert cpu_share_env(2) == {} and child_env()["GOMP_SPINCOUNT"] == "0"
+
+
 @pytest.mark.slow
 def test_a_worker_of_a_token_server_does_not_get_the_token(demo_model, tmp_path, tiny_config):
     token = "t" * 32

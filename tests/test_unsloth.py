@@ -17,7 +17,7 @@ from trainers.errors import UnsupportedModelError, UnsupportedPlatformError
 from trainers.events import read_events
 from trainers.train.providers import unsloth as unsloth_provider
 from trainers.runs.registry import RunRegistry
-from trainers.runs.process import launch
+from trainers.runs.process import cpu_share_env, launch
 
 needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
                                    reason="unsloth is not installed")
@@ -28,6 +28,14 @@ def start(data_dir, config: dict, extra_env: dict | None = None) -> tuple:
     registry = RunRegistry(data_dir)
     run = registry.create(build_config(config), source="test")
     return registry, run, launch(Path(run["run_dir"]), extra_env=extra_env)
+
+
+def start_at_once(runs: dict[str, tuple]) -> dict[str, tuple]:
+    """name -> started job for name -> (data_dir, config, extra_env): all at once, sharing the
+    cores."""
+    share = cpu_share_env(len(runs))
+    return {name: start(data_dir, config, {**extra_env, **share})
+            for name, (data_dir, config, extra_env) in runs.items()}
 
 
 def finish(started: tuple, timeout: float = 900) -> list:
@@ -52,13 +60,13 @@ def small_runs(tmp_path_factory, tiny_config) -> dict[str, list]:
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
     hf = tiny_config(max_seq_length=-1, max_steps=2)
-    started = {
-        "flash_attention": start(home / "flash", tiny_config(provider="unsloth", max_steps=2),
-                                 extra_env={"UNSLOTH_DISABLE_FLASH_ATTN": "1"}),
-        "t5": start(home / "t5-home", tiny_config(provider="unsloth", model_name=str(t5))),
+    started = start_at_once({
+        "flash_attention": (home / "flash", tiny_config(provider="unsloth", max_steps=2),
+                            {"UNSLOTH_DISABLE_FLASH_ATTN": "1"}),
+        "t5": (home / "t5-home", tiny_config(provider="unsloth", model_name=str(t5)), {}),
         # the huggingface config with only provider and a fixed max_seq_length changed
-        "migrated": start(home / "migrated", {**hf, "provider": "unsloth", "max_seq_length": 128}),
-    }
+        "migrated": (home / "migrated", {**hf, "provider": "unsloth", "max_seq_length": 128}, {}),
+    })
     return {name: finish(run) for name, run in started.items()}
 
 

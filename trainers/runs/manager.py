@@ -387,7 +387,8 @@ class RunManager:
 
     def _start(self, run_id: str, devices: list[str]) -> None:
         run = self.registry.get(run_id)
-        env = {} if devices == ["cpu"] else {"CUDA_VISIBLE_DEVICES": ",".join(devices)}
+        env = (runs.cpu_share_env(self.jobs_per_device) if devices == ["cpu"]
+               else {"CUDA_VISIBLE_DEVICES": ",".join(devices)})
         try:
             proc = runs.launch(Path(run["run_dir"]), extra_env=env, kind=run["kind"])
         except OSError as exc:
