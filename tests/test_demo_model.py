@@ -100,19 +100,36 @@ def test_two_builders_at_once_wait_for_one_build(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_recipe_reproduces_the_shipped_weights(tmp_path):
     """`python -m trainers.tools.demo` from the current recipe gives the shipped model: the same
-    tokenizer and config, byte for byte, and weights within REPRODUCED of the shipped ones."""
+    tokenizer and config, byte for byte, the same loss on the bundled texts, and weights close
+    to the shipped ones."""
     rebuilt = demo.write_shipped(tmp_path / "rebuilt")
     for name in ("tokenizer.json", "config.json"):
         assert (rebuilt / name).read_bytes() == (SHIPPED_DEMO / name).read_bytes(), name
     assert json.loads((rebuilt / "recipe.json").read_text())["recipe"] == demo.recipe()
+    assert text_loss(rebuilt) == pytest.approx(text_loss(SHIPPED_DEMO), rel=0.01)
     assert weight_distance(rebuilt, SHIPPED_DEMO) <= REPRODUCED
 
 
 # The largest relative difference allowed in any weight tensor. On the machine that made the
-# shipped weights, builds with 1 and 2 threads gave them byte for byte; another CPU's kernels may
-# round float sums differently, and 400 steps carry that on. A changed recipe (seed, steps,
-# learning rate, data) moves every tensor far more than this.
-REPRODUCED = 0.05
+# shipped weights, builds with 1 and 2 threads gave them byte for byte; another CPU's kernels
+# round float sums differently, and 400 steps carry that on: a Xeon with AVX-512 and AMX rebuilt
+# them 9% apart in one tensor (4% in the median one) with the same loss to 0.02%. Tensors of
+# independent initialisations (another seed) are about 140% apart.
+REPRODUCED = 0.25
+
+
+def text_loss(model_dir) -> float:
+    """The model's causal-LM loss on the first 64 bundled texts it was pre-trained on."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    batch = tokenizer(demo._sample_texts()[:64], return_tensors="pt", padding=True,
+                      truncation=True, max_length=256)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    with torch.no_grad():
+        return float(model(**batch, labels=labels).loss)
 
 
 def weight_distance(a, b) -> float:
