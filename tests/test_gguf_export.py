@@ -187,11 +187,12 @@ def test_llama_cpp_continues_the_prompt_as_the_merged_model(trained_run, gguf_fi
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    path = gguf_file(gguf_type)  # the export writes the merged model beside the GGUF
     tokenizer = AutoTokenizer.from_pretrained(trained_run / "merged")
     merged = AutoModelForCausalLM.from_pretrained(trained_run / "merged", dtype=torch.float32)
     start, sequence = greedy(merged, tokenizer)
     prompt, want = sequence[0, :start].tolist(), sequence[0, start:].tolist()
-    llm, seconds = llama_cpp(gguf_file(gguf_type))
+    llm, seconds = llama_cpp(path)
     try:
         assert llm.tokenize(PROMPT.encode(), add_bos=True, special=True) == prompt
         got = llama_cpp_greedy(llm, prompt, NEW_TOKENS)
