@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from worker_runs import needs_unsloth
 
 from trainers import flops
 from trainers.benchmark import report
@@ -22,9 +22,6 @@ from trainers.benchmark.synthetic import FAMILIES, build_synthetic, resolve_fami
 from trainers.errors import ConfigError
 from trainers.events import read_events
 from trainers.runs.manager import visible_gpus
-
-needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
-                                   reason="unsloth is not installed")
 
 # A few cheap steps: 1 warm-up + 2 measured, short rows, small batches.
 TINY = {"max_seq_length": 96, "batch_size": 2, "steps": 2, "warmup_steps": 1, "repeats": 1,

@@ -6,20 +6,17 @@ outside 0.95-1.05; CPU results are labelled not GPU speed; the data's padding an
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
+from worker_runs import needs_unsloth
 
 from trainers.benchmark import report
 from trainers.benchmark.runner import PLAIN_SCRIPT, batch_facts, plain_name
 from trainers.benchmark.spec import build_spec
 from trainers.runs.manager import visible_gpus
-
-needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
-                                   reason="unsloth is not installed")
 
 # Runs a script with every `trainers` import refused, so it fails if it needs ModelForge code.
 WITHOUT_TRAINERS = """

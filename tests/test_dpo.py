@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+from pathlib import Path
 
 import pytest
 
-from preference_support import (finish, in_process_context, needs_unsloth, pairs_file, progress,
-                                start)
+from preference_support import in_process_context, pairs_file, progress
+from worker_runs import needs_unsloth, train_side_by_side
 
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
@@ -45,13 +46,13 @@ def runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
     """(run dir, events) of the module's worker runs, one per provider installed, started at
     once (each imports torch while the other waits)."""
     providers = ["huggingface"] + (["unsloth"] if importlib.util.find_spec("unsloth") else [])
-    started = {}
+    jobs = {}
     for provider in providers:
         home = tmp_path_factory.mktemp(f"dpo-{provider}")
         data = pairs_file(home / "pairs.jsonl", SAMPLE_PREFERENCES, 8)
-        started[provider] = start(home, dpo_config(demo_model, data, provider=provider),
-                                  len(providers))
-    return {provider: finish(run) for provider, run in started.items()}
+        jobs[provider] = home, dpo_config(demo_model, data, provider=provider)
+    return {provider: (Path(record["run_dir"]), events)
+            for provider, (record, events) in train_side_by_side(jobs).items()}
 
 
 @pytest.fixture(scope="module")

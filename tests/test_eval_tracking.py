@@ -11,36 +11,16 @@ import os
 from pathlib import Path
 
 import pytest
+from worker_runs import needs_unsloth, train_side_by_side
 
 from modelforge_ui import views
 from trainers import tracking
 from trainers.config import build_config, check_config
-from trainers.events import read_events
-from trainers.runs.process import cpu_share_env, launch
 from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
-needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
-                                   reason="unsloth is not installed")
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
                                        reason="tensorboard is not installed (the test extra)")
-
-
-def train_side_by_side(runs: dict[str, tuple[Path, dict]]) -> dict[str, tuple[dict, list]]:
-    """name -> (record, events) of one worker run per name -> (home, config), all started at
-    once: each imports torch while another waits."""
-    started = {}
-    for name, (home, config) in runs.items():
-        registry = RunRegistry(home)
-        record = registry.create(build_config(config), source="test")
-        started[name] = registry, record, launch(Path(record["run_dir"]),
-                                                 cpu_share_env(len(runs)))
-    done = {}
-    for name, (registry, record, proc) in started.items():
-        proc.wait(timeout=900)
-        done[name] = (registry.finish_from_events(record["id"], proc.returncode),
-                      read_events(record["run_dir"]))
-    return done
 
 
 def evals(events) -> list[dict]:

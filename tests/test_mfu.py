@@ -4,16 +4,14 @@ peak a run is compared with, real training runs' progress events, and the Traini
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
-from preference_support import needs_unsloth
+from worker_runs import needs_unsloth, train_side_by_side
 
 from modelforge_ui import views
 from trainers import flops
 from trainers.config import build_config
-from trainers.events import last_event, read_events
-from trainers.runs.process import cpu_share_env, launch
+from trainers.events import last_event
 from trainers.runs.registry import RunRegistry
 
 # the demo model (trainers/tools/demo.py): hidden 64, MLP 176, 2 layers, 4 heads of 16, 2 KV heads
@@ -91,24 +89,17 @@ def peak_runs(tmp_path_factory, tiny_config) -> dict[str, tuple[dict, list[dict]
     if importlib.util.find_spec("unsloth"):
         configs["unsloth"] = tiny_config(provider="unsloth", max_steps=1,
                                          optim="adamw_torch_fused")
-    started = {}
-    for name, config in configs.items():
-        registry = RunRegistry(tmp_path_factory.mktemp(f"mfu-{name}"))
-        run = registry.create(build_config(config))
-        started[name] = registry, run, launch(Path(run["run_dir"]),
-                                              extra_env={flops.PEAK_ENV: str(PEAK),
-                                                         **cpu_share_env(len(configs))})
-    return {name: (*finish(*run), configs[name]) for name, run in started.items()}
+    done = train_side_by_side({name: (tmp_path_factory.mktemp(f"mfu-{name}"), config,
+                                      {flops.PEAK_ENV: str(PEAK)})
+                               for name, config in configs.items()})
+    return {name: (as_shown(record, events), events, configs[name])
+            for name, (record, events) in done.items()}
 
 
-def finish(registry: RunRegistry, run: dict, proc) -> tuple[dict, list[dict]]:
-    proc.wait(timeout=600)
-    registry.finish_from_events(run["id"], proc.returncode)
-    events = read_events(run["run_dir"])
-    # what RunManager.get adds to the record, which the Training tab shows
-    run = {**registry.get(run["id"]), "progress": last_event(events, "progress"),
-           "started_event": last_event(events, "started")}
-    return run, events
+def as_shown(record: dict, events: list[dict]) -> dict:
+    """The record with what RunManager.get adds to it, which the Training tab shows."""
+    return {**record, "progress": last_event(events, "progress"),
+            "started_event": last_event(events, "started")}
 
 
 def expected_flops_per_token(demo_model, config: dict) -> float:
@@ -136,8 +127,7 @@ def of_type(events: list[dict], type_: str) -> list[dict]:
 def test_a_cpu_run_without_a_peak_has_no_mfu(shared_run):
     """The session's shared run (tests/conftest.py): its worker had no peak figure."""
     home, record, events = shared_run
-    run = {**RunRegistry(home).get(record["id"]), "progress": last_event(events, "progress"),
-           "started_event": last_event(events, "started")}  # as in train() below
+    run = as_shown(RunRegistry(home).get(record["id"]), events)
     started, finished = of_type(events, "started")[0], events[-1]
     assert finished["type"] == "finished", finished
     assert started["peak_tflops"] is None and "no GPU" in started["mfu_unavailable"]
@@ -175,7 +165,7 @@ def test_a_run_with_a_given_peak_shows_live_mfu(peak_runs, demo_model):
 
 
 @pytest.mark.slow
-@needs_unsloth  # not importorskip: importing Unsloth here would patch TRL for later tests
+@needs_unsloth
 @pytest.mark.unsloth
 def test_unsloth_counts_the_same_model_flops(peak_runs, demo_model):
     """Unsloth patches the model; the count is of the model as it trains, and must not move."""

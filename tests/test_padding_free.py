@@ -8,31 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-from preference_support import needs_unsloth
+import worker_runs
+from worker_runs import needs_unsloth
 
 from trainers.config import build_config
-from trainers.events import read_events
-from trainers.runs.process import cpu_share_env, launch
-from trainers.runs.registry import RunRegistry
 from trainers.tools.demo import SAMPLE_SFT
 
 
 def train(data_dir: Path, config: dict) -> list[dict]:
-    return train_side_by_side({data_dir: config})[0]
-
-
-def train_side_by_side(runs: dict[Path, dict]) -> list[list[dict]]:
-    """The events of one worker run per (data dir, config), all started at once: each imports
-    torch while another waits, so two runs take little more than one."""
-    started = []
-    for data_dir, config in runs.items():
-        registry = RunRegistry(data_dir)
-        run = registry.create(build_config(config))
-        started.append((registry, run, launch(Path(run["run_dir"]), cpu_share_env(len(runs)))))
-    for registry, run, proc in started:
-        proc.wait(timeout=600)
-        registry.finish_from_events(run["id"], proc.returncode)
-    return [read_events(run["run_dir"]) for _, run, _ in started]
+    return worker_runs.train(data_dir, config, timeout=600)[1]
 
 
 def losses(events: list[dict]) -> list[float]:
@@ -45,8 +29,10 @@ def test_padding_free_trains_the_padded_loss(tmp_path, demo_model):
             "max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
             "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "seed": 3,
             "completion_only_loss": False}
-    padded, free = train_side_by_side({tmp_path / "padded": base,
-                                       tmp_path / "free": {**base, "padding_free": True}})
+    free_config = {**base, "padding_free": True}
+    done = worker_runs.train_side_by_side({"padded": (tmp_path / "padded", base),
+                                           "free": (tmp_path / "free", free_config)})
+    padded, free = done["padded"][1], done["free"][1]
     assert [e["type"] for e in free][-1] == "finished", free[-1]
     a, b = losses(padded), losses(free)
     assert len(a) == len(b) == 3
@@ -67,7 +53,7 @@ def test_padding_free_rules():
 
 
 @pytest.mark.slow
-@needs_unsloth  # not importorskip: importing Unsloth here would patch TRL for later tests
+@needs_unsloth
 @pytest.mark.unsloth
 def test_unsloth_on_the_cpu_says_it_pads(tmp_path, demo_model):
     events = train(tmp_path, {"provider": "unsloth", "model_name": str(demo_model),

@@ -18,7 +18,8 @@ from trainers.train import attention
 from trainers.tools.demo import SAMPLE_SFT
 
 from test_check_plain import WITHOUT_TRAINERS
-from test_padding_free import losses, train_side_by_side
+from test_padding_free import losses
+from worker_runs import train_side_by_side
 
 ROWS = (5, 3, 4)  # a packed batch: three rows, position ids restarting at 0 for each
 
@@ -106,8 +107,10 @@ def test_the_worker_trains_the_same_first_step_loss(tmp_path, demo_model):
             "max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3,
             "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "seed": 3,
             "completion_only_loss": False, "padding_free": True}
-    sdpa, per_row = train_side_by_side({
-        tmp_path / "sdpa": base, tmp_path / "per-row": {**base, "attention": "sdpa_per_row"}})
+    per_row_config = {**base, "attention": "sdpa_per_row"}
+    done = train_side_by_side({"sdpa": (tmp_path / "sdpa", base),
+                               "per_row": (tmp_path / "per-row", per_row_config)})
+    sdpa, per_row = done["sdpa"][1], done["per_row"][1]
     assert per_row[-1]["type"] == "finished", per_row[-1]
     started = next(e for e in per_row if e["type"] == "started")
     assert "sdpa_per_row" in json.dumps(started)  # the provider's info names the attention

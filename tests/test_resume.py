@@ -4,10 +4,10 @@ worker processes on the demo model, both providers (Unsloth on its CPU backend) 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from worker_runs import needs_unsloth
 
 from trainers.config import build_config
 from trainers.errors import ConfigError
@@ -19,8 +19,6 @@ from trainers.train.telemetry import STOP_AT_FILE
 from trainers.tools.demo import SAMPLE_PREFERENCES
 
 pytestmark = pytest.mark.slow
-needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
-                                   reason="unsloth is not installed")
 STOP_AT = 3
 STEPS = 8
 

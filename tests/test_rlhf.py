@@ -9,8 +9,8 @@ import statistics
 from pathlib import Path
 
 import pytest
-from preference_support import (finish, in_process_context, needs_unsloth, progress, start,
-                                wait_for_event)
+from preference_support import in_process_context, progress, wait_for_event
+from worker_runs import needs_unsloth, start, train_side_by_side
 
 from trainers.tools.demo import SAMPLE_PREFERENCES
 from trainers import tracking
@@ -78,9 +78,10 @@ def runs(tmp_path_factory, demo_model) -> dict[str, tuple[Path, list[dict]]]:
                "batch_2": batch_2}
     if importlib.util.find_spec("unsloth"):
         configs["unsloth"] = rlhf_config(demo_model, provider="unsloth")
-    started = {name: start(tmp_path_factory.mktemp(f"rlhf-{name}"), config, len(configs))
-               for name, config in configs.items()}
-    return {name: finish(run) for name, run in started.items()}
+    jobs = {name: (tmp_path_factory.mktemp(f"rlhf-{name}"), config)
+            for name, config in configs.items()}
+    return {name: (Path(record["run_dir"]), events)
+            for name, (record, events) in train_side_by_side(jobs).items()}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,8 @@ def stopped_runs(tmp_path_factory, demo_model) -> dict[str, tuple]:
     stage, started side by side: one in its reward model's 2000 steps, one in its policy's."""
     configs = {"reward_model": rlhf_config(demo_model, reward_model_steps=2000),
                "policy": rlhf_config(demo_model, reward_model_steps=2, max_steps=2000)}
-    started = {stage: start(tmp_path_factory.mktemp(f"rlhf-stop-{stage}"), config, len(configs))
+    started = {stage: start(tmp_path_factory.mktemp(f"rlhf-stop-{stage}"), config,
+                            at_once=len(configs))
                for stage, config in configs.items()}
     for stage, (_, run, _) in started.items():
         wait_for_event(run["run_dir"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,45 +9,18 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import worker_runs
+from worker_runs import needs_unsloth
 
 from trainers.config import build_config, check_config
 from trainers.diagnostics import diagnose_exception
 from trainers.errors import UnsupportedModelError, UnsupportedPlatformError
-from trainers.events import read_events
 from trainers.train.providers import unsloth as unsloth_provider
-from trainers.runs.registry import RunRegistry
-from trainers.runs.process import cpu_share_env, launch
-
-needs_unsloth = pytest.mark.skipif(importlib.util.find_spec("unsloth") is None,
-                                   reason="unsloth is not installed")
-
-
-def start(data_dir, config: dict, extra_env: dict | None = None) -> tuple:
-    """Start one job in the real worker process."""
-    registry = RunRegistry(data_dir)
-    run = registry.create(build_config(config), source="test")
-    return registry, run, launch(Path(run["run_dir"]), extra_env=extra_env)
-
-
-def start_at_once(runs: dict[str, tuple]) -> dict[str, tuple]:
-    """name -> started job for name -> (data_dir, config, extra_env): all at once, sharing the
-    cores."""
-    share = cpu_share_env(len(runs))
-    return {name: start(data_dir, config, {**extra_env, **share})
-            for name, (data_dir, config, extra_env) in runs.items()}
-
-
-def finish(started: tuple, timeout: float = 900) -> list:
-    """Wait for a started job; return its events."""
-    registry, run, proc = started
-    proc.wait(timeout=timeout)
-    registry.finish_from_events(run["id"], proc.returncode)
-    return read_events(run["run_dir"])
 
 
 def train(data_dir, config: dict, extra_env: dict | None = None, timeout: float = 900) -> list:
     """Run one job through the real worker process; return its events."""
-    return finish(start(data_dir, config, extra_env), timeout)
+    return worker_runs.train(data_dir, config, extra_env, timeout)[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +32,14 @@ def small_runs(tmp_path_factory, tiny_config) -> dict[str, list]:
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "is_encoder_decoder": True}))
     hf = tiny_config(max_seq_length=-1, max_steps=2)
-    started = start_at_once({
+    done = worker_runs.train_side_by_side({
         "flash_attention": (home / "flash", tiny_config(provider="unsloth", max_steps=2),
                             {"UNSLOTH_DISABLE_FLASH_ATTN": "1"}),
-        "t5": (home / "t5-home", tiny_config(provider="unsloth", model_name=str(t5)), {}),
+        "t5": (home / "t5-home", tiny_config(provider="unsloth", model_name=str(t5))),
         # the huggingface config with only provider and a fixed max_seq_length changed
-        "migrated": (home / "migrated", {**hf, "provider": "unsloth", "max_seq_length": 128}, {}),
+        "migrated": (home / "migrated", {**hf, "provider": "unsloth", "max_seq_length": 128}),
     })
-    return {name: finish(run) for name, run in started.items()}
+    return {name: events for name, (_, events) in done.items()}
 
 
 @pytest.fixture(scope="module")
