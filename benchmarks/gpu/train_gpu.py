@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
 
 from trainers.config import build_config  # noqa: E402
-from trainers.runs.process import create_run_dir, launch  # noqa: E402
+from trainers.runs.process import child_env, create_run_dir, launch  # noqa: E402
+
+ABLATION = Path(__file__).resolve().parent / "experiments" / "speed_ablation.py"
 
 VARIANTS = {  # name -> config fields
     "huggingface-lora16": {"provider": "huggingface", "use_4bit": False},
@@ -52,7 +55,20 @@ def build_model(family: str, out: Path, tiny: bool) -> Path:
     return out
 
 
-def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path) -> dict:
+def start(run_dir: Path, technique: str):
+    """The product's worker; with a technique or a profiled step (PROFILE_STEP), the same
+    worker through speed_ablation.py."""
+    if technique == "none" and not os.environ.get("PROFILE_STEP"):
+        return launch(run_dir)
+    with open(run_dir / "train.log", "ab") as log:
+        return subprocess.Popen([sys.executable, str(ABLATION), technique, str(run_dir)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=str(run_dir),
+                                env=child_env({"PYTHONUNBUFFERED": "1",
+                                               "TOKENIZERS_PARALLELISM": "false"}))
+
+
+def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path,
+                technique: str = "none") -> dict:
     config = {"model_name": str(model), "dataset": str(Path(args.data).resolve()),
               "max_seq_length": args.seq, "per_device_train_batch_size": args.batch,
               "max_steps": args.steps, "learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 16,
@@ -64,10 +80,16 @@ def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path) -> d
     cfg = build_config(config)
     run_dir = create_run_dir(cfg, runs_dir, name)
     t0 = time.time()
-    proc = launch(run_dir)
+    proc = start(run_dir, technique)
     proc.wait()
     wall = time.time() - t0
-    return summarize(name, run_dir, proc.returncode, wall)
+    result = summarize(name, run_dir, proc.returncode, wall)
+    for profile in run_dir.glob("profile-step*.txt"):
+        shutil.copy(profile, Path(args.out) / f"{name}.{profile.name}")
+    applied = run_dir / "technique.json"
+    result["technique"] = {"name": technique,
+                           "applied": json.loads(applied.read_text()) if applied.exists() else None}
+    return result
 
 
 def summarize(name: str, run_dir: Path, returncode: int, wall: float) -> dict:
@@ -102,7 +124,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=33)
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated; a huggingface variant may add speed_ablation.py's "
+                             "techniques: huggingface-lora16+lora_bf16_inputs+fp8_frozen")
     parser.add_argument("--processes", default="1",
                         help="comma-separated process (GPU) counts to run each variant with")
     parser.add_argument("--out", required=True)
@@ -112,25 +136,38 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.family, args.steps, args.seq, args.batch = "demo", 5, 128, 2
+    for variant in args.variants.split(","):
+        name, _, technique = variant.partition("+")
+        if name not in VARIANTS or (technique and VARIANTS[name]["provider"] != "huggingface"):
+            parser.error(f"{variant}: one of {list(VARIANTS)}; techniques (+...) act on the "
+                         "Hugging Face provider's model")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mf-gpu-{int(time.time())}"
     model = build_model(args.family, work / "model", args.tiny)
     results = []
-    for name in args.variants.split(","):
+    for variant in args.variants.split(","):
+        name, _, technique = variant.partition("+")
         for processes in [int(p) for p in args.processes.split(",")]:
-            label = name if processes == 1 else f"{name}-x{processes}"
+            label = (name if processes == 1 else f"{name}-x{processes}") + \
+                (f"+{technique}" if technique else "")
             fields = {**VARIANTS[name], "num_processes": processes,
                       **({"speed_mode": True} if args.speed else {})}
-            results.append(run_variant(label, fields, model, args, work / "runs"))
+            results.append(run_variant(label, fields, model, args, work / "runs",
+                                       technique or "none"))
             print(json.dumps(results[-1])[:600], flush=True)
+            write_report(results, args, out)
+    print(markdown(results, args))
+
+
+def write_report(results: list[dict], args, out: Path) -> None:
+    """After every run, so a call cut short keeps the runs it finished."""
     report = {"command": " ".join([sys.executable] + sys.argv), "family": args.family,
               "synthetic_weights": not args.tiny, "environment": environment(),
               "settings": {"seq": args.seq, "batch": args.batch, "steps": args.steps,
                            "warmup_steps": WARMUP_STEPS, "speed_mode": args.speed}, "results": results}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(results, args))
-    print(markdown(results, args))
 
 
 if __name__ == "__main__":
