@@ -44,10 +44,11 @@ def test_checkpointing_comes_back_when_nothing_fits_without_it():
     assert "with gradient checkpointing" in " ".join(plan["decisions"])
 
 
-def test_without_a_gpu_only_the_batches_and_attention_change():
+def test_without_a_gpu_only_the_batches_attention_and_lora_inputs_change():
     cfg = build_config(EIGHT_B)
     plan = speed.decide(cfg, gpu_gib=None)
-    assert plan["updates"] == {"padding_free": True, "attention": "sdpa_per_row"}
+    assert plan["updates"] == {"padding_free": True, "attention": "sdpa_per_row",
+                               "keep_lora_input_dtype": True}
     text = " ".join(plan["decisions"])
     assert "no GPU found: batch and gradient checkpointing kept" in text
     assert "Liger kernels: off (no GPU" in text
@@ -98,6 +99,50 @@ def test_liger_kernel_rules():
                       "liger_kernel": True})
     cfg = build_config({"model_name": "m", "dataset": "d", "liger_kernel": True})
     assert [p["field"] for p in gpu_only_problems(cfg, ["cpu"])] == ["liger_kernel"]
+
+
+def test_lora_inputs_stay_in_the_model_dtype_for_hugging_face_mixed_precision():
+    plan = speed.decide(build_config(EIGHT_B), gpu_gib=80)
+    assert plan["updates"]["keep_lora_input_dtype"] is True
+    assert "LoRA inputs: kept in the model's dtype" in " ".join(plan["decisions"])
+    unsloth = speed.decide(build_config({**EIGHT_B, "provider": "unsloth"}), gpu_gib=80)
+    assert "keep_lora_input_dtype" not in unsloth["updates"]
+    assert "LoRA inputs: as set (Unsloth runs its own LoRA kernels)" in unsloth["decisions"]
+    fp32 = speed.decide(build_config({**EIGHT_B, "bf16": False}), gpu_gib=None)
+    assert "keep_lora_input_dtype" not in fp32["updates"]
+    with pytest.raises(Exception, match="keep_lora_input_dtype.*huggingface provider"):
+        build_config({"model_name": "m", "dataset": "d", "provider": "unsloth",
+                      "keep_lora_input_dtype": True})
+
+
+def test_a_lora_layer_without_the_input_cast_computes_the_same_numbers():
+    """PEFT keeps a bf16 model's adapter in float32 and casts each LoRA layer's input to it;
+    under bf16 autocast the matmul casts it back. Without the cast, the output and every
+    gradient (input, adapter) are the same bit for bit."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from trainers.train.providers.huggingface import keep_lora_input_dtype
+
+    def forward_backward(keep: bool):
+        torch.manual_seed(0)
+        base = torch.nn.Sequential(torch.nn.Linear(64, 96, bias=False)).to(torch.bfloat16)
+        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["0"],
+                                                init_lora_weights=False))
+        adapter = [p for p in model.parameters() if p.requires_grad]
+        assert {p.dtype for p in adapter} == {torch.float32}
+        if keep:
+            assert keep_lora_input_dtype(model) == 1
+        x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+        x.requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().mean().backward()
+        return [out, x.grad] + [p.grad for p in adapter]
+
+    cast, kept = forward_backward(False), forward_backward(True)
+    assert all(torch.equal(a, b) for a, b in zip(cast, kept))
+    assert cast[0].dtype == torch.bfloat16 and cast[1].abs().sum() > 0
 
 
 @pytest.mark.slow

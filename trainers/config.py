@@ -171,6 +171,12 @@ class TrainConfig(TextFields):
         False, "optimisation",
         "huggingface: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear "
         "cross-entropy); needs a CUDA GPU and `pip install liger-kernel`.")
+    keep_lora_input_dtype: bool = _field(
+        False, "optimisation",
+        "huggingface: keep each LoRA layer's input in the model's dtype. PEFT casts it to the "
+        "adapter's float32, and under bf16/fp16 mixed precision the LoRA matmul casts it back: "
+        "the same numbers, with four activation-sized copies per LoRA layer and micro-batch "
+        "(forward and backward). speed_mode turns it on.")
     attention: Literal["sdpa", "sdpa_per_row"] = _field(
         "sdpa", "optimisation",
         "huggingface: how attention runs. sdpa: PyTorch's scaled_dot_product_attention over "
@@ -371,6 +377,10 @@ def config_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "liger_kernel", "applies to the huggingface provider (Unsloth has its own fused "
                             "kernels): set it to false"))
+    if cfg.keep_lora_input_dtype and cfg.provider != "huggingface":
+        problems.append(_problem(
+            "keep_lora_input_dtype", "applies to the huggingface provider (Unsloth runs its own "
+                                     "LoRA kernels): set it to false"))
     if cfg.provider == "unsloth" and cfg.max_seq_length == -1:
         problems.append(_problem(
             "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "

@@ -12,6 +12,9 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   trainers/train/attention.py): SDPA once per packed row instead of over a mask spanning the
   whole micro-batch, whose cost and memory grow with the square of its tokens (8B on the H200:
   +42% tokens/s, 4 GiB less; Unsloth keeps rows apart itself);
+- Hugging Face's LoRA layers keep their input in the model's dtype under mixed precision
+  (`keep_lora_input_dtype`): PEFT's cast to the adapter's float32 is undone by autocast's cast
+  for the bf16 matmul, so only the copies go (8B on an H100: see docs/benchmarking.md);
 - Liger's fused kernels for Hugging Face where liger-kernel is installed and there is a GPU
   (Unsloth has its own);
 - cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
@@ -134,7 +137,8 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
     keeps its batch and knows its rows: batch_tokens is its largest batch's token count.
 
     Returns {"updates": TrainConfig fields to change, "cudnn_attention": bool,
-    "reasons": {"padding_free" | "attention" | "batch" | "liger_kernel": why},
+    "reasons": {"padding_free" | "attention" | "batch" | "liger_kernel" |
+                "keep_lora_input_dtype": why},
     "decisions": each as a sentence, for the run's events}.
     """
     updates, reasons = {}, {}
@@ -146,6 +150,12 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
     per_row, reasons["attention"] = _per_row_attention(cfg, updates.get("padding_free", False))
     if per_row:
         updates["attention"] = "sdpa_per_row"
+    if cfg.provider != "huggingface":
+        reasons["keep_lora_input_dtype"] = "Unsloth runs its own LoRA kernels"
+    elif not (cfg.bf16 or cfg.fp16):
+        reasons["keep_lora_input_dtype"] = "no mixed precision: nothing is cast"
+    else:
+        updates["keep_lora_input_dtype"] = True
     if cfg.provider != "huggingface":
         reasons["liger_kernel"] = "Unsloth uses its own fused kernels"
     elif gpu_gib is None:
@@ -168,6 +178,9 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
                                   if per_row else f"as set ({reasons['attention']})"),
                  BATCH_DECISION + reasons["batch"],
                  f"Liger kernels: {state('liger_kernel')}",
+                 "LoRA inputs: " + ("kept in the model's dtype (no cast to the adapter's "
+                                    "float32 and back)" if updates.get("keep_lora_input_dtype")
+                                    else f"as set ({reasons['keep_lora_input_dtype']})"),
                  "cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
                                              "not used (no GPU)")]
     return {"updates": updates, "cudnn_attention": False, "reasons": reasons,

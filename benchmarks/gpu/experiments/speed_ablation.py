@@ -8,9 +8,9 @@ technique runs in its own process on the same rows (`train_gpu.py --techniques`)
 moves into trainers/, one that does not stays here with its measured row.
 
   none              speed mode as shipped
-  lora_bf16_inputs  PEFT casts each LoRA layer's input to the adapter's float32 (and autocast
-                    casts it back for the bf16 matmul): four activation-sized copies per LoRA
-                    layer and micro-batch. Keep the input in bf16.
+  lora_input_cast   PEFT's cast of each LoRA layer's input to the adapter's float32 back on
+                    (autocast casts it back for the bf16 matmul): speed mode before
+                    keep_lora_input_dtype
   lora_addmm        the LoRA branch added in the up-projection's GEMM (addmm, alpha=scaling):
                     no separate `* scaling` and `+` over the projection's output
   fp8_tensorwise    torchao float8 training (Float8Linear, tensorwise scales) on the frozen base
@@ -39,11 +39,11 @@ def lora_layers(model):
     return [m for m in model.modules() if isinstance(m, LoraLinear)]
 
 
-def lora_bf16_inputs(model) -> str:
+def lora_input_cast(model) -> str:
     layers = lora_layers(model)
     for layer in layers:
-        layer.cast_input_dtype_enabled = False
-    return f"{len(layers)} LoRA layers keep their input's dtype"
+        layer.cast_input_dtype_enabled = True
+    return f"{len(layers)} LoRA layers cast their input to the adapter's dtype"
 
 
 def lora_addmm(model) -> str:
@@ -150,7 +150,7 @@ def fp8_frozen(model) -> str:
     return f"{swapped} base projections -> FP8 (torch._scaled_mm, weights cast once, no weight grad)"
 
 
-TECHNIQUES = {f.__name__: f for f in (lora_bf16_inputs, lora_addmm, fp8_tensorwise,
+TECHNIQUES = {f.__name__: f for f in (lora_input_cast, lora_addmm, fp8_tensorwise,
                                       fp8_rowwise, fp8_frozen)}
 
 
