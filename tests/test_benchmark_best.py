@@ -37,3 +37,9 @@ def test_checkpointing_goes_off_only_where_the_estimate_says_it_fits():
     assert no_gpu["liger_kernel"] is False and "no GPU" in no_gpu["liger_kernel_reason"]
     if importlib.util.find_spec("liger_kernel") is None:
         assert "pip install liger-kernel" in hf["liger_kernel_reason"]
+    # the spec trains in bf16: Hugging Face's 16-bit LoRA layers are fused, as in speed mode
+    assert hf["fused_lora"] is True and us["fused_lora"] is False
+    assert "Unsloth" in us["fused_lora_reason"]
+    qlora = decide(build_spec({**spec.model_dump(), "modes": ["qlora4"]}), "llama-3.1-8b",
+                   "huggingface", "qlora4", gpu_gib=120)
+    assert qlora["fused_lora"] is False and "4-bit" in qlora["fused_lora_reason"]

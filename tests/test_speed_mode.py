@@ -48,7 +48,7 @@ def test_without_a_gpu_only_the_batches_attention_and_lora_inputs_change():
     cfg = build_config(EIGHT_B)
     plan = speed.decide(cfg, gpu_gib=None)
     assert plan["updates"] == {"padding_free": True, "attention": "sdpa_per_row",
-                               "keep_lora_input_dtype": True}
+                               "fused_lora": True}
     text = " ".join(plan["decisions"])
     assert "no GPU found: batch and gradient checkpointing kept" in text
     assert "Liger kernels: off (no GPU" in text
@@ -101,48 +101,81 @@ def test_liger_kernel_rules():
     assert [p["field"] for p in gpu_only_problems(cfg, ["cpu"])] == ["liger_kernel"]
 
 
-def test_lora_inputs_stay_in_the_model_dtype_for_hugging_face_mixed_precision():
+def test_lora_layers_are_fused_for_hugging_face_16_bit_mixed_precision():
     plan = speed.decide(build_config(EIGHT_B), gpu_gib=80)
-    assert plan["updates"]["keep_lora_input_dtype"] is True
-    assert "LoRA inputs: kept in the model's dtype" in " ".join(plan["decisions"])
+    assert plan["updates"]["fused_lora"] is True
+    assert any(d.startswith("LoRA layers fused") and d.endswith(": on")
+               for d in plan["decisions"])
     unsloth = speed.decide(build_config({**EIGHT_B, "provider": "unsloth"}), gpu_gib=80)
-    assert "keep_lora_input_dtype" not in unsloth["updates"]
-    assert "LoRA inputs: as set (Unsloth runs its own LoRA kernels)" in unsloth["decisions"]
-    fp32 = speed.decide(build_config({**EIGHT_B, "bf16": False}), gpu_gib=None)
-    assert "keep_lora_input_dtype" not in fp32["updates"]
-    with pytest.raises(Exception, match="keep_lora_input_dtype.*huggingface provider"):
-        build_config({"model_name": "m", "dataset": "d", "provider": "unsloth",
-                      "keep_lora_input_dtype": True})
+    assert "fused_lora" not in unsloth["updates"]
+    assert any(d.endswith(": off (Unsloth runs its own LoRA kernels)")
+               for d in unsloth["decisions"])
+    as_set = speed.decide(build_config({**EIGHT_B, "bf16": False, "fused_lora": True}), 80)
+    assert any(d.startswith("LoRA layers fused") and d.endswith(": on (as set)")
+               for d in as_set["decisions"])
+    for other in ({"bf16": False}, {"use_4bit": True, "strategy": "qlora"}):
+        assert "fused_lora" not in speed.decide(build_config({**EIGHT_B, **other}),
+                                                gpu_gib=80)["updates"]
+    for wrong, fix in (({"provider": "unsloth"}, "huggingface provider"),
+                       ({"use_4bit": True}, "use_4bit is on")):
+        with pytest.raises(Exception, match=f"fused_lora.*{fix}"):
+            build_config({"model_name": "m", "dataset": "d", "fused_lora": True, **wrong})
 
 
-def test_a_lora_layer_without_the_input_cast_computes_the_same_numbers():
-    """PEFT keeps a bf16 model's adapter in float32 and casts each LoRA layer's input to it;
-    under bf16 autocast the matmul casts it back. Without the cast, the output and every
-    gradient (input, adapter) are the same bit for bit."""
+def _lora_step(dtype, autocast: bool, fused: bool, **lora):
+    """One forward and backward of a 64->96 LoRA linear layer: [output, input grad, adapter
+    grads]. PEFT keeps a bf16 model's adapter in float32, as in a training run."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from trainers.train.providers.huggingface import keep_lora_input_dtype
+    from trainers.train.fused_lora import fuse_lora_layers
 
-    def forward_backward(keep: bool):
-        torch.manual_seed(0)
-        base = torch.nn.Sequential(torch.nn.Linear(64, 96, bias=False)).to(torch.bfloat16)
-        model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["0"],
-                                                init_lora_weights=False))
-        adapter = [p for p in model.parameters() if p.requires_grad]
-        assert {p.dtype for p in adapter} == {torch.float32}
-        if keep:
-            assert keep_lora_input_dtype(model) == 1
-        x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
-        x.requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x)
-        out.float().square().mean().backward()
-        return [out, x.grad] + [p.grad for p in adapter]
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(64, 96, bias=False)).to(dtype)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["0"],
+                                            init_lora_weights=False, **lora))
+    if fused:
+        assert fuse_lora_layers(model) == 1
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+    x.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(x)
+    out.float().square().mean().backward()
+    return [out, x.grad] + [p.grad for p in model.parameters() if p.requires_grad]
 
-    cast, kept = forward_backward(False), forward_backward(True)
-    assert all(torch.equal(a, b) for a, b in zip(cast, kept))
-    assert cast[0].dtype == torch.bfloat16 and cast[1].abs().sum() > 0
+
+def test_a_fused_lora_layer_computes_what_peft_computes():
+    """Under bf16 autocast (how a bf16 run trains) the fused layer's output and gradients match
+    PEFT's to bf16 rounding; in float32 to float rounding. A bf16 input without autocast falls
+    back to PEFT's own forward (it casts): the same bits."""
+    import torch
+
+    def close(a, b, tolerance):  # relative to the tensor's largest value
+        return (a.float() - b.float()).abs().max() <= tolerance * a.float().abs().max()
+
+    for dtype, autocast, tolerance in ((torch.bfloat16, True, 1e-2), (torch.float32, False, 1e-6)):
+        peft_out, fused_out = (_lora_step(dtype, autocast, fused) for fused in (False, True))
+        assert fused_out[0].dtype == peft_out[0].dtype == dtype
+        assert all(close(a, b, tolerance) for a, b in zip(peft_out, fused_out))
+        assert peft_out[1].abs().sum() > 0
+    bare = [_lora_step(torch.bfloat16, False, fused) for fused in (False, True)]
+    assert all(torch.equal(a, b) for a, b in zip(*bare))
+    dropout = [_lora_step(torch.float32, False, fused, lora_dropout=0.3) for fused in (0, 1)]
+    assert all(close(a, b, 1e-6) for a, b in zip(*dropout))
+
+
+def test_the_plain_script_fuses_lora_layers_as_the_engine_does(monkeypatch):
+    """The benchmark's plain script (bare libraries only) carries its own copy of the fused
+    forward for "each at its best": the same numbers as the engine's, bit for bit."""
+    import torch
+
+    from trainers.benchmark import plain_script
+    from trainers.train import fused_lora
+
+    engine = _lora_step(torch.bfloat16, True, True)
+    monkeypatch.setattr(fused_lora, "fused_forward", plain_script.fused_lora_forward)
+    plain = _lora_step(torch.bfloat16, True, True)
+    assert all(torch.equal(a, b) for a, b in zip(engine, plain))
 
 
 @pytest.mark.slow

@@ -171,12 +171,13 @@ class TrainConfig(TextFields):
         False, "optimisation",
         "huggingface: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear "
         "cross-entropy); needs a CUDA GPU and `pip install liger-kernel`.")
-    keep_lora_input_dtype: bool = _field(
+    fused_lora: bool = _field(
         False, "optimisation",
-        "huggingface: keep each LoRA layer's input in the model's dtype. PEFT casts it to the "
-        "adapter's float32, and under bf16/fp16 mixed precision the LoRA matmul casts it back: "
-        "the same numbers, with four activation-sized copies per LoRA layer and micro-batch "
-        "(forward and backward). speed_mode turns it on.")
+        "huggingface, 16-bit LoRA: a leaner LoRA layer forward under bf16/fp16 mixed precision: "
+        "the input stays in the model's dtype (PEFT copies it to the adapter's float32 and autocast "
+        "copies it back) and the LoRA branch is added inside its up-projection's GEMM, not by a "
+        "separate multiply and add. The same sum, rounded once; Llama-3.1-8B on an H100: +17% "
+        "tokens/s. speed_mode turns it on (trainers/train/fused_lora.py).")
     attention: Literal["sdpa", "sdpa_per_row"] = _field(
         "sdpa", "optimisation",
         "huggingface: how attention runs. sdpa: PyTorch's scaled_dot_product_attention over "
@@ -377,10 +378,14 @@ def config_problems(cfg: TrainConfig) -> list[dict]:
         problems.append(_problem(
             "liger_kernel", "applies to the huggingface provider (Unsloth has its own fused "
                             "kernels): set it to false"))
-    if cfg.keep_lora_input_dtype and cfg.provider != "huggingface":
+    if cfg.fused_lora and cfg.provider != "huggingface":
         problems.append(_problem(
-            "keep_lora_input_dtype", "applies to the huggingface provider (Unsloth runs its own "
-                                     "LoRA kernels): set it to false"))
+            "fused_lora", "applies to the huggingface provider (Unsloth runs its own LoRA "
+                          "kernels): set it to false"))
+    if cfg.fused_lora and cfg.use_4bit:
+        problems.append(_problem(
+            "fused_lora", "fuses 16-bit LoRA layers, and use_4bit is on (PEFT's bitsandbytes "
+                          "LoRA layers keep their own forward): set fused_lora to false"))
     if cfg.provider == "unsloth" and cfg.max_seq_length == -1:
         problems.append(_problem(
             "max_seq_length", "max_seq_length cannot be -1 with the unsloth provider: "

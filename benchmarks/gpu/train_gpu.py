@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma-separated; a huggingface variant may add speed_ablation.py's "
-                             "techniques: huggingface-lora16+lora_addmm+fp8_frozen")
+                             "techniques: huggingface-lora16+peft_lora+fp8_frozen")
     parser.add_argument("--processes", default="1",
                         help="comma-separated process (GPU) counts to run each variant with")
     parser.add_argument("--out", required=True)

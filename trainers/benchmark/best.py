@@ -10,7 +10,9 @@ spec's batch kept (one batch per measured step):
 - per-row attention for Hugging Face (`attention: sdpa_per_row`; Unsloth keeps rows apart
   itself);
 - Liger kernels for Hugging Face (TRL's use_liger_kernel) where liger-kernel is installed and
-  there is a GPU; Unsloth has its own fused kernels.
+  there is a GPU; Unsloth has its own fused kernels;
+- fused LoRA layers for Hugging Face's 16-bit LoRA (trainers/train/fused_lora.py; the plain
+  script carries the same forward).
 cuDNN's attention is the spec's cudnn_attention for every run, not decided here.
 Each decision is recorded with its reason, in prepared.json and in every run's result.
 """
@@ -32,6 +34,8 @@ def decide(spec, model_dir: str, provider: str, mode: str, gpu_gib: float | None
             "gradient_checkpointing_reason": why["batch"],
             "liger_kernel": bool(updates.get("liger_kernel")),
             "liger_kernel_reason": why["liger_kernel"],
+            "fused_lora": bool(updates.get("fused_lora")),
+            "fused_lora_reason": why["fused_lora"],
             "attention": updates.get("attention", "sdpa"), "attention_reason": why["attention"]}
 
 

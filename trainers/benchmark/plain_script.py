@@ -144,7 +144,39 @@ def load_huggingface(settings: dict):
     config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                         target_modules=targets(settings, model), bias="none",
                         task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if settings.get("fused_lora"):
+        fuse_lora_layers(model)
+    return model
+
+
+def fused_lora_forward(self, x, *args, **kwargs):
+    """PEFT's LoRA linear forward for one plain adapter under autocast, leaner: the input stays
+    in the model's dtype (PEFT casts it to the adapter's float32, autocast casts it back) and
+    the branch is added inside the up-projection's GEMM (the engine's `fused_lora`,
+    trainers/train/fused_lora.py). Anything else goes to PEFT's own forward."""
+    import torch
+
+    name = self.active_adapters[0] if len(self.active_adapters) == 1 else None
+    plain = (name is not None and not args and not kwargs and not self.disable_adapters
+             and not self.merged and name in self.lora_A and name not in self.lora_variant)
+    if not plain or (x.dtype != self.lora_A[name].weight.dtype
+                     and not torch.is_autocast_enabled(x.device.type)):
+        return type(self).forward(self, x, *args, **kwargs)
+    result = self.base_layer(x)
+    down = self.lora_A[name](self.lora_dropout[name](x))
+    out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]),
+                      self.lora_B[name].weight.t(), alpha=self.scaling[name])
+    return out.reshape(result.shape).to(result.dtype)
+
+
+def fuse_lora_layers(model) -> None:
+    import types
+
+    from peft.tuners.lora import Linear
+
+    for layer in (m for m in model.modules() if isinstance(m, Linear)):
+        layer.forward = types.MethodType(fused_lora_forward, layer)
 
 
 def load_unsloth(settings: dict):

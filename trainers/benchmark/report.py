@@ -549,7 +549,9 @@ def own_code_lines(spec: dict) -> list[str]:
                      "for Hugging Face an attention that runs SDPA once per packed row instead "
                      "of over one mask for the whole batch (registered with transformers' "
                      "`AttentionInterface`: `per_row_attention` in the generated "
-                     "`plain/plain_script.py`); in ModelForge `speed_mode: true` decides these "
+                     "`plain/plain_script.py`) and, for its 16-bit LoRA, LoRA layers that keep "
+                     "their input in bf16 and add their branch inside the up-projection's GEMM "
+                     "(`fused_lora_forward` there); in ModelForge `speed_mode: true` decides these "
                      "for your GPU.")
     return lines
 
@@ -563,11 +565,13 @@ def best_lines(summary: dict) -> list[str]:
     for key, d in best.items():
         attention = (f"; attention {d['attention']} ({d['attention_reason']})"
                      if "attention" in d else "")  # results from before it was decided
+        fused = (f"; fused LoRA layers {'on' if d['fused_lora'] else 'off'} "
+                 f"({d['fused_lora_reason']})" if "fused_lora" in d else "")
         lines.append(f"- {key}: padding-free; gradient checkpointing "
                      f"{'on' if d['gradient_checkpointing'] else 'off'} "
                      f"({d['gradient_checkpointing_reason']}); Liger kernels "
                      f"{'on' if d['liger_kernel'] else 'off'} ({d['liger_kernel_reason']})"
-                     f"{attention}")
+                     f"{attention}{fused}")
     return lines + [""]
 
 

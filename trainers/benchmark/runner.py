@@ -327,6 +327,7 @@ def _provider_overrides(spec: BenchmarkSpec, best: dict) -> dict:
     overrides = {key.rsplit("-", 1)[0]: {
         "gradient_checkpointing": d["gradient_checkpointing"],
         "attention": d.get("attention", spec.attention),
+        "fused_lora": bool(d.get("fused_lora")),
         "sft_config": {"gradient_checkpointing": d["gradient_checkpointing"],
                        **({"use_liger_kernel": True} if d["liger_kernel"] else {})}}
         for key, d in best.items()}

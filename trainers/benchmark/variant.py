@@ -50,7 +50,8 @@ def step_lengths(rows: list[dict], batch_size: int) -> list[list[int]]:
 def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
                  best: dict | None = None) -> TrainConfig:
     """The training config every variant of this spec shares, but for provider and mode (and,
-    for padding "best", the runner's per-provider decisions: checkpointing, attention, Liger)."""
+    for padding "best", the runner's per-provider decisions: checkpointing, attention, Liger,
+    fused LoRA layers)."""
     checkpointing = best["gradient_checkpointing"] if best else spec.gradient_checkpointing
     # the spec's attention and Liger are for Hugging Face (Unsloth has its own); padding_free is
     # what sft_arguments sets, stated here too because per-row attention requires it
@@ -59,6 +60,7 @@ def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
     return TrainConfig(
         attention=attention if huggingface else "sdpa",
         liger_kernel=huggingface and (best["liger_kernel"] if best else spec.liger_kernel),
+        fused_lora=huggingface and bool(best and best.get("fused_lora")),
         padding_free=huggingface and spec.padding in PADDING_FREE,
         provider=provider, model_name=model_dir, max_seq_length=spec.max_seq_length,
         strategy="qlora" if mode == "qlora4" else "sft", use_4bit=mode == "qlora4",

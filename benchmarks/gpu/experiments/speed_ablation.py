@@ -8,13 +8,12 @@ technique runs in its own process on the same rows (`train_gpu.py --techniques`)
 moves into trainers/, one that does not stays here with its measured row.
 
   none              speed mode as shipped
-  lora_input_cast   PEFT's cast of each LoRA layer's input to the adapter's float32 back on
-                    (autocast casts it back for the bf16 matmul): speed mode before
-                    keep_lora_input_dtype
-  lora_addmm        the LoRA branch added in the up-projection's GEMM (addmm, alpha=scaling):
-                    no separate `* scaling` and `+` over the projection's output
-  fp8_tensorwise    torchao float8 training (Float8Linear, tensorwise scales) on the frozen base
-                    projections; it still computes their weight gradient
+  peft_lora         PEFT's own LoRA forward, its input cast to the adapter's float32 (speed mode
+                    before fused_lora)
+  peft_lora_bf16_inputs  PEFT's own forward without that cast (fused_lora's first half)
+  fp8_tensorwise    torchao float8 training (Float8Linear, tensorwise scales, inner dimensions
+                    padded to 16 for padding-free token counts) on the frozen base projections;
+                    it still computes their weight gradient
   fp8_rowwise       the same, rowwise scales
   fp8_frozen        base projections through torch._scaled_mm (cuBLAS FP8) with torchao-style
                     tensorwise scales: the frozen weight cast once, no weight gradient
@@ -23,6 +22,7 @@ PROFILE_STEP=N (environment): torch.profiler over step N, its tables in RUN_DIR/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -39,32 +39,18 @@ def lora_layers(model):
     return [m for m in model.modules() if isinstance(m, LoraLinear)]
 
 
-def lora_input_cast(model) -> str:
+def peft_lora(model, cast: bool = True) -> str:
+    from trainers.train.fused_lora import unfuse_lora_layers
+
+    unfused = unfuse_lora_layers(model)
     layers = lora_layers(model)
     for layer in layers:
-        layer.cast_input_dtype_enabled = True
-    return f"{len(layers)} LoRA layers cast their input to the adapter's dtype"
+        layer.cast_input_dtype_enabled = cast
+    return f"{unfused} fused LoRA layers back to PEFT's forward, input cast {cast}"
 
 
-def lora_addmm(model) -> str:
-    import torch
-
-    def forward(self, x, *args, **kwargs):
-        if self.disable_adapters or self.merged or len(self.active_adapters) != 1 or kwargs:
-            return type(self).forward(self, x, *args, **kwargs)
-        name = self.active_adapters[0]
-        result = self.base_layer(x, *args)
-        if self.cast_input_dtype_enabled:
-            x = x.to(self.lora_A[name].weight.dtype)
-        down = self.lora_A[name](self.lora_dropout[name](x))
-        out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]),
-                          self.lora_B[name].weight.t(), alpha=self.scaling[name])
-        return out.reshape(result.shape).to(result.dtype)
-
-    layers = lora_layers(model)
-    for layer in layers:
-        layer.forward = forward.__get__(layer)
-    return f"{len(layers)} LoRA layers add their branch in the up-projection's GEMM"
+def peft_lora_bf16_inputs(model) -> str:
+    return peft_lora(model, cast=False)
 
 
 def _base_projections(model) -> list[tuple[str, object]]:
@@ -77,8 +63,10 @@ def _torchao_fp8(model, recipe: str) -> str:
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
     names = {n for n, _ in _base_projections(model)}
-    convert_to_float8_training(model, config=Float8LinearConfig.from_recipe_name(recipe),
-                               module_filter_fn=lambda _m, fqn: fqn in names)
+    config = Float8LinearConfig.from_recipe_name(recipe)
+    # padding-free micro-batches hold any number of tokens; the FP8 GEMMs want multiples of 16
+    config = dataclasses.replace(config, pad_inner_dim=True)
+    convert_to_float8_training(model, config=config, module_filter_fn=lambda _m, fqn: fqn in names)
     return f"{len(names)} base projections -> torchao Float8Linear ({recipe})"
 
 
@@ -150,7 +138,7 @@ def fp8_frozen(model) -> str:
     return f"{swapped} base projections -> FP8 (torch._scaled_mm, weights cast once, no weight grad)"
 
 
-TECHNIQUES = {f.__name__: f for f in (lora_input_cast, lora_addmm, fp8_tensorwise,
+TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, fp8_tensorwise,
                                       fp8_rowwise, fp8_frozen)}
 
 

@@ -49,8 +49,10 @@ class HuggingFaceProvider(Provider):
 
         set_seed(cfg.seed)  # the adapter's random init follows the run's seed (unsloth's too)
         model = get_peft_model(model, lora)
-        if cfg.keep_lora_input_dtype:
-            keep_lora_input_dtype(model)
+        if cfg.fused_lora:
+            from trainers.train.fused_lora import fuse_lora_layers
+
+            fuse_lora_layers(model)
         trainable, total = model.get_nb_trainable_parameters()
         self.info.update({
             "architecture": model_config.architectures[0] if model_config.architectures else
@@ -70,15 +72,3 @@ class HuggingFaceProvider(Provider):
 
         return {"trl_lm_head": TORCH_LM_HEAD} if use_torch_lm_head_without_gpu() else {}
 
-
-def keep_lora_input_dtype(model) -> int:
-    """Turn off PEFT's cast of each LoRA layer's input to the adapter's dtype; returns how many
-    layers. Under mixed precision autocast runs the LoRA matmul in half precision whatever the
-    input's dtype, so only the copies go (tests/test_speed_mode.py checks the numbers match)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)
-              and hasattr(m, "cast_input_dtype_enabled")]
-    for layer in layers:
-        layer.cast_input_dtype_enabled = False
-    return len(layers)
