@@ -204,6 +204,27 @@ def test_a_speed_mode_run_says_what_it_decided(tmp_path, demo_model):
 
 
 @pytest.mark.slow
+def test_a_bf16_run_with_fused_lora_layers_trains_what_peft_trains(tmp_path, demo_model):
+    """bf16 on the CPU (autocast, as on a GPU): the worker's fused LoRA layers and PEFT's own,
+    side by side on the same rows and seed, lose the same to bf16 rounding."""
+    from tests.worker_runs import train_side_by_side
+
+    config = {"model_name": str(demo_model), "dataset": str(SAMPLE_SFT), "max_seq_length": 256,
+              "max_steps": 12, "per_device_train_batch_size": 4, "bf16": True,
+              "learning_rate": 2e-3}
+    done = train_side_by_side({str(fused): (tmp_path / str(fused),
+                                            {**config, "fused_lora": fused})
+                               for fused in (True, False)})
+    losses = {}
+    for fused, (record, events) in done.items():
+        assert record["status"] == "succeeded", events[-1]
+        losses[fused] = [e["loss"] for e in events if e["type"] == "progress"]
+    assert len(losses["True"]) == 12
+    assert losses["True"][0] == pytest.approx(losses["False"][0], rel=1e-3)
+    assert losses["True"] == pytest.approx(losses["False"], rel=2e-2)
+
+
+@pytest.mark.slow
 def test_cli_speed_mode_run_with_a_relative_data_dir(tmp_path, demo_model):
     """`modelforge train CONFIG --set speed_mode=true --data-dir ./data`, as a user types it in
     their own folder: the worker runs in its run folder, so the data dir must not stay

@@ -76,15 +76,12 @@ def train_config(spec: BenchmarkSpec, model_dir: str, provider: str, mode: str,
 def sft_arguments(spec: BenchmarkSpec, cfg: TrainConfig, output_dir: str,
                   best: dict | None = None) -> dict:
     """SFTConfig keyword arguments: the worker's, plus sequential order and the padding choice."""
-    import torch
-
     from trainers.train.strategies.common import common_training_args
 
     args = common_training_args(cfg, output_dir, has_eval=False)
     args.update(max_length=spec.max_seq_length, packing=False, dataset_num_proc=None,
                 completion_only_loss=spec.completion_only_loss,
-                train_sampling_strategy="sequential", save_strategy="no",
-                use_cpu=not torch.cuda.is_available())  # what Unsloth's CPU backend sets too
+                train_sampling_strategy="sequential", save_strategy="no")
     if spec.padding == "padded":
         args["padding_free"] = False
     elif spec.padding in PADDING_FREE:

@@ -7,6 +7,8 @@ from trainers.config import TrainConfig
 
 def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> dict:
     """Keyword arguments valid for SFTConfig, DPOConfig, RewardConfig and GRPOConfig."""
+    import torch
+
     save = cfg.save_steps > 0
     return dict(
         output_dir=output_dir,
@@ -23,6 +25,9 @@ def common_training_args(cfg: TrainConfig, output_dir: str, has_eval: bool) -> d
         optim=cfg.optim,
         bf16=cfg.bf16,
         fp16=cfg.fp16,
+        # without a GPU transformers refuses bf16 unless told the run is on the CPU, where it
+        # trains under CPU autocast (Unsloth's CPU backend sets this too)
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         use_liger_kernel=cfg.liger_kernel,
