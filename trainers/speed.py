@@ -14,7 +14,7 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   +42% tokens/s, 4 GiB less; Unsloth keeps rows apart itself);
 - Hugging Face's LoRA layers fused under mixed precision (`fused_lora`,
   trainers/train/fused_lora.py): no float32 round trip of their input, the LoRA branch added in
-  its up-projection's GEMM (8B on an H100: +17% tokens/s);
+  its up-projection's GEMM (measured in docs/benchmarking.md);
 - Liger's fused kernels for Hugging Face where liger-kernel is installed and there is a GPU
   (Unsloth has its own);
 - cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
