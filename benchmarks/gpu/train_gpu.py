@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_summary import WARMUP_STEPS, environment, summarize_run  # noqa: E402
 
 from trainers.config import build_config  # noqa: E402
-from trainers.runs.process import child_env, create_run_dir, launch  # noqa: E402
+from trainers.runs.process import LOG_FILE, child_env, create_run_dir, launch  # noqa: E402
 
 ABLATION = Path(__file__).resolve().parent / "experiments" / "speed_ablation.py"
 
@@ -60,7 +60,7 @@ def start(run_dir: Path, technique: str):
     worker through speed_ablation.py."""
     if technique == "none" and not os.environ.get("PROFILE_STEP"):
         return launch(run_dir)
-    with open(run_dir / "train.log", "ab") as log:
+    with open(run_dir / LOG_FILE, "ab") as log:
         return subprocess.Popen([sys.executable, str(ABLATION), technique, str(run_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(run_dir),
                                 env=child_env({"PYTHONUNBUFFERED": "1",
@@ -84,6 +84,8 @@ def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path,
     proc.wait()
     wall = time.time() - t0
     result = summarize(name, run_dir, proc.returncode, wall)
+    if proc.returncode:  # the traceback, beside the results
+        shutil.copy(run_dir / LOG_FILE, Path(args.out) / f"{name}.train.log")
     for profile in run_dir.glob("profile-step*.txt"):
         shutil.copy(profile, Path(args.out) / f"{name}.{profile.name}")
     applied = run_dir / "technique.json"
@@ -145,6 +147,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mf-gpu-{int(time.time())}"
     model = build_model(args.family, work / "model", args.tiny)
+    try:
+        results = run_all(args, model, work, out)
+    finally:  # an 8B shape is 16 GB: a few calls' copies fill the GPU machine's disk
+        shutil.rmtree(work / "model", ignore_errors=True)
+    print(markdown(results, args))
+
+
+def run_all(args, model: Path, work: Path, out: Path) -> list[dict]:
     results = []
     for variant in args.variants.split(","):
         name, _, technique = variant.partition("+")
@@ -157,7 +167,7 @@ def main() -> None:
                                        technique or "none"))
             print(json.dumps(results[-1])[:600], flush=True)
             write_report(results, args, out)
-    print(markdown(results, args))
+    return results
 
 
 def write_report(results: list[dict], args, out: Path) -> None:
