@@ -167,7 +167,7 @@ def fused_lora_forward(self, x, *args, **kwargs):
     down = self.lora_A[name](self.lora_dropout[name](x))
     out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]),
                       self.lora_B[name].weight.t(), alpha=self.scaling[name])
-    return out.reshape(result.shape).to(result.dtype)
+    return out.reshape(result.shape)
 
 
 def fuse_lora_layers(model) -> None:

@@ -32,7 +32,7 @@ def fused_forward(self, x, *args, **kwargs):
     down = lora_a(self.lora_dropout[name](x))
     out = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]),
                       self.lora_B[name].weight.t(), alpha=self.scaling[name])
-    return out.reshape(result.shape).to(result.dtype)
+    return out.reshape(result.shape)  # autocast's dtype, or the model's: result's
 
 
 def fuse_lora_layers(model) -> int:
@@ -44,11 +44,3 @@ def fuse_lora_layers(model) -> int:
         layer.forward = types.MethodType(fused_forward, layer)
     return len(layers)
 
-
-def unfuse_lora_layers(model) -> int:
-    """PEFT's own forward back (the ablation's baseline); returns how many layers."""
-    layers = [m for m in model.modules() if "forward" in vars(m)
-              and getattr(m.forward, "__func__", None) is fused_forward]
-    for layer in layers:
-        del layer.forward
-    return len(layers)

@@ -40,13 +40,17 @@ def lora_layers(model):
 
 
 def peft_lora(model, cast: bool = True) -> str:
-    from trainers.train.fused_lora import unfuse_lora_layers
+    """PEFT's own forward back on the layers fuse_lora_layers gave the fused one."""
+    from trainers.train.fused_lora import fused_forward
 
-    unfused = unfuse_lora_layers(model)
     layers = lora_layers(model)
+    fused = [m for m in layers if getattr(vars(m).get("forward"), "__func__", None)
+             is fused_forward]
+    for layer in fused:
+        del layer.forward
     for layer in layers:
         layer.cast_input_dtype_enabled = cast
-    return f"{unfused} fused LoRA layers back to PEFT's forward, input cast {cast}"
+    return f"{len(fused)} fused LoRA layers back to PEFT's forward, input cast {cast}"
 
 
 def peft_lora_bf16_inputs(model) -> str:

@@ -71,4 +71,3 @@ class HuggingFaceProvider(Provider):
         from trainers.train.trl_cpu import use_torch_lm_head_without_gpu
 
         return {"trl_lm_head": TORCH_LM_HEAD} if use_torch_lm_head_without_gpu() else {}
-
