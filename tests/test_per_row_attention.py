@@ -223,3 +223,50 @@ def test_a_sliding_window_counts_only_where_a_row_is_longer_than_it():
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="longer than the window of 4 tokens.*max_seq_length"):
         logits(tiny_mistral(window=4), attention.ATTENTION, input_ids, positions)
+
+
+def reference_varlen(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None,
+                     window_size=(-1, -1), enable_gqa=False):
+    """torch's varlen_attn contract in plain SDPA, for the CPU, where its flash kernel does not
+    run: (tokens, heads, dim) rows cut at cu_seq, causal for window_size (-1, 0)."""
+    import torch.nn.functional as F
+
+    assert window_size == (-1, 0) and cu_seq_q is cu_seq_k
+    ends = cu_seq_q.tolist()
+    assert max_q == max(b - a for a, b in zip(ends, ends[1:]))
+    rows = [F.scaled_dot_product_attention(
+        query[a:b].transpose(0, 1), key[a:b].transpose(0, 1), value[a:b].transpose(0, 1),
+        is_causal=True, scale=scale, enable_gqa=True).transpose(0, 1)
+        for a, b in zip(ends, ends[1:])]
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("items", [1, 2])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_one_varlen_call_lays_out_rows_as_the_loop_does(items, kv_heads):
+    """The GPU path's layout: every batch item's rows end to end for one varlen call (the
+    engine's and the plain script's), the result back in the loop's shape and values. The
+    flash kernel itself runs only on a GPU; the GPU results compare its losses with the loop's."""
+    from trainers.benchmark import plain_script
+
+    module = tiny_llama(kv_heads=kv_heads).model.layers[0].self_attn
+    positions = packed_position_ids().expand(items, -1)
+    tokens = positions.shape[1]
+    torch.manual_seed(1)
+    query = torch.randn(items, 4, tokens, 8)
+    key, value = torch.randn(2, items, kv_heads, tokens, 8)
+    expected, _ = attention.per_row_attention(module, query, key, value, None, scaling=0.3,
+                                              position_ids=positions)
+    bounds = attention.row_bounds(positions, items)
+    assert attention.cumulative_lengths(bounds, tokens) == (
+        [0, 5, 8, 12, 17, 20, 24][:1 + 3 * items], 5)
+    got = attention._one_varlen_call(reference_varlen, query, key, value, bounds, 0.3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    starts = plain_script.row_starts(positions, items)
+    got = plain_script.one_varlen_call(reference_varlen, query, key, value, starts, 0.3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_with_a_gap_are_refused_by_the_varlen_layout():
+    with pytest.raises(ValueError, match="without gaps"):
+        attention.cumulative_lengths([[(0, 5), (5, 10)]], 12)

@@ -84,8 +84,8 @@ def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path,
     proc.wait()
     wall = time.time() - t0
     result = summarize(name, run_dir, proc.returncode, wall)
-    if proc.returncode:  # the traceback, beside the results
-        shutil.copy(run_dir / LOG_FILE, Path(args.out) / f"{name}.train.log")
+    # the log says which kernels ran (and a failed run's traceback)
+    shutil.copy(run_dir / LOG_FILE, Path(args.out) / f"{name}.train.log")
     for profile in run_dir.glob("profile-step*.txt"):
         shutil.copy(profile, Path(args.out) / f"{name}.{profile.name}")
     applied = run_dir / "technique.json"

@@ -70,6 +70,7 @@ def targets(settings: dict, model) -> list:
 
 PER_ROW = "sdpa_per_row"
 _last_rows = {"ids": None, "version": None, "starts": None}
+_last_cu = {"starts": None, "longest": 0, "cu_seq": None}
 
 
 def row_starts(position_ids, items: int) -> list:
@@ -89,18 +90,52 @@ def per_row_attention(module, query, key, value, attention_mask, dropout=0.0, sc
                       position_ids=None, **kwargs):
     """SDPA on each packed row alone, causal and without a mask, so SDPA can pick its flash
     kernel: the attention of the engine's `attention: sdpa_per_row` (trainers/train/
-    attention.py), for the padding-free batches of training."""
+    attention.py), for the padding-free batches of training. On a GPU with torch's varlen
+    flash attention and bf16/fp16 inputs, all rows in one varlen call instead, as there."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    all_starts = row_starts(position_ids, query.shape[0])
+    if query.is_cuda and not dropout and query.dtype in (torch.bfloat16, torch.float16):
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            varlen_attn = None
+        if varlen_attn is not None:
+            return one_varlen_call(varlen_attn, query, key, value, all_starts, scaling), None
     outputs = []
-    for item, starts in enumerate(row_starts(position_ids, query.shape[0])):
+    for item, starts in enumerate(all_starts):
         rows = zip(starts, starts[1:] + [query.shape[2]])
         outputs.append(torch.cat([sdpa_attention_forward(
             module, query[item:item + 1, :, a:b], key[item:item + 1, :, a:b],
             value[item:item + 1, :, a:b], None, dropout=dropout, scaling=scaling,
             **kwargs)[0] for a, b in rows], dim=1))
     return torch.cat(outputs, dim=0), None
+
+
+def one_varlen_call(varlen_attn, query, key, value, starts, scaling):
+    """All packed rows in one causal varlen flash-attention call (batch item i's tokens laid
+    after item i-1's); returns (batch, tokens, heads, head_dim) as the per-row SDPA loop."""
+    import inspect
+
+    import torch
+
+    items, heads, length, head_dim = query.shape
+    if _last_cu["starts"] is not starts:  # once per forward: a copy to the GPU waits for it
+        ends = [item * length + s for item, item_starts in enumerate(starts)
+                for s in item_starts[1:] + [length]]
+        _last_cu.update(starts=starts, longest=max(b - a for a, b in zip([0] + ends, ends)),
+                        cu_seq=torch.tensor([0] + ends, dtype=torch.int32, device=query.device))
+    cu_seq, longest = _last_cu["cu_seq"], _last_cu["longest"]
+
+    def tokens_first(t):
+        return t.transpose(1, 2).reshape(items * length, t.shape[1], head_dim)
+
+    gqa = {"enable_gqa": True} if key.shape[1] != heads and \
+        "enable_gqa" in inspect.signature(varlen_attn).parameters else {}
+    out = varlen_attn(tokens_first(query), tokens_first(key), tokens_first(value), cu_seq,
+                      cu_seq, longest, longest, scale=scaling, window_size=(-1, 0), **gqa)
+    return out.reshape(items, length, heads, head_dim)
 
 
 def no_mask(batch_size, q_length, kv_length, attention_mask=None, **kwargs):

@@ -8,17 +8,29 @@ attention costs the square of the micro-batch's tokens, not the sum of its rows'
 SDPA call without a mask tensor, so on a GPU SDPA can pick its flash kernel, and the mask
 function registered beside it builds no mask at all.
 
+On a GPU with torch's variable-length flash attention (`torch.nn.attention.varlen`, torch 2.10+)
+and bf16/fp16 inputs, all rows of a micro-batch go through one varlen call per layer instead:
+the same causal attention per row, without a Python loop of SDPA calls whose slices' gradients
+are each a zero-filled copy of the whole query, key and value (the loop's measured cost:
+docs/benchmarking.md). Elsewhere (the CPU, float32) the rows run one SDPA call each.
+
 Registered under ATTENTION with transformers' AttentionInterface and AttentionMaskInterface;
 load the model with attn_implementation=ATTENTION after register().
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 ATTENTION = "sdpa_per_row"
 
 # The position ids the row bounds were last read from, and those bounds: every layer of one
 # forward gets the same tensor, so the host waits for the device once per forward, not per layer.
 _last: dict = {"ids": None, "version": None, "bounds": None}
+# the varlen call's cumulative row lengths for the last bounds, on the device
+_last_cu: dict = {"bounds": None, "device": None, "cu_seq": None, "longest": 0}
+_announced: set = set()
 
 
 def register() -> None:
@@ -87,6 +99,12 @@ def per_row_attention(module, query, key, value, attention_mask, dropout: float 
         raise ValueError(f"attention {ATTENTION} does not implement sliding-window attention "
                          f"(a row is longer than the window of {window} tokens): set attention "
                          "to sdpa for this model, or max_seq_length to the window or less")
+    varlen = _varlen_kernel()
+    if (varlen is not None and query.is_cuda and not dropout
+            and query.dtype in (torch.bfloat16, torch.float16)):
+        _announce("one torch varlen flash-attention call per layer for all rows")
+        return _one_varlen_call(varlen, query, key, value, bounds, scaling), None
+    _announce("one SDPA call per row")
     items = []
     for item, rows in enumerate(bounds):
         parts = [sdpa_attention_forward(
@@ -95,3 +113,62 @@ def per_row_attention(module, query, key, value, attention_mask, dropout: float 
             **kwargs)[0] for start, end in rows]
         items.append(torch.cat(parts, dim=1))
     return torch.cat(items, dim=0), None
+
+
+def _varlen_kernel():
+    """torch's varlen_attn, or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _announce(kernel: str) -> None:
+    """Say once per process which kernel ran, in the run's log."""
+    if kernel not in _announced:
+        _announced.add(kernel)
+        print(f"attention {ATTENTION}: {kernel}", flush=True)
+
+
+def cumulative_lengths(bounds, length: int) -> tuple[list[int], int]:
+    """The rows of every batch item laid end to end (item i's tokens start at i * length):
+    their cumulative ends from 0, as varlen attention takes them, and the longest row."""
+    ends, longest = [0], 0
+    for item, rows in enumerate(bounds):
+        for start, end in rows:
+            if item * length + start != ends[-1]:
+                raise ValueError(f"attention {ATTENTION}: rows must cover the batch without gaps")
+            ends.append(item * length + end)
+            longest = max(longest, end - start)
+        if ends[-1] != (item + 1) * length:
+            raise ValueError(f"attention {ATTENTION}: rows must cover the batch without gaps")
+    return ends, longest
+
+
+@functools.cache
+def _takes_enable_gqa(varlen) -> bool:
+    """torch 2.11's flash kernel takes fewer key/value heads as they are; later versions ask
+    for grouped-query attention by name."""
+    return "enable_gqa" in inspect.signature(varlen).parameters
+
+
+def _one_varlen_call(varlen, query, key, value, bounds, scaling):
+    """All rows in one causal varlen flash-attention call; returns (batch, tokens, heads,
+    head_dim) as the per-row loop does."""
+    import torch
+
+    items, heads, length, head_dim = query.shape
+    if _last_cu["bounds"] is not bounds or _last_cu["device"] != query.device:
+        ends, longest = cumulative_lengths(bounds, length)
+        _last_cu.update(bounds=bounds, device=query.device, longest=longest,
+                        cu_seq=torch.tensor(ends, dtype=torch.int32, device=query.device))
+    cu_seq, longest = _last_cu["cu_seq"], _last_cu["longest"]
+
+    def tokens_first(t):  # (batch, heads, tokens, dim) -> (batch * tokens, heads, dim)
+        return t.transpose(1, 2).reshape(items * length, t.shape[1], head_dim)
+
+    gqa = {"enable_gqa": True} if key.shape[1] != heads and _takes_enable_gqa(varlen) else {}
+    out = varlen(tokens_first(query), tokens_first(key), tokens_first(value), cu_seq, cu_seq,
+                 longest, longest, scale=scaling, window_size=(-1, 0), **gqa)
+    return out.reshape(items, length, heads, head_dim)

@@ -11,6 +11,8 @@ moves into trainers/, one that does not stays here with its measured row.
   peft_lora         PEFT's own LoRA forward, its input cast to the adapter's float32 (speed mode
                     before fused_lora)
   peft_lora_bf16_inputs  PEFT's own forward without that cast (fused_lora's first half)
+  per_row_loop      per-row attention as one SDPA call per row (speed mode before its one
+                    varlen flash-attention call per layer)
   fp8_tensorwise    torchao float8 training (Float8Linear, tensorwise scales, inner dimensions
                     padded to 16 for padding-free token counts) on the frozen base projections;
                     it still computes their weight gradient
@@ -55,6 +57,13 @@ def peft_lora(model, cast: bool = True) -> str:
 
 def peft_lora_bf16_inputs(model) -> str:
     return peft_lora(model, cast=False)
+
+
+def per_row_loop(model) -> str:
+    from trainers.train import attention
+
+    attention._varlen_kernel = lambda: None
+    return "per-row attention: one SDPA call per row, not one varlen call per layer"
 
 
 def _base_projections(model) -> list[tuple[str, object]]:
@@ -142,7 +151,7 @@ def fp8_frozen(model) -> str:
     return f"{swapped} base projections -> FP8 (torch._scaled_mm, weights cast once, no weight grad)"
 
 
-TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, fp8_tensorwise,
+TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop, fp8_tensorwise,
                                       fp8_rowwise, fp8_frozen)}
 
 
