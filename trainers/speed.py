@@ -9,9 +9,10 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   effective batch (per_device_train_batch_size x gradient_accumulation_steps), so what is
   learned does not change; a benchmark keeps its batch (keep_batch);
 - per-row attention for Hugging Face's padding-free batches (`attention: sdpa_per_row`,
-  trainers/train/attention.py): SDPA once per packed row instead of over a mask spanning the
-  whole micro-batch, whose cost and memory grow with the square of its tokens (8B on the H200:
-  +42% tokens/s, 4 GiB less; Unsloth keeps rows apart itself);
+  trainers/train/attention.py): each packed row attends to itself alone (on a GPU in one varlen
+  flash-attention call per layer) instead of through a mask spanning the whole micro-batch,
+  whose cost and memory grow with the square of its tokens (8B on the H200: +42% tokens/s,
+  4 GiB less; Unsloth keeps rows apart itself);
 - Hugging Face's LoRA layers fused under mixed precision (`fused_lora`,
   trainers/train/fused_lora.py): no float32 round trip of their input, the LoRA branch added in
   its up-projection's GEMM (measured in docs/benchmarking.md);
@@ -21,7 +22,7 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
 The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
 them. torch.compile is not switched on: on torch 2.11 with TRL 1.15 it failed with per-row
-attention and compiled for minutes on the masked path
+attention (as a loop of SDPA calls) and compiled for minutes on the masked path
 (benchmarks/results/torch_compile_huggingface/).
 The batch is decided twice in a training run: at start with every row taken as max_seq_length
 long, then again once the rows are tokenized (fit_to_rows), before the model loads. Every
@@ -178,7 +179,7 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
         return "on (as set)" if getattr(cfg, field) else f"off ({reasons[field]})"
 
     decisions = [f"padding-free batches: {state('padding_free')}",
-                 "attention: " + ("sdpa_per_row (SDPA once per packed row, no mask)"
+                 "attention: " + ("sdpa_per_row (each packed row attends to itself alone, no mask)"
                                   if per_row else f"as set ({reasons['attention']})"),
                  BATCH_DECISION + reasons["batch"],
                  f"Liger kernels: {state('liger_kernel')}",
