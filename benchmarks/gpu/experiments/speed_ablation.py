@@ -151,8 +151,8 @@ def fp8_frozen(model) -> str:
     return f"{swapped} base projections -> FP8 (torch._scaled_mm, weights cast once, no weight grad)"
 
 
-TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop, fp8_tensorwise,
-                                      fp8_rowwise, fp8_frozen)}
+TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop,
+                                      fp8_tensorwise, fp8_rowwise, fp8_frozen)}
 
 
 def apply_after_load(names: list[str], run_dir: Path) -> None:
