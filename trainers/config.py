@@ -183,8 +183,9 @@ class TrainConfig(TextFields):
         "huggingface: how attention runs. sdpa: PyTorch's scaled_dot_product_attention over "
         "the batch; with padding_free, transformers keeps the rows apart with a mask over all "
         "the micro-batch's tokens, so attention grows with the square of their total. "
-        "sdpa_per_row: each row attends only to itself, causal and without a mask: on a GPU "
-        "in bf16/fp16 one varlen flash-attention call per layer for all rows, elsewhere SDPA "
+        "sdpa_per_row: each row attends only to itself, causal and without a mask: on an Ampere "
+        "or newer GPU in bf16/fp16 one varlen flash-attention call per layer for all rows, "
+        "elsewhere SDPA "
         "once per row; needs padding_free. Llama-3.1-8B on an H200: +42% tokens/s and 4 GiB "
         "less than sdpa; speed_mode switches it on (trainers/train/attention.py).")
     seed: int = _field(

@@ -90,13 +90,16 @@ def per_row_attention(module, query, key, value, attention_mask, dropout=0.0, sc
                       position_ids=None, **kwargs):
     """SDPA on each packed row alone, causal and without a mask, so SDPA can pick its flash
     kernel: the attention of the engine's `attention: sdpa_per_row` (trainers/train/
-    attention.py), for the padding-free batches of training. On a GPU with torch's varlen
-    flash attention and bf16/fp16 inputs, all rows in one varlen call instead, as there."""
+    attention.py), for the padding-free batches of training. On an Ampere or newer NVIDIA GPU
+    with torch's varlen flash attention and bf16/fp16 inputs, all rows in one varlen call
+    instead, as there."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     all_starts = row_starts(position_ids, query.shape[0])
-    if query.is_cuda and not dropout and query.dtype in (torch.bfloat16, torch.float16):
+    if (query.is_cuda and not dropout and query.dtype in (torch.bfloat16, torch.float16)
+            and torch.version.hip is None
+            and torch.cuda.get_device_capability(query.device) >= (8, 0)):  # flash's GPUs
         try:
             from torch.nn.attention.varlen import varlen_attn
         except ImportError:

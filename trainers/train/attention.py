@@ -8,8 +8,8 @@ attention costs the square of the micro-batch's tokens, not the sum of its rows'
 SDPA call without a mask tensor, so on a GPU SDPA can pick its flash kernel, and the mask
 function registered beside it builds no mask at all.
 
-On a GPU with torch's variable-length flash attention (`torch.nn.attention.varlen`, torch 2.10+)
-and bf16/fp16 inputs, all rows of a micro-batch go through one varlen call per layer instead:
+On an Ampere or newer NVIDIA GPU with torch's variable-length flash attention
+(`torch.nn.attention.varlen`, torch 2.10+) and bf16/fp16 inputs, all rows of a micro-batch go through one varlen call per layer instead:
 the same causal attention per row, without a Python loop of SDPA calls whose slices' gradients
 are each a zero-filled copy of the whole query, key and value (measured in
 docs/benchmarking.md). Elsewhere (the CPU, float32) the rows run one SDPA call each. The
@@ -102,7 +102,7 @@ def per_row_attention(module, query, key, value, attention_mask, dropout: float 
                          "to sdpa for this model, or max_seq_length to the window or less")
     varlen = _varlen_kernel()
     if (varlen is not None and query.is_cuda and not dropout
-            and query.dtype in (torch.bfloat16, torch.float16)):
+            and query.dtype in (torch.bfloat16, torch.float16) and _flash_capable(query.device)):
         _announce("one torch varlen flash-attention call per layer for all rows")
         return _one_varlen_call(varlen, query, key, value, bounds, scaling), None
     _announce("one SDPA call per row")
@@ -123,6 +123,15 @@ def _varlen_kernel():
     except ImportError:
         return None
     return varlen_attn
+
+
+@functools.cache
+def _flash_capable(device) -> bool:
+    """torch's flash kernels need an Ampere or newer GPU (a T4 or V100 keeps the loop, where
+    SDPA picks a kernel it has)."""
+    import torch
+
+    return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _announce(kernel: str) -> None:
