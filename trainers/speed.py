@@ -9,10 +9,10 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
   effective batch (per_device_train_batch_size x gradient_accumulation_steps), so what is
   learned does not change; a benchmark keeps its batch (keep_batch);
 - per-row attention for Hugging Face's padding-free batches (`attention: sdpa_per_row`,
-  trainers/train/attention.py): each packed row attends to itself alone (on an Ampere or newer GPU
-  in one varlen flash-attention call per layer) instead of through a mask spanning the whole micro-batch,
-  whose cost and memory grow with the square of its tokens (8B on the H200: +42% tokens/s,
-  4 GiB less; Unsloth keeps rows apart itself);
+  trainers/train/attention.py): each packed row attends to itself alone (on an Ampere or
+  newer GPU in one varlen flash-attention call per layer) instead of through a mask spanning
+  the whole micro-batch, whose cost and memory grow with the square of its tokens (8B on the
+  H200: +42% tokens/s, 4 GiB less; Unsloth keeps rows apart itself);
 - Hugging Face's LoRA layers fused under mixed precision (`fused_lora`,
   trainers/train/fused_lora.py): no float32 round trip of their input, the LoRA branch added in
   its up-projection's GEMM (measured in docs/benchmarking.md);
