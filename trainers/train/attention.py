@@ -9,11 +9,11 @@ SDPA call without a mask tensor, so on a GPU SDPA can pick its flash kernel, and
 function registered beside it builds no mask at all.
 
 On an Ampere or newer NVIDIA GPU with torch's variable-length flash attention
-(`torch.nn.attention.varlen`, torch 2.10+) and bf16/fp16 inputs, all rows of a micro-batch go through one varlen call per layer instead:
-the same causal attention per row, without a Python loop of SDPA calls whose slices' gradients
-are each a zero-filled copy of the whole query, key and value (measured in
-docs/benchmarking.md). Elsewhere (the CPU, float32) the rows run one SDPA call each. The
-worker's log says which ran.
+(`torch.nn.attention.varlen`, torch 2.10+) and bf16/fp16 inputs, all rows of a micro-batch go
+through one varlen call per layer instead: the same causal attention per row, without a Python
+loop of SDPA calls whose slices' gradients are each a zero-filled copy of the whole query, key
+and value (measured in docs/benchmarking.md). Elsewhere (older GPUs, the CPU, float32) the rows
+run one SDPA call each. The worker's log says which ran.
 
 Registered under ATTENTION with transformers' AttentionInterface and AttentionMaskInterface;
 load the model with attn_implementation=ATTENTION after register().
