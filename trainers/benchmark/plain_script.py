@@ -70,7 +70,7 @@ def targets(settings: dict, model) -> list:
 
 PER_ROW = "sdpa_per_row"
 _last_rows = {"ids": None, "version": None, "starts": None}
-_last_cu = {"starts": None, "longest": 0, "cu_seq": None}
+_last_cu = {"starts": None, "longest": 0, "cu_seq": None, "gqa": {}}
 
 
 def row_starts(position_ids, items: int) -> list:
@@ -127,15 +127,17 @@ def one_varlen_call(varlen_attn, query, key, value, starts, scaling):
     if _last_cu["starts"] is not starts:  # once per forward: a copy to the GPU waits for it
         ends = [item * length + s for item, item_starts in enumerate(starts)
                 for s in item_starts[1:] + [length]]
+        # torch 2.11 takes fewer key/value heads as they are; later versions ask by name
+        gqa = {"enable_gqa": True} if key.shape[1] != heads and \
+            "enable_gqa" in inspect.signature(varlen_attn).parameters else {}
         _last_cu.update(starts=starts, longest=max(b - a for a, b in zip([0] + ends, ends)),
-                        cu_seq=torch.tensor([0] + ends, dtype=torch.int32, device=query.device))
-    cu_seq, longest = _last_cu["cu_seq"], _last_cu["longest"]
+                        cu_seq=torch.tensor([0] + ends, dtype=torch.int32, device=query.device),
+                        gqa=gqa)
+    cu_seq, longest, gqa = _last_cu["cu_seq"], _last_cu["longest"], _last_cu["gqa"]
 
     def tokens_first(t):
         return t.transpose(1, 2).reshape(items * length, t.shape[1], head_dim)
 
-    gqa = {"enable_gqa": True} if key.shape[1] != heads and \
-        "enable_gqa" in inspect.signature(varlen_attn).parameters else {}
     out = varlen_attn(tokens_first(query), tokens_first(key), tokens_first(value), cu_seq,
                       cu_seq, longest, longest, scale=scaling, window_size=(-1, 0), **gqa)
     return out.reshape(items, length, heads, head_dim)
