@@ -19,6 +19,9 @@ moves into trainers/, one that does not stays here with its measured row.
   fp8_rowwise       the same, rowwise scales
   fp8_frozen        base projections through torch._scaled_mm (cuBLAS FP8) with torchao-style
                     tensorwise scales: the frozen weight cast once, no weight gradient
+  compile_layers    a regional torch.compile: each decoder layer compiled (dynamic shapes from
+                    the start, as padding-free micro-batches change length every step), the
+                    per-row attention left eager (it reads the row bounds on the host)
 PROFILE_STEP=N (environment): torch.profiler over step N, its tables in RUN_DIR/profile-stepN.txt.
 """
 
@@ -151,8 +154,27 @@ def fp8_frozen(model) -> str:
     return f"{swapped} base projections -> FP8 (torch._scaled_mm, weights cast once, no weight grad)"
 
 
+def compile_layers(model) -> str:
+    """torch.compile on each decoder layer, not the whole model (whose compile failed with
+    per-row attention: benchmarks/results/torch_compile_huggingface/). The attention is kept out
+    of the graphs: its row bounds are a host read and a cache that would force a recompile at
+    every new micro-batch. Inductor can then fuse what lies between the GEMMs (residual adds,
+    the layout copies around attention, the LoRA branch's scaling)."""
+    import torch
+    from transformers import AttentionInterface
+
+    from trainers.train import attention
+
+    AttentionInterface.register(attention.ATTENTION,
+                                torch.compiler.disable(attention.per_row_attention))
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return f"{len(layers)} decoder layers compiled (dynamic shapes), attention eager"
+
+
 TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop,
-                                      fp8_tensorwise, fp8_rowwise, fp8_frozen)}
+                                      fp8_tensorwise, fp8_rowwise, fp8_frozen, compile_layers)}
 
 
 def apply_after_load(names: list[str], run_dir: Path) -> None:
