@@ -22,6 +22,8 @@ moves into trainers/, one that does not stays here with its measured row.
   compile_layers    a regional torch.compile: each decoder layer compiled (dynamic shapes from
                     the start, as padding-free micro-batches change length every step), the
                     per-row attention left eager (it reads the row bounds on the host)
+  expandable_segments  PyTorch's allocator with expandable segments (PYTORCH_ALLOC_CONF), set
+                    before torch loads, as Unsloth sets it for its own runs
 PROFILE_STEP=N (environment): torch.profiler over step N, its tables in RUN_DIR/profile-stepN.txt.
 """
 
@@ -173,8 +175,18 @@ def compile_layers(model) -> str:
     return f"{len(layers)} decoder layers compiled (dynamic shapes), attention eager"
 
 
+# techniques that are an environment variable, set in main() before torch is imported
+ENVIRONMENT = {"expandable_segments": ("PYTORCH_ALLOC_CONF", "expandable_segments:True")}
+
+
+def expandable_segments(model) -> str:
+    name, value = ENVIRONMENT["expandable_segments"]
+    return f"{name}={os.environ.get(name)} (set before torch loaded)"
+
+
 TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop,
-                                      fp8_tensorwise, fp8_rowwise, fp8_frozen, compile_layers)}
+                                      fp8_tensorwise, fp8_rowwise, fp8_frozen, compile_layers,
+                                      expandable_segments)}
 
 
 def apply_after_load(names: list[str], run_dir: Path) -> None:
@@ -236,6 +248,9 @@ def main(argv: list[str]) -> int:
         print(f"unknown technique(s) {unknown}; known: none, {', '.join(TECHNIQUES)}",
               file=sys.stderr)
         return 2
+    for name in names:
+        if name in ENVIRONMENT:
+            os.environ.setdefault(*ENVIRONMENT[name])
     run_dir = Path(argv[1]).resolve()
     if json.loads((run_dir / "config.json").read_text()).get("provider") == "unsloth":
         import unsloth  # noqa: F401 - first, as the worker imports it: it patches what follows
