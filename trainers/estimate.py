@@ -12,7 +12,9 @@ model's config.json, in plain Python (the server calls it; no torch).
   8 x hidden + 2 x kv width + 4 x intermediate values in the activation dtype, plus the two
   RMSNorms' fp32 copies (16 x hidden bytes);
   - without gradient checkpointing every layer keeps them: Hugging Face 89% of that count,
-    Unsloth's fused kernels half, Liger's fused kernels (Hugging Face) 80% of Hugging Face's;
+    Unsloth's fused kernels half, Liger's fused kernels (Hugging Face) 80% of Hugging Face's,
+    and fused LoRA layers (`fused_lora`) 80% of that again: the LoRA branch reuses the 16-bit
+    input its base projection keeps instead of saving a float32 copy of its own;
   - with it, Hugging Face keeps each layer's input (fp32 after k-bit preparation) and recomputes
     one layer at a time; Unsloth moves the inputs to CPU memory;
 - the attention mask of Hugging Face's SDPA: a float copy of it per layer, 4 bytes for each
@@ -50,6 +52,8 @@ WORKING_SET = {("huggingface", False): 1.5, ("huggingface", True): 1.75, ("unslo
 UNSLOTH_SAVED_SHARE = 0.5  # fused kernels keep about half (8B, batch 8)
 HF_SAVED_SHARE = 0.89  # Hugging Face eager (8B, per-row attention, batch 8: 0.886)
 LIGER_SAVED_SHARE = 0.8  # Liger's fused norm/SwiGLU/loss, of Hugging Face's (8B, batch 4: 0.795)
+# fused LoRA layers, of the above (H100: 8B engine 0.796; 3B and 1B training runs 0.77, 0.83)
+FUSED_LORA_SAVED_SHARE = 0.8
 MASK_BYTES = 4  # per query x key pair of SDPA's mask, per layer (8B: 3.8 GiB at 5,636 tokens)
 DEVICE_OVERHEAD = (1.1, 1.0)  # the caching allocator's reserve over allocated, + the CUDA context
 # Runs whose peak this estimate is known to miss, with what was measured: no number beats a wrong one
@@ -168,7 +172,7 @@ def mask_bytes(provider: str, attention: str, padding_free: bool, batch: int, se
 def estimate_shape(shape: Shape, *, provider: str, strategy: str, four_bit: bool, batch: int,
                    seq: int, checkpointing: bool, dtype_bytes: int, lora_r: int, targets,
                    optimizer: str, liger: bool = False, attention: str = "sdpa",
-                   padding_free: bool = False) -> dict:
+                   padding_free: bool = False, fused_lora: bool = False) -> dict:
     """Components and total in GiB for one shape and set of settings (padding_free with
     batch 1 and seq = the tokens of a packed micro-batch)."""
     tokens = batch * seq
@@ -180,7 +184,8 @@ def estimate_shape(shape: Shape, *, provider: str, strategy: str, four_bit: bool
         working = WORKING_SET[(provider, four_bit)] * layer
     else:
         share = UNSLOTH_SAVED_SHARE if provider == "unsloth" else \
-            HF_SAVED_SHARE * (LIGER_SAVED_SHARE if liger else 1.0)
+            HF_SAVED_SHARE * (LIGER_SAVED_SHARE if liger else 1.0) * \
+            (FUSED_LORA_SAVED_SHARE if fused_lora and not four_bit else 1.0)
         saved, working = shape.layers * share * layer, 0.0
     lora = lora_parameters(shape, lora_r, targets)
     parts = {
@@ -207,7 +212,8 @@ def settings_of(cfg) -> dict:
             "checkpointing": cfg.gradient_checkpointing,
             "dtype_bytes": 2 if (cfg.bf16 or cfg.fp16) else 4, "lora_r": cfg.lora_r,
             "targets": cfg.target_modules, "optimizer": cfg.optim, "liger": cfg.liger_kernel,
-            "attention": cfg.attention, "padding_free": cfg.padding_free}
+            "attention": cfg.attention, "padding_free": cfg.padding_free,
+            "fused_lora": cfg.fused_lora}
 
 
 def largest_batch(shape: Shape, settings: dict, gpu_gib: float, limit: int = 256) -> int:
