@@ -4,9 +4,9 @@
 #   benchmarks/gpu/plan.sh PLAN_FILE
 #
 # Each non-comment line of PLAN_FILE is "NAME LIMIT_S COMMAND...": COMMAND runs with OUT set to
-# its own folder and is stopped after LIMIT_S seconds. After every line, everything written so
-# far is packed into $OUT/plan.tar.gz, so a call cut short still returns the runs it finished.
-# plan.log records each line's command, exit code and wall time.
+# its own folder and is stopped after LIMIT_S seconds. After every line, and every 30 s while
+# one runs, everything written so far is packed into $OUT/plan.tar.gz, so a call cut short still
+# returns what it had written. plan.log records each line's command, exit code and wall time.
 set -uo pipefail
 
 plan=${1:?usage: plan.sh PLAN_FILE}
@@ -16,6 +16,14 @@ rm -rf "$work" && mkdir -p "$work" "$final_out"
 cp "$plan" "$work/plan.txt"
 log="$work/plan.log"
 
+pack() {  # $1: a name of its own for the part file, so two packings never share one
+  tar -czf "$final_out/plan.tar.gz.$1" -C "$work" . 2>/dev/null && \
+    mv "$final_out/plan.tar.gz.$1" "$final_out/plan.tar.gz"
+}
+( while sleep 30; do pack periodic; done ) &
+packer=$!
+trap 'kill $packer 2>/dev/null' EXIT
+
 while read -r name limit command; do
   case "$name" in ''|'#'*) continue ;; esac
   started=$(date +%s)
@@ -24,6 +32,5 @@ while read -r name limit command; do
   code=$?
   echo "== $name exit code $code after $(( $(date +%s) - started )) s" | tee -a "$log"
   tail -n 25 "$work/$name.log"
-  tar -czf "$final_out/plan.tar.gz.part" -C "$work" . && \
-    mv "$final_out/plan.tar.gz.part" "$final_out/plan.tar.gz"
+  pack line
 done < "$plan"
