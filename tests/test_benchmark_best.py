@@ -15,10 +15,11 @@ def test_checkpointing_goes_off_only_where_the_estimate_says_it_fits():
     spec = build_spec({"model": "llama-3.1-8b", "synthetic_weights": True, "padding": "best",
                        "batch_size": 8, "modes": ["lora16"]})
     # the worst batch, 8 rows of 2,048 tokens without checkpointing: Hugging Face with per-row
-    # attention about 124 GiB allocated (padded with its mask it measured 131.7 on the H200),
-    # Unsloth 76.1 measured: on a 120 GiB GPU only Unsloth fits without checkpointing
-    hf = decide(spec, "llama-3.1-8b", "huggingface", "lora16", gpu_gib=120)
-    us = decide(spec, "llama-3.1-8b", "unsloth", "lora16", gpu_gib=120)
+    # attention and fused LoRA layers about 85 GiB allocated with Liger's kernels, 102.5
+    # without (padded with its mask and PEFT's layers it measured 131.7 on the H200), Unsloth
+    # 76.1 measured: on a 90 GiB GPU only Unsloth fits without checkpointing
+    hf = decide(spec, "llama-3.1-8b", "huggingface", "lora16", gpu_gib=90)
+    us = decide(spec, "llama-3.1-8b", "unsloth", "lora16", gpu_gib=90)
     assert hf["gradient_checkpointing"] is True and hf["attention"] == "sdpa_per_row"
     assert us["attention"] == "sdpa"
     assert "8 x 1 accumulation with gradient checkpointing: fits" in \
@@ -41,5 +42,5 @@ def test_checkpointing_goes_off_only_where_the_estimate_says_it_fits():
     assert hf["fused_lora"] is True and us["fused_lora"] is False
     assert "Unsloth" in us["fused_lora_reason"]
     qlora = decide(build_spec({**spec.model_dump(), "modes": ["qlora4"]}), "llama-3.1-8b",
-                   "huggingface", "qlora4", gpu_gib=120)
+                   "huggingface", "qlora4", gpu_gib=90)
     assert qlora["fused_lora"] is False and "4-bit" in qlora["fused_lora_reason"]
