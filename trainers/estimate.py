@@ -13,8 +13,8 @@ model's config.json, in plain Python (the server calls it; no torch).
   RMSNorms' fp32 copies (16 x hidden bytes);
   - without gradient checkpointing every layer keeps them: Hugging Face 89% of that count,
     Unsloth's fused kernels half, Liger's fused kernels (Hugging Face) 80% of Hugging Face's,
-    and fused LoRA layers (`fused_lora`) 80% of that again: the LoRA branch reuses the 16-bit
-    input its base projection keeps instead of saving a float32 copy of its own;
+    and fused LoRA layers (`fused_lora`, 16-bit) 80% of that again: the LoRA branch reuses the
+    16-bit input its base projection keeps instead of saving a float32 copy of its own;
   - with it, Hugging Face keeps each layer's input (fp32 after k-bit preparation) and recomputes
     one layer at a time; Unsloth moves the inputs to CPU memory;
 - the attention mask of Hugging Face's SDPA: a float copy of it per layer, 4 bytes for each
@@ -185,7 +185,7 @@ def estimate_shape(shape: Shape, *, provider: str, strategy: str, four_bit: bool
     else:
         share = UNSLOTH_SAVED_SHARE if provider == "unsloth" else \
             HF_SAVED_SHARE * (LIGER_SAVED_SHARE if liger else 1.0) * \
-            (FUSED_LORA_SAVED_SHARE if fused_lora and not four_bit else 1.0)
+            (FUSED_LORA_SAVED_SHARE if fused_lora and dtype_bytes == 2 else 1.0)
         saved, working = shape.layers * share * layer, 0.0
     lora = lora_parameters(shape, lora_r, targets)
     parts = {

@@ -180,7 +180,7 @@ ENVIRONMENT = {"expandable_segments": ("PYTORCH_ALLOC_CONF", "expandable_segment
 
 
 def expandable_segments(model) -> str:
-    name, value = ENVIRONMENT["expandable_segments"]
+    name = ENVIRONMENT["expandable_segments"][0]
     return f"{name}={os.environ.get(name)} (set before torch loaded)"
 
 
