@@ -16,20 +16,28 @@ rm -rf "$work" && mkdir -p "$work" "$final_out"
 cp "$plan" "$work/plan.txt"
 log="$work/plan.log"
 
-pack() {  # $1: a name of its own for the part file, so two packings never share one
+pack() {  # $1: a name of its own for the part file
   tar -czf "$final_out/plan.tar.gz.$1" -C "$work" . 2>/dev/null && \
     mv "$final_out/plan.tar.gz.$1" "$final_out/plan.tar.gz"
 }
-( while sleep 30; do pack periodic; done ) &
-packer=$!
-trap 'kill $packer 2>/dev/null' EXIT
+packer=
+stop_packer() {  # before the line's own packing, so an older periodic one never replaces it
+  [ -n "$packer" ] || return 0
+  pkill -P "$packer" 2>/dev/null; kill "$packer" 2>/dev/null; wait "$packer" 2>/dev/null
+  rm -f "$final_out/plan.tar.gz.periodic"
+  packer=
+}
+trap stop_packer EXIT
 
 while read -r name limit command; do
   case "$name" in ''|'#'*) continue ;; esac
   started=$(date +%s)
   echo "== $name ($(date -u +%FT%TZ), limit $limit s): $command" | tee -a "$log"
+  ( while sleep 30; do pack periodic; done ) 2>/dev/null &
+  packer=$!
   OUT="$work/$name" timeout -k 30 "$limit" bash -c "$command" < /dev/null > "$work/$name.log" 2>&1
   code=$?
+  stop_packer
   echo "== $name exit code $code after $(( $(date +%s) - started )) s" | tee -a "$log"
   tail -n 25 "$work/$name.log"
   pack line
