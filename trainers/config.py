@@ -176,8 +176,9 @@ class TrainConfig(TextFields):
         "huggingface, 16-bit LoRA: a leaner LoRA layer forward under bf16/fp16 mixed "
         "precision: the input stays in the model's dtype (PEFT copies it to the adapter's "
         "float32 and autocast copies it back) and the LoRA branch is added inside its "
-        "up-projection's GEMM, not by a separate multiply and add. The same sum, rounded once; Llama-3.1-8B on an H100: +17% "
-        "tokens/s. speed_mode turns it on (trainers/train/fused_lora.py).")
+        "up-projection's GEMM, not by a separate multiply and add. The same sum, rounded once; "
+        "Llama-3.1-8B on an H100: +17% tokens/s. speed_mode turns it on "
+        "(trainers/train/fused_lora.py).")
     attention: Literal["sdpa", "sdpa_per_row"] = _field(
         "sdpa", "optimisation",
         "huggingface: how attention runs. sdpa: PyTorch's scaled_dot_product_attention over "
@@ -185,8 +186,9 @@ class TrainConfig(TextFields):
         "the micro-batch's tokens, so attention grows with the square of their total. "
         "sdpa_per_row: each row attends only to itself, causal and without a mask: on an Ampere "
         "or newer GPU in bf16/fp16 one varlen flash-attention call per layer for all rows, "
-        "elsewhere SDPA once per row; needs padding_free. Llama-3.1-8B on an H200: +42% tokens/s and 4 GiB "
-        "less than sdpa; speed_mode switches it on (trainers/train/attention.py).")
+        "elsewhere SDPA once per row; needs padding_free. Llama-3.1-8B on an H200: +42% "
+        "tokens/s and 4 GiB less than sdpa; speed_mode switches it on "
+        "(trainers/train/attention.py).")
     seed: int = _field(
         42, "optimisation", "Random seed for data order and adapter init (0 to 2**32 - 1).")
 

@@ -16,6 +16,7 @@ non-padding tokens of the rows each step trained; tokens/s over the median step 
 total measured time. Prints one line starting "PLAIN RESULT" and writes OUT.json.
 """
 
+import functools
 import json
 import os
 import statistics
@@ -98,8 +99,7 @@ def per_row_attention(module, query, key, value, attention_mask, dropout=0.0, sc
 
     all_starts = row_starts(position_ids, query.shape[0])
     if (query.is_cuda and not dropout and query.dtype in (torch.bfloat16, torch.float16)
-            and torch.version.hip is None
-            and torch.cuda.get_device_capability(query.device) >= (8, 0)):  # flash's GPUs
+            and flash_capable(query.device)):
         try:
             from torch.nn.attention.varlen import varlen_attn
         except ImportError:
@@ -114,6 +114,14 @@ def per_row_attention(module, query, key, value, attention_mask, dropout=0.0, sc
             value[item:item + 1, :, a:b], None, dropout=dropout, scaling=scaling,
             **kwargs)[0] for a, b in rows], dim=1))
     return torch.cat(outputs, dim=0), None
+
+
+@functools.cache
+def flash_capable(device) -> bool:
+    """torch's flash kernels need an Ampere or newer NVIDIA GPU (asked once, not per layer)."""
+    import torch
+
+    return torch.version.hip is None and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def one_varlen_call(varlen_attn, query, key, value, starts, scaling):
