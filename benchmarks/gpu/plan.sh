@@ -7,6 +7,8 @@
 # its own folder and is stopped after LIMIT_S seconds. After every line, and every 30 s while
 # one runs, everything written so far is packed into $OUT/plan.tar.gz, so a call cut short still
 # returns what it had written. plan.log records each line's command, exit code and wall time.
+# Stopped from outside, it stops the running line first: no line outlives the plan on a machine
+# kept warm for the next call.
 set -uo pipefail
 
 plan=${1:?usage: plan.sh PLAN_FILE}
@@ -27,7 +29,15 @@ stop_packer() {  # before the line's own packing, so an older periodic one never
   rm -f "$final_out/plan.tar.gz.periodic"
   packer=
 }
+line_pid=
+stop_line() {  # timeout puts the line in a process group of its own, out of reach of a kill of ours
+  [ -n "$line_pid" ] && kill -TERM "$line_pid" 2>/dev/null && wait "$line_pid" 2>/dev/null
+  stop_packer
+  pack stopped
+  exit 143
+}
 trap stop_packer EXIT
+trap stop_line TERM INT HUP
 
 while read -r name limit command; do
   case "$name" in ''|'#'*) continue ;; esac
@@ -35,8 +45,11 @@ while read -r name limit command; do
   echo "== $name ($(date -u +%FT%TZ), limit $limit s): $command" | tee -a "$log"
   ( while sleep 30; do pack periodic; done ) 2>/dev/null &
   packer=$!
-  OUT="$work/$name" timeout -k 30 "$limit" bash -c "$command" < /dev/null > "$work/$name.log" 2>&1
+  OUT="$work/$name" timeout -k 30 "$limit" bash -c "$command" < /dev/null > "$work/$name.log" 2>&1 &
+  line_pid=$!
+  wait "$line_pid"
   code=$?
+  line_pid=
   stop_packer
   echo "== $name exit code $code after $(( $(date +%s) - started )) s" | tee -a "$log"
   tail -n 25 "$work/$name.log"
