@@ -46,6 +46,8 @@ def summarize_run(run_dir: Path, returncode: int, wall: float) -> dict:
             "provider", "architecture", "attention", "quantization", "dtype", "max_seq_length",
             "unsloth", "warnings", "device_name", "trainable_parameters", "trl_lm_head")},
         "versions": started.get("versions"),
+        "per_step": [[e["step"], e["tokens_seen"], e["tokens_per_s"], e.get("step_time_s")]
+                     for e in progress],  # step, tokens seen so far, tokens/s, step time s
     }
     if end.get("type") == "failed":
         result["error"] = {k: end.get(k) for k in ("error_type", "message", "hint")}

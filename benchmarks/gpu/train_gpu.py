@@ -55,16 +55,17 @@ def build_model(family: str, out: Path, tiny: bool) -> Path:
     return out
 
 
-def start(run_dir: Path, technique: str):
-    """The product's worker; with a technique or a profiled step (PROFILE_STEP), the same
-    worker through speed_ablation.py."""
-    if technique == "none" and not os.environ.get("PROFILE_STEP"):
+def start(run_dir: Path, technique: str, in_order: bool):
+    """The product's worker; with a technique, a profiled step (PROFILE_STEP) or the rows in
+    order (ROWS_IN_ORDER), the same worker through speed_ablation.py."""
+    if technique == "none" and not os.environ.get("PROFILE_STEP") and not in_order:
         return launch(run_dir)
     with open(run_dir / LOG_FILE, "ab") as log:
         return subprocess.Popen([sys.executable, str(ABLATION), technique, str(run_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(run_dir),
                                 env=child_env({"PYTHONUNBUFFERED": "1",
-                                               "TOKENIZERS_PARALLELISM": "false"}))
+                                               "TOKENIZERS_PARALLELISM": "false",
+                                               **({"ROWS_IN_ORDER": "1"} if in_order else {})}))
 
 
 def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path,
@@ -80,7 +81,7 @@ def run_variant(name: str, fields: dict, model: Path, args, runs_dir: Path,
     cfg = build_config(config)
     run_dir = create_run_dir(cfg, runs_dir, name)
     t0 = time.time()
-    proc = start(run_dir, technique)
+    proc = start(run_dir, technique, args.in_order)
     proc.wait()
     wall = time.time() - t0
     result = summarize(name, run_dir, proc.returncode, wall)
@@ -133,6 +134,9 @@ def main() -> None:
                         help="comma-separated process (GPU) counts to run each variant with")
     parser.add_argument("--out", required=True)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test on the demo model")
+    parser.add_argument("--in-order", action="store_true",
+                        help="train the data's rows in the file's order (a sequential sampler, "
+                             "as the benchmark engine's), e.g. a file from engine_order.py")
     parser.add_argument("--speed", action="store_true",
                         help="speed_mode: true (trainers/speed.py decides at the worker's start)")
     args = parser.parse_args()
@@ -175,7 +179,8 @@ def write_report(results: list[dict], args, out: Path) -> None:
     report = {"command": " ".join([sys.executable] + sys.argv), "family": args.family,
               "synthetic_weights": not args.tiny, "environment": environment(),
               "settings": {"seq": args.seq, "batch": args.batch, "steps": args.steps,
-                           "warmup_steps": WARMUP_STEPS, "speed_mode": args.speed}, "results": results}
+                           "warmup_steps": WARMUP_STEPS, "speed_mode": args.speed,
+                           "rows_in_order": args.in_order}, "results": results}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(results, args))
 

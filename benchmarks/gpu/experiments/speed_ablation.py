@@ -25,6 +25,8 @@ moves into trainers/, one that does not stays here with its measured row.
   expandable_segments  PyTorch's allocator with expandable segments (PYTORCH_ALLOC_CONF), set
                     before torch loads, as Unsloth sets it for its own runs
 PROFILE_STEP=N (environment): torch.profiler over step N, its tables in RUN_DIR/profile-stepN.txt.
+ROWS_IN_ORDER=1 (environment): the trainer reads the rows in the data's order (a sequential
+sampler, as the benchmark engine's trainer does), not shuffled.
 """
 
 from __future__ import annotations
@@ -205,6 +207,20 @@ def apply_after_load(names: list[str], run_dir: Path) -> None:
     HuggingFaceProvider.load_model = patched
 
 
+def rows_in_order() -> None:
+    """Every TrainingArguments (TRL's and Unsloth's configs derive from it) with transformers'
+    sequential sampler; the worker's own data order is otherwise untouched."""
+    from transformers import TrainingArguments
+
+    post_init = TrainingArguments.__post_init__
+
+    def patched(self):
+        post_init(self)
+        self.train_sampling_strategy = "sequential"
+
+    TrainingArguments.__post_init__ = patched
+
+
 def profile_step(step: int, run_dir: Path) -> None:
     """torch.profiler over one optimizer step, through the telemetry callback's step hooks."""
     import torch
@@ -255,6 +271,8 @@ def main(argv: list[str]) -> int:
     if json.loads((run_dir / "config.json").read_text()).get("provider") == "unsloth":
         import unsloth  # noqa: F401 - first, as the worker imports it: it patches what follows
     apply_after_load(names, run_dir)
+    if os.environ.get("ROWS_IN_ORDER") == "1":
+        rows_in_order()
     if os.environ.get("PROFILE_STEP"):
         profile_step(int(os.environ["PROFILE_STEP"]), run_dir)
     from trainers.train.worker import run
