@@ -122,6 +122,21 @@ def test_lora_layers_are_fused_for_hugging_face_16_bit_mixed_precision():
             build_config({"model_name": "m", "dataset": "d", "fused_lora": True, **wrong})
 
 
+def test_expandable_segments_for_hugging_face_unless_the_operator_chose_an_allocator():
+    ours = {"PYTORCH_ALLOC_CONF": "expandable_segments:True"}
+    assert speed.allocator_env("huggingface", {}) == ours
+    assert speed.allocator_env("huggingface", ours) == ours  # set by speed mode: still its own
+    assert speed.allocator_env("unsloth", {}) == {}  # Unsloth sets its own
+    theirs = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}
+    assert speed.allocator_env("huggingface", theirs) == {}
+    assert speed.allocator_decision("huggingface", theirs) == \
+        "PyTorch allocator: as set (PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:512)"
+    plan = speed.decide(build_config(EIGHT_B), gpu_gib=80)
+    assert "PyTorch allocator: expandable segments (PYTORCH_ALLOC_CONF)" in plan["decisions"]
+    assert "PyTorch allocator: not used (no GPU)" in \
+        speed.decide(build_config(EIGHT_B), gpu_gib=None)["decisions"]
+
+
 def _lora_step(dtype, autocast: bool, fused: bool, **lora):
     """One forward and backward of a 64->96 LoRA linear layer: [output, input grad, adapter
     grads]. PEFT keeps a bf16 model's adapter in float32, as in a training run."""

@@ -165,8 +165,8 @@ class TrainConfig(TextFields):
         "Decide at start, for the GPU the run gets, the fastest settings that fit: padding-free "
         "batches (sft/qlora), gradient checkpointing off and the largest micro-batch the VRAM "
         "estimate says fits (gradient accumulation keeps the effective batch), per-row "
-        "attention and Liger kernels for huggingface, cuDNN attention off. The decisions are "
-        "shown with the run (trainers/speed.py).")
+        "attention, Liger kernels and PyTorch's expandable segments for huggingface, cuDNN "
+        "attention off. The decisions are shown with the run (trainers/speed.py).")
     liger_kernel: bool = _field(
         False, "optimisation",
         "huggingface: Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear "

@@ -19,7 +19,11 @@ One decision for training runs (`speed_mode: true`, the `speed` preset) and for 
 - Liger's fused kernels for Hugging Face where liger-kernel is installed and there is a GPU
   (Unsloth has its own);
 - cuDNN's SDPA attention off on a GPU: with torch 2.11 on an H200 it stalls ~2 s at new batch
-  shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps").
+  shapes and ran 20% slower (docs/benchmarking.md, "Slow Hugging Face steps");
+- PyTorch's allocator with expandable segments for Hugging Face, unless the operator set one:
+  with batches that change length every step the default allocator holds segments it cannot
+  reuse (8B on an H100: 42.3 GiB reserved for 37.4 allocated; with expandable segments 37.7
+  GiB, and 2.7% faster). Unsloth sets the same for its own process.
 The attention and kernels are decided first, so the VRAM estimate that picks the batch counts
 them. torch.compile is not switched on: on torch 2.11 with TRL 1.15 it failed with per-row
 attention (as a loop of SDPA calls) and compiled for minutes on the masked path
@@ -32,8 +36,30 @@ decision is returned with its reason; the worker puts them in the `started` even
 from __future__ import annotations
 
 import importlib.util
+import os
 
 BATCH_DECISION = "batch and checkpointing: "  # how the batch decision's sentence starts
+ALLOCATOR_ENV = {"PYTORCH_ALLOC_CONF": "expandable_segments:True"}
+ALLOCATOR_NAMES = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")  # the second: older torch
+
+
+def allocator_env(provider: str, environ=os.environ) -> dict:
+    """The allocator setting speed mode adds to a Hugging Face run's environment: none where
+    the operator chose one (either name; the one speed mode sets counts as its own). Unsloth
+    sets its own."""
+    chosen = {n: environ[n] for n in ALLOCATOR_NAMES if n in environ}
+    if provider != "huggingface" or (chosen and chosen != ALLOCATOR_ENV):
+        return {}
+    return dict(ALLOCATOR_ENV)
+
+
+def allocator_decision(provider: str, environ=os.environ) -> str:
+    if provider != "huggingface":
+        return "PyTorch allocator: as Unsloth sets it (expandable segments unless set)"
+    if allocator_env(provider, environ):
+        return "PyTorch allocator: expandable segments (PYTORCH_ALLOC_CONF)"
+    chosen = [f"{n}={environ[n]}" for n in ALLOCATOR_NAMES if n in environ]
+    return f"PyTorch allocator: as set ({', '.join(chosen)})"
 
 
 def liger_installed() -> bool:
@@ -186,7 +212,9 @@ def decide(cfg, gpu_gib: float | None, keep_batch: bool = False,
                  "LoRA layers fused (input kept in the model's dtype, the LoRA branch added "
                  f"in its GEMM): {state('fused_lora')}",
                  "cuDNN SDPA attention: " + ("off" if gpu_gib is not None else
-                                             "not used (no GPU)")]
+                                             "not used (no GPU)"),
+                 allocator_decision(cfg.provider) if gpu_gib is not None else
+                 "PyTorch allocator: not used (no GPU)"]
     return {"updates": updates, "cudnn_attention": False, "reasons": reasons,
             "decisions": decisions}
 
@@ -223,6 +251,7 @@ def apply(cfg) -> tuple:
     """(cfg with the speed settings, decisions) for a run starting on this machine's GPU."""
     from trainers.estimate import gpu_memory_gib
 
+    os.environ.update(allocator_env(cfg.provider))  # before the first CUDA call fixes it
     gpu = gpu_memory_gib()
     plan = decide(cfg, gpu)
     if gpu is not None:

@@ -552,8 +552,9 @@ def own_code_lines(spec: dict) -> list[str]:
                      "`AttentionInterface`: `per_row_attention` in the generated "
                      "`plain/plain_script.py`) and, for its 16-bit LoRA, LoRA layers that keep "
                      "their input in bf16 and add their branch inside the up-projection's GEMM "
-                     "(`fused_lora_forward` there); in ModelForge `speed_mode: true` decides these "
-                     "for your GPU.")
+                     "(`fused_lora_forward` there), with `PYTORCH_ALLOC_CONF=expandable_segments:"
+                     "True` in its environment (Unsloth sets it itself); in ModelForge "
+                     "`speed_mode: true` decides these for your GPU.")
     return lines
 
 

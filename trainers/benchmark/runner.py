@@ -199,6 +199,10 @@ def variant_env(spec: BenchmarkSpec, provider: str, run_dir: Path, name: str) ->
     env = measured_env(spec, run_dir, name)
     if provider == "unsloth" and spec.padding == "padded":
         env["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
+    if spec.padding == "best":  # speed mode's allocator, as a training run's (trainers/speed.py)
+        from trainers.speed import allocator_env
+
+        env.update(allocator_env(provider, env))
     return env
 
 
