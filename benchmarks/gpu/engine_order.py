@@ -28,6 +28,7 @@ def engine_order(data: str, batch: int, steps: int, warmup: int, min_tokens: int
     from trainers.benchmark.spec import BenchmarkSpec
     from trainers.tools.demo import build_tokenizer
 
+    # the rows do not depend on the model: any synthetic shape makes a valid spec
     spec = BenchmarkSpec(model="llama-3.2-1b", synthetic_weights=True, dataset=data,
                          batch_size=batch, steps=steps, warmup_steps=warmup,
                          min_example_tokens=min_tokens, max_seq_length=seq, seed=seed)

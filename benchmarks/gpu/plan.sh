@@ -30,7 +30,7 @@ stop_packer() {  # before the line's own packing, so an older periodic one never
   packer=
 }
 line_pid=
-stop_line() {  # timeout puts the line in a process group of its own, out of reach of a kill of ours
+stop_line() {  # timeout gives the line a process group of its own: a kill of ours misses it
   [ -n "$line_pid" ] && kill -TERM "$line_pid" 2>/dev/null && wait "$line_pid" 2>/dev/null
   stop_packer
   pack stopped
