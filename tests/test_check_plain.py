@@ -340,3 +340,24 @@ def test_torch_compile_is_for_hugging_face_on_both_sides(tmp_path):
     assert overrides["huggingface"]["sft_config"]["torch_compile"] is True
     assert "unsloth" not in overrides
     assert build_spec({"model": "m"}).torch_compile is False
+
+
+def test_each_at_its_best_gives_both_sides_speed_mode_s_allocator(tmp_path, monkeypatch):
+    """padding "best": the engine's Hugging Face variant and the plain script's Hugging Face run
+    get the same allocator setting as a speed-mode run; Unsloth sets its own."""
+    from trainers.benchmark.runner import plain_settings, variant_env
+
+    for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    spec = build_spec({"model": "m", "padding": "best"})
+    best = {f"{p}-lora16": {"gradient_checkpointing": False, "liger_kernel": False}
+            for p in ("huggingface", "unsloth")}
+    overrides = plain_settings(spec, {"model_dir": "m", "tokenizer_dir": "m",
+                                      "best_settings": best}, tmp_path,
+                               "lora16")["provider_overrides"]
+    ours = {"PYTORCH_ALLOC_CONF": "expandable_segments:True"}
+    assert overrides["huggingface"]["environment"] == ours
+    assert overrides["unsloth"]["environment"] == {}
+    assert variant_env(spec, "huggingface", tmp_path, "v")["PYTORCH_ALLOC_CONF"] == \
+        "expandable_segments:True"
+    assert "PYTORCH_ALLOC_CONF" not in variant_env(spec, "unsloth", tmp_path, "v")

@@ -35,6 +35,7 @@ def read_settings(path: str, provider: str) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if provider == "unsloth":
         os.environ.update(settings["unsloth_environment"])  # read when unsloth is imported
+    os.environ.update(settings.get("environment", {}))  # the allocator's, read when torch is
     return settings
 
 

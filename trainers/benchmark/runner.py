@@ -326,9 +326,12 @@ def plain_settings(spec: BenchmarkSpec, prepared: dict, run_dir: Path, mode: str
 
 
 def _provider_overrides(spec: BenchmarkSpec, best: dict) -> dict:
-    """What differs per provider: padding "best"'s decisions (best.py), and the spec's Liger and
-    torch_compile, which are for Hugging Face only."""
+    """What differs per provider: padding "best"'s decisions (best.py) and speed mode's
+    allocator, and the spec's Liger and torch_compile, which are for Hugging Face only."""
+    from trainers.speed import allocator_env
+
     overrides = {key.rsplit("-", 1)[0]: {
+        "environment": allocator_env(key.rsplit("-", 1)[0]),  # as the engine's variant's
         "gradient_checkpointing": d["gradient_checkpointing"],
         "attention": d.get("attention", spec.attention),
         "fused_lora": bool(d.get("fused_lora")),

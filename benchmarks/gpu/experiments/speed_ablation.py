@@ -22,8 +22,9 @@ moves into trainers/, one that does not stays here with its measured row.
   compile_layers    a regional torch.compile: each decoder layer compiled (dynamic shapes from
                     the start, as padding-free micro-batches change length every step), the
                     per-row attention left eager (it reads the row bounds on the host)
-  expandable_segments  PyTorch's allocator with expandable segments (PYTORCH_ALLOC_CONF), set
-                    before torch loads, as Unsloth sets it for its own runs
+  default_allocator PyTorch's default allocator (PYTORCH_ALLOC_CONF=expandable_segments:False,
+                    set before torch loads; speed mode before it set expandable segments, the
+                    row that measured them as the technique expandable_segments)
 PROFILE_STEP=N (environment): torch.profiler over step N, its tables in RUN_DIR/profile-stepN.txt.
 ROWS_IN_ORDER=1 (environment): the trainer reads the rows in the data's order (a sequential
 sampler, as the benchmark engine's trainer does), not shuffled.
@@ -178,17 +179,18 @@ def compile_layers(model) -> str:
 
 
 # techniques that are an environment variable, set in main() before torch is imported
-ENVIRONMENT = {"expandable_segments": ("PYTORCH_ALLOC_CONF", "expandable_segments:True")}
+# (an operator's own allocator setting, which speed mode leaves as it is)
+ENVIRONMENT = {"default_allocator": ("PYTORCH_ALLOC_CONF", "expandable_segments:False")}
 
 
-def expandable_segments(model) -> str:
-    name = ENVIRONMENT["expandable_segments"][0]
+def default_allocator(model) -> str:
+    name = ENVIRONMENT["default_allocator"][0]
     return f"{name}={os.environ.get(name)} (set before torch loaded)"
 
 
 TECHNIQUES = {f.__name__: f for f in (peft_lora, peft_lora_bf16_inputs, per_row_loop,
                                       fp8_tensorwise, fp8_rowwise, fp8_frozen, compile_layers,
-                                      expandable_segments)}
+                                      default_allocator)}
 
 
 def apply_after_load(names: list[str], run_dir: Path) -> None:
